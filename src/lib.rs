@@ -9,6 +9,9 @@
 //!
 //! `ARCHITECTURE.md` at the repository root is the map.
 
+pub mod cli;
+pub mod client;
+pub mod server;
 pub mod types;
 
 /// Code generated from `proto/chat.proto`: messages and clients.

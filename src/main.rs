@@ -1,1 +1,5 @@
-fn main() {}
+//! The `confab` binary: see [`confab::cli`].
+
+fn main() -> std::process::ExitCode {
+    confab::cli::main()
+}

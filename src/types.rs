@@ -20,7 +20,9 @@ pub fn check_username(name: &str) -> Result<(), String> {
         return Err("a username cannot be empty".into());
     }
     if name.len() > MAX_USERNAME_LEN {
-        return Err(format!("a username has at most {MAX_USERNAME_LEN} characters"));
+        return Err(format!(
+            "a username has at most {MAX_USERNAME_LEN} characters"
+        ));
     }
     if let Some(c) = name
         .chars()

@@ -1,0 +1,69 @@
+//! The `confab` command line: one binary, one subcommand per role. Every flag has a `CONFAB_*`
+//! environment fallback; durations are written like `60s` or `5m`.
+
+mod admin;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// confab: a small, durable chat system.
+#[derive(Debug, Parser)]
+#[command(name = "confab", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the message center.
+    Serve(serve::ServeArgs),
+    /// Create an account on a server.
+    Register(admin::RegisterArgs),
+    /// Operator commands (need the server's admin token).
+    Admin(admin::AdminArgs),
+}
+
+/// Parses the command line and runs it; the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("confab: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Register(args) => admin::register(args).await,
+            Command::Admin(args) => admin::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("confab: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Parses `60s`, `5m`, `1h30m`.
+pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 60s, 5m or 1h)"))
+}

@@ -1,0 +1,154 @@
+//! `confab.v1.Admin`: the operator's view and controls, behind the admin token.
+
+use std::{collections::HashMap, sync::Arc};
+
+use tonic::{Request, Response, Status};
+
+use super::bearer;
+use crate::{
+    pb,
+    server::{core::Core, error::Error, services::admin_server::Admin},
+    types::Secret,
+};
+
+/// The `Admin` service.
+pub struct AdminService(pub Arc<Core>);
+
+impl AdminService {
+    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let given = bearer(request.metadata()).unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), self.0.admin_token.expose().as_bytes()) {
+            return Err(Error::Unauthenticated(
+                "this call needs the admin token (from the server's admin.token file) as `authorization: Bearer <token>`",
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.0;
+        let mut users: Vec<pb::UserInfo> = core
+            .accounts
+            .all()
+            .into_iter()
+            .map(|a| pb::UserInfo {
+                username: a.name.to_string(),
+                created_at_ms: a.created_ms,
+                online: core.sessions.by_user(a.id).is_some(),
+                locked_until_ms: core.locked_until_ms(&a.name),
+                last_login_ms: a.last_login(),
+            })
+            .collect();
+        users.sort_by_key(|u| u.username.to_ascii_lowercase());
+        Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.0;
+        // Pending acknowledgements are committed first so the counts are current.
+        core.writer.flush().await.map_err(Error::from)?;
+        let store = core.store.clone();
+        let counts: HashMap<_, _> = tokio::task::spawn_blocking(move || store.inbox_counts())
+            .await
+            .map_err(|e| Error::Internal(e.into()))?
+            .map_err(Error::from)?
+            .into_iter()
+            .collect();
+        let mut sessions: Vec<pb::SessionInfo> = core
+            .sessions
+            .all()
+            .into_iter()
+            .map(|s| pb::SessionInfo {
+                username: s.name().to_owned(),
+                address: s.remote.to_string(),
+                since_ms: s.since_ms,
+                last_heartbeat_ms: s.last_activity(),
+                pending_inbox: counts.get(&s.user_id()).copied().unwrap_or(0),
+                subscribed: s.subscribed(),
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.username.to_ascii_lowercase());
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.0;
+        let s = &core.stats;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::new(pb::GetStatsResponse {
+            uptime_seconds: core.started.elapsed().as_secs(),
+            users: core.accounts.len() as u64,
+            sessions: core.sessions.len() as u64,
+            logins: get(&s.logins),
+            failed_logins: get(&s.failed_logins),
+            lockouts: get(&s.lockouts),
+            messages_relayed: get(&s.messages_relayed),
+            messages_delivered_live: get(&s.messages_delivered_live),
+            broadcasts: get(&s.broadcasts),
+            broadcast_deliveries: get(&s.broadcast_deliveries),
+            address_requests: get(&s.address_requests),
+            address_grants: get(&s.address_grants),
+            streams_too_slow: get(&s.streams_too_slow),
+        }))
+    }
+
+    async fn kick_user(
+        &self,
+        request: Request<pb::KickUserRequest>,
+    ) -> Result<Response<pb::KickUserResponse>, Status> {
+        self.check(&request)?;
+        let core = &self.0;
+        let account = core.account(&request.into_inner().username)?;
+        let was_online = core
+            .sessions
+            .by_user(account.id)
+            .is_some_and(|s| core.end_session(&s, pb::SessionEndReason::Kicked));
+        tracing::info!(user = %account.name, was_online, "kicked by an operator");
+        Ok(Response::new(pb::KickUserResponse { was_online }))
+    }
+
+    async fn unlock_user(
+        &self,
+        request: Request<pb::UnlockUserRequest>,
+    ) -> Result<Response<pb::UnlockUserResponse>, Status> {
+        self.check(&request)?;
+        self.0.unlock(&request.into_inner().username)?;
+        Ok(Response::new(pb::UnlockUserResponse {}))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        let account = self
+            .0
+            .create_user(&req.username, Secret::new(req.password))
+            .await?;
+        Ok(Response::new(pb::CreateUserResponse {
+            username: account.name.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,26 @@
+//! The gRPC services: thin adapters from generated traits to [`super::core::Core`].
+//!
+//! Each handler checks the caller, converts the request, calls one core operation and converts
+//! the result; errors become statuses through `From<Error> for Status` alone.
+
+pub mod admin;
+pub mod auth;
+pub mod chat;
+
+use std::net::SocketAddr;
+
+use tonic::metadata::MetadataMap;
+
+/// The bearer token of a request, if it carries one.
+pub(crate) fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    let value = metadata.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The caller's address, as the server's TCP connection sees it.
+pub(crate) fn remote<T>(request: &tonic::Request<T>) -> SocketAddr {
+    request
+        .remote_addr()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}

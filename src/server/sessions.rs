@@ -1,0 +1,324 @@
+//! Live sessions: the token table (one session per user), each session's activity clock, rate
+//! limiter and its one attached event stream with a bounded queue.
+//!
+//! Pushing an event never blocks: a full queue means the client stopped reading, and the session
+//! is handed to [`Sessions::slow`] to be ended `TOO_SLOW` by the core (outside any lock here).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex, OnceLock, RwLock,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{accounts::Account, ratelimit::TokenBucket, store::UserId, wire::EncodedEvent};
+use crate::{now_ms, pb::SessionEndReason};
+
+/// Where peers reach this session's client, from `Login`.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Host to dial.
+    pub host: String,
+    /// Peer listener port.
+    pub port: u16,
+    /// X25519 static public key.
+    pub public_key: Vec<u8>,
+}
+
+/// One queued event. `seq` is the direct message's inbox seq, 0 for live-only events.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Inbox seq (0: not a stored message).
+    pub seq: u64,
+    /// The encoded event.
+    pub event: EncodedEvent,
+}
+
+/// The result of [`Session::push`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued on the live stream.
+    Queued,
+    /// No stream attached.
+    NoStream,
+    /// The queue was full; the session is being ended `TOO_SLOW`.
+    Full,
+}
+
+struct Slot {
+    generation: u64,
+    tx: mpsc::Sender<Outbound>,
+    cancel: CancellationToken,
+}
+
+/// A logged-in session.
+pub struct Session {
+    /// Unique for the server's lifetime.
+    pub id: u64,
+    /// Whose session.
+    pub user: Arc<Account>,
+    token: String,
+    /// The gRPC connection's remote address at login.
+    pub remote: SocketAddr,
+    /// Peer listener, if the client has one (or at least a key: `port` 0).
+    pub peer: Option<PeerInfo>,
+    /// Login time, Unix ms.
+    pub since_ms: i64,
+    last_activity_ms: AtomicI64,
+    /// Cancelled when the session ends; streams then send `SessionEnded` and close.
+    pub ended: CancellationToken,
+    end_reason: OnceLock<SessionEndReason>,
+    stream: Mutex<Option<Slot>>,
+    generations: AtomicU64,
+    /// Per-session send rate limit.
+    pub send_bucket: Mutex<TokenBucket>,
+    slow: mpsc::UnboundedSender<Arc<Session>>,
+    this: std::sync::Weak<Session>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user", &self.user.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Whose id.
+    pub fn user_id(&self) -> UserId {
+        self.user.id
+    }
+
+    /// The user's name as registered.
+    pub fn name(&self) -> &str {
+        &self.user.name
+    }
+
+    /// Records activity (any call) now.
+    pub fn touch(&self) {
+        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Last activity, Unix ms.
+    pub fn last_activity(&self) -> i64 {
+        self.last_activity_ms.load(Ordering::Relaxed)
+    }
+
+    /// Why the session ended, once it has.
+    pub fn end_reason(&self) -> Option<SessionEndReason> {
+        self.end_reason.get().copied()
+    }
+
+    /// Whether a stream is attached.
+    pub fn subscribed(&self) -> bool {
+        self.stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Attaches a new stream, replacing (and cancelling) any previous one. Returns its
+    /// generation, queue and cancellation token.
+    pub fn attach(&self, capacity: usize) -> (u64, mpsc::Receiver<Outbound>, CancellationToken) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let cancel = CancellationToken::new();
+        let old = self
+            .stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(Slot {
+                generation,
+                tx,
+                cancel: cancel.clone(),
+            });
+        if let Some(old) = old {
+            old.cancel.cancel();
+        }
+        (generation, rx, cancel)
+    }
+
+    /// Detaches the stream of `generation` if it is still the attached one.
+    pub fn detach(&self, generation: u64) {
+        let mut slot = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|s| s.generation == generation) {
+            *slot = None;
+        }
+    }
+
+    /// Queues `item` on the live stream without waiting.
+    pub fn push(&self, item: Outbound) -> Pushed {
+        let result = {
+            let slot = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                None => return Pushed::NoStream,
+                Some(s) => s.tx.try_send(item),
+            }
+        };
+        match result {
+            Ok(()) => Pushed::Queued,
+            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::NoStream,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(me) = self.this.upgrade() {
+                    // Ended by the core's slow-reader task, never under this call's locks.
+                    let _ = self.slow.send(me);
+                }
+                Pushed::Full
+            }
+        }
+    }
+
+    /// Marks the session ended for `reason`; false if it had ended already.
+    fn finish(&self, reason: SessionEndReason) -> bool {
+        if self.end_reason.set(reason).is_err() {
+            return false;
+        }
+        self.ended.cancel();
+        true
+    }
+}
+
+/// The token table.
+pub struct Sessions {
+    inner: RwLock<Table>,
+    next_id: AtomicU64,
+    slow: mpsc::UnboundedSender<Arc<Session>>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_token: HashMap<String, Arc<Session>>,
+    by_user: HashMap<UserId, Arc<Session>>,
+}
+
+/// What a new session needs.
+pub struct NewSession {
+    /// Whose.
+    pub user: Arc<Account>,
+    /// Remote address of the gRPC connection.
+    pub remote: SocketAddr,
+    /// Peer listener details.
+    pub peer: Option<PeerInfo>,
+    /// Send rate per second.
+    pub send_rate: f64,
+    /// Send burst.
+    pub send_burst: f64,
+}
+
+impl Sessions {
+    /// An empty table; sessions whose queue overflows are sent to `slow`.
+    pub fn new(slow: mpsc::UnboundedSender<Arc<Session>>) -> Self {
+        Sessions {
+            inner: RwLock::default(),
+            next_id: AtomicU64::new(1),
+            slow,
+        }
+    }
+
+    /// Creates a session with a fresh token and installs it as the user's only session.
+    /// Returns it, its token, and the session it replaced (already marked ended
+    /// `LOGGED_IN_ELSEWHERE`; the caller does the rest of the ending).
+    pub fn create(&self, new: NewSession) -> (Arc<Session>, String, Option<Arc<Session>>) {
+        let token = new_token();
+        let now = now_ms();
+        let session = Arc::new_cyclic(|this| Session {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            user: new.user,
+            token: token.clone(),
+            remote: new.remote,
+            peer: new.peer,
+            since_ms: now,
+            last_activity_ms: AtomicI64::new(now),
+            ended: CancellationToken::new(),
+            end_reason: OnceLock::new(),
+            stream: Mutex::new(None),
+            generations: AtomicU64::new(0),
+            send_bucket: Mutex::new(TokenBucket::new(
+                new.send_rate,
+                new.send_burst,
+                std::time::Instant::now(),
+            )),
+            slow: self.slow.clone(),
+            this: this.clone(),
+        });
+        let old = {
+            let mut t = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            t.by_token.insert(token.clone(), session.clone());
+            let old = t.by_user.insert(session.user_id(), session.clone());
+            if let Some(old) = &old {
+                t.by_token.remove(&old.token);
+            }
+            old
+        };
+        let old = old.filter(|o| o.finish(SessionEndReason::LoggedInElsewhere));
+        (session, token, old)
+    }
+
+    /// Removes `session` from the table and marks it ended; false if it had ended already.
+    pub fn remove(&self, session: &Session, reason: SessionEndReason) -> bool {
+        {
+            let mut t = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            if t.by_token
+                .get(&session.token)
+                .is_some_and(|s| s.id == session.id)
+            {
+                t.by_token.remove(&session.token);
+            }
+            if t.by_user
+                .get(&session.user_id())
+                .is_some_and(|s| s.id == session.id)
+            {
+                t.by_user.remove(&session.user_id());
+            }
+        }
+        session.finish(reason)
+    }
+
+    /// The live session holding `token`.
+    pub fn by_token(&self, token: &str) -> Option<Arc<Session>> {
+        let t = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        t.by_token.get(token).cloned()
+    }
+
+    /// `user`'s live session.
+    pub fn by_user(&self, user: UserId) -> Option<Arc<Session>> {
+        let t = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        t.by_user.get(&user).cloned()
+    }
+
+    /// Every live session.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        let t = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        t.by_user.values().cloned().collect()
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_user
+            .len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// 256 random bits from the OS generator, hex-encoded.
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,140 @@
+//! Durable storage behind a trait: accounts, blocks and the per-user inbox of unacknowledged
+//! direct messages.
+//!
+//! The trait is synchronous on purpose. All writes go through one writer thread
+//! ([`crate::server::writer`]) that hands the store a batch of operations to apply in one
+//! transaction (group commit); reads are rare (start-up, replay, admin) and run on
+//! `spawn_blocking`. SQLite ([`sqlite::SqliteStore`]) is the embedded default; a PostgreSQL store
+//! for multi-node deployments would implement the same trait.
+
+pub mod sqlite;
+
+/// A user's row id.
+pub type UserId = i64;
+
+/// An account as stored.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    /// Row id.
+    pub id: UserId,
+    /// The name as registered.
+    pub name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+    /// Last successful login, Unix ms (0: never).
+    pub last_login_ms: i64,
+}
+
+/// A stored direct message.
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    /// Per-recipient sequence number.
+    pub seq: u64,
+    /// Sender's name as registered.
+    pub sender: String,
+    /// Sender's message id.
+    pub message_id: String,
+    /// UTF-8 body.
+    pub body: String,
+    /// Send time, Unix ms.
+    pub sent_ms: i64,
+}
+
+/// One write in a batch.
+#[derive(Debug)]
+pub enum WriteOp {
+    /// Creates an account unless the name key is taken.
+    CreateUser {
+        /// As registered.
+        name: String,
+        /// Lowercase uniqueness key.
+        name_key: String,
+        /// PHC string.
+        password_hash: String,
+        /// Unix ms.
+        created_ms: i64,
+    },
+    /// Appends a message to `recipient`'s inbox unless it is full or holds the same
+    /// `(sender, message_id)` already.
+    Append {
+        /// Recipient.
+        recipient: UserId,
+        /// Sender.
+        sender: UserId,
+        /// Sender's id for the message.
+        message_id: String,
+        /// Body.
+        body: String,
+        /// Unix ms.
+        sent_ms: i64,
+        /// The inbox limit.
+        max_inbox: u64,
+    },
+    /// Deletes `user`'s messages with `seq <= upto`.
+    Ack {
+        /// Whose inbox.
+        user: UserId,
+        /// Highest acknowledged seq.
+        upto: u64,
+    },
+    /// Stores that `blocker` blocks `blocked`.
+    Block {
+        /// Who blocks.
+        blocker: UserId,
+        /// Who is blocked.
+        blocked: UserId,
+    },
+    /// Removes a block.
+    Unblock {
+        /// Who blocked.
+        blocker: UserId,
+        /// Who was blocked.
+        blocked: UserId,
+    },
+    /// Records a successful login.
+    LastLogin {
+        /// Who.
+        user: UserId,
+        /// Unix ms.
+        at_ms: i64,
+    },
+}
+
+/// The result of one [`WriteOp`], in batch order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The operation was applied (or was a no-op that needs no answer).
+    Done,
+    /// `CreateUser` succeeded with this id.
+    Created(UserId),
+    /// `CreateUser` found the name taken.
+    NameTaken,
+    /// `Append` stored the message (or found it stored already: `duplicate`).
+    Appended {
+        /// The message's seq in the recipient's inbox.
+        seq: u64,
+        /// The `(sender, message_id)` was already in the inbox.
+        duplicate: bool,
+    },
+    /// `Append` found the inbox full.
+    InboxFull,
+    /// This operation failed; the others in the batch were still committed.
+    Failed(String),
+}
+
+/// Durable storage. Implementations must be safe to call from any thread.
+pub trait Store: Send + Sync + 'static {
+    /// Every account.
+    fn users(&self) -> anyhow::Result<Vec<UserRow>>;
+    /// Every block, as `(blocker, blocked)`.
+    fn blocks(&self) -> anyhow::Result<Vec<(UserId, UserId)>>;
+    /// Up to `limit` of `user`'s messages with `seq > after`, oldest first.
+    fn inbox_page(&self, user: UserId, after: u64, limit: usize) -> anyhow::Result<Vec<InboxRow>>;
+    /// Number of unacknowledged messages per user that has any.
+    fn inbox_counts(&self) -> anyhow::Result<Vec<(UserId, u64)>>;
+    /// Applies `ops` in one transaction and returns one outcome per op. Only the writer thread
+    /// calls this. An `Err` means nothing was committed.
+    fn write_batch(&self, ops: &[WriteOp]) -> anyhow::Result<Vec<WriteOutcome>>;
+}

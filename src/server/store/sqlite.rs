@@ -1,0 +1,329 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=NORMAL`, which survives the
+//! server process dying (SPEC §4). One connection writes (used only by the writer thread); reads
+//! use a second connection so a replay never waits behind a commit.
+
+use std::{path::Path, sync::Mutex};
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, blocks, inbox.
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_login_ms INTEGER NOT NULL DEFAULT 0,
+        -- Highest seq ever given to this user's inbox; seqs are never reused.
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        inbox_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE blocks (
+        blocker INTEGER NOT NULL REFERENCES users(id),
+        blocked INTEGER NOT NULL REFERENCES users(id),
+        PRIMARY KEY (blocker, blocked)
+    ) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        recipient INTEGER NOT NULL REFERENCES users(id),
+        seq INTEGER NOT NULL,
+        sender INTEGER NOT NULL REFERENCES users(id),
+        message_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        sent_ms INTEGER NOT NULL,
+        PRIMARY KEY (recipient, seq)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX inbox_dedupe ON inbox (recipient, sender, message_id);",
+];
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `path` and applies pending migrations.
+    ///
+    /// # Errors
+    /// The file cannot be opened, or a migration fails.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let writer =
+            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "synchronous", "NORMAL")?;
+        writer.pragma_update(None, "foreign_keys", "ON")?;
+        writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&writer)?;
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn users(&self) -> anyhow::Result<Vec<UserRow>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(
+            "SELECT id, name, password_hash, created_ms, last_login_ms FROM users ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(UserRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                password_hash: r.get(2)?,
+                created_ms: r.get(3)?,
+                last_login_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn blocks(&self) -> anyhow::Result<Vec<(UserId, UserId)>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare("SELECT blocker, blocked FROM blocks")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn inbox_page(&self, user: UserId, after: u64, limit: usize) -> anyhow::Result<Vec<InboxRow>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT i.seq, u.name, i.message_id, i.body, i.sent_ms
+             FROM inbox i JOIN users u ON u.id = i.sender
+             WHERE i.recipient = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![user, after as i64, limit as i64], |r| {
+            Ok(InboxRow {
+                seq: r.get::<_, i64>(0)? as u64,
+                sender: r.get(1)?,
+                message_id: r.get(2)?,
+                body: r.get(3)?,
+                sent_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn inbox_counts(&self) -> anyhow::Result<Vec<(UserId, u64)>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare("SELECT id, inbox_count FROM users WHERE inbox_count > 0")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn write_batch(&self, ops: &[WriteOp]) -> anyhow::Result<Vec<WriteOutcome>> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            // One failing op must not undo the others that share the commit.
+            out.push(apply(&tx, op).unwrap_or_else(|e| WriteOutcome::Failed(format!("{e:#}"))));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> anyhow::Result<WriteOutcome> {
+    Ok(match op {
+        WriteOp::CreateUser {
+            name,
+            name_key,
+            password_hash,
+            created_ms,
+        } => {
+            let id: Option<UserId> = tx
+                .prepare_cached(
+                    "INSERT INTO users (name, name_key, password_hash, created_ms)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name_key) DO NOTHING RETURNING id",
+                )?
+                .query_row(params![name, name_key, password_hash, created_ms], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            id.map_or(WriteOutcome::NameTaken, WriteOutcome::Created)
+        }
+        WriteOp::Append {
+            recipient,
+            sender,
+            message_id,
+            body,
+            sent_ms,
+            max_inbox,
+        } => {
+            let existing: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT seq FROM inbox WHERE recipient = ?1 AND sender = ?2 AND message_id = ?3",
+                )?
+                .query_row(params![recipient, sender, message_id], |r| r.get(0))
+                .optional()?;
+            if let Some(seq) = existing {
+                return Ok(WriteOutcome::Appended {
+                    seq: seq as u64,
+                    duplicate: true,
+                });
+            }
+            let seq: Option<i64> = tx
+                .prepare_cached(
+                    "UPDATE users SET last_seq = last_seq + 1, inbox_count = inbox_count + 1
+                     WHERE id = ?1 AND inbox_count < ?2 RETURNING last_seq",
+                )?
+                .query_row(params![recipient, *max_inbox as i64], |r| r.get(0))
+                .optional()?;
+            let Some(seq) = seq else {
+                return Ok(WriteOutcome::InboxFull);
+            };
+            tx.prepare_cached(
+                "INSERT INTO inbox (recipient, seq, sender, message_id, body, sent_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![recipient, seq, sender, message_id, body, sent_ms])?;
+            WriteOutcome::Appended {
+                seq: seq as u64,
+                duplicate: false,
+            }
+        }
+        WriteOp::Ack { user, upto } => {
+            let removed = tx
+                .prepare_cached("DELETE FROM inbox WHERE recipient = ?1 AND seq <= ?2")?
+                .execute(params![user, *upto as i64])?;
+            if removed > 0 {
+                tx.prepare_cached("UPDATE users SET inbox_count = inbox_count - ?2 WHERE id = ?1")?
+                    .execute(params![user, removed as i64])?;
+            }
+            WriteOutcome::Done
+        }
+        WriteOp::Block { blocker, blocked } => {
+            tx.prepare_cached("INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?1, ?2)")?
+                .execute(params![blocker, blocked])?;
+            WriteOutcome::Done
+        }
+        WriteOp::Unblock { blocker, blocked } => {
+            tx.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2")?
+                .execute(params![blocker, blocked])?;
+            WriteOutcome::Done
+        }
+        WriteOp::LastLogin { user, at_ms } => {
+            tx.prepare_cached("UPDATE users SET last_login_ms = ?2 WHERE id = ?1")?
+                .execute(params![user, at_ms])?;
+            WriteOutcome::Done
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(store: &SqliteStore, name: &str) -> UserId {
+        let out = store
+            .write_batch(&[WriteOp::CreateUser {
+                name: name.into(),
+                name_key: name.to_ascii_lowercase(),
+                password_hash: "x".into(),
+                created_ms: 1,
+            }])
+            .unwrap();
+        match out[0] {
+            WriteOutcome::Created(id) => id,
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    fn append(store: &SqliteStore, to: UserId, from: UserId, id: &str, max: u64) -> WriteOutcome {
+        store
+            .write_batch(&[WriteOp::Append {
+                recipient: to,
+                sender: from,
+                message_id: id.into(),
+                body: "b".into(),
+                sent_ms: 2,
+                max_inbox: max,
+            }])
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn inbox_seqs_dedupe_limits_and_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let (a, b) = (user(&store, "alice"), user(&store, "bob"));
+        let dup = store
+            .write_batch(&[WriteOp::CreateUser {
+                name: "Bob".into(),
+                name_key: "bob".into(),
+                password_hash: "x".into(),
+                created_ms: 1,
+            }])
+            .unwrap();
+        assert_eq!(dup, vec![WriteOutcome::NameTaken]);
+
+        assert_eq!(
+            append(&store, b, a, "m1", 2),
+            WriteOutcome::Appended {
+                seq: 1,
+                duplicate: false
+            }
+        );
+        assert_eq!(
+            append(&store, b, a, "m1", 2),
+            WriteOutcome::Appended {
+                seq: 1,
+                duplicate: true
+            }
+        );
+        assert_eq!(
+            append(&store, b, a, "m2", 2),
+            WriteOutcome::Appended {
+                seq: 2,
+                duplicate: false
+            }
+        );
+        assert_eq!(append(&store, b, a, "m3", 2), WriteOutcome::InboxFull);
+        assert_eq!(store.inbox_page(b, 0, 10).unwrap().len(), 2);
+
+        store
+            .write_batch(&[WriteOp::Ack { user: b, upto: 1 }])
+            .unwrap();
+        let left = store.inbox_page(b, 0, 10).unwrap();
+        assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(left[0].sender, "alice");
+        // Seqs are never reused after an ack.
+        assert_eq!(
+            append(&store, b, a, "m3", 2),
+            WriteOutcome::Appended {
+                seq: 3,
+                duplicate: false
+            }
+        );
+        drop(store);
+        let reopened = SqliteStore::open(&dir.path().join("db")).unwrap();
+        assert_eq!(reopened.inbox_counts().unwrap(), vec![(b, 2)]);
+    }
+}

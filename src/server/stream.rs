@@ -1,0 +1,82 @@
+//! The `Subscribe` stream: replay the unacknowledged inbox, mark its end, then live events until
+//! the session ends or a newer stream replaces this one.
+
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::{core::Core, sessions::Session, wire};
+use crate::pb::{self, event::Kind};
+
+/// Messages read from the store per page while replaying.
+const REPLAY_PAGE: usize = 256;
+
+/// Detaches the stream when tonic drops it (client gone or replaced).
+struct Detach {
+    session: Arc<Session>,
+    generation: u64,
+}
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        self.session.detach(self.generation);
+    }
+}
+
+/// The event stream of `session`, replaying stored messages after `resume_after`.
+pub fn subscribe(
+    core: Arc<Core>,
+    session: Arc<Session>,
+    resume_after: u64,
+) -> impl Stream<Item = Result<wire::EncodedEvent, Status>> + Send + 'static {
+    core.ack(&session, resume_after);
+    // Attach before reading the inbox: a message committed meanwhile is then either in the
+    // replay or in the queue (or both, and the seq check below drops the second copy).
+    let (generation, mut rx, replaced) = session.attach(core.config.stream_queue);
+    async_stream::stream! {
+        let _detach = Detach { session: session.clone(), generation };
+        let mut last = resume_after;
+        loop {
+            let (store, user) = (core.store.clone(), session.user_id());
+            let after = last;
+            let page = tokio::task::spawn_blocking(move || store.inbox_page(user, after, REPLAY_PAGE)).await;
+            let page = match page {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    yield Err(super::error::Error::Internal(e).into());
+                    return;
+                }
+                Err(e) => {
+                    yield Err(super::error::Error::Internal(e.into()).into());
+                    return;
+                }
+            };
+            let full = page.len() == REPLAY_PAGE;
+            for row in page {
+                last = row.seq;
+                yield Ok(wire::direct(row.seq, &row.sender, &row.body, &row.message_id, row.sent_ms));
+            }
+            if !full {
+                break;
+            }
+        }
+        yield Ok(wire::encode(Kind::BacklogEnd(pb::BacklogEnd { last_seq: last })));
+        loop {
+            tokio::select! {
+                biased;
+                () = session.ended.cancelled() => {
+                    let reason = session.end_reason().unwrap_or(pb::SessionEndReason::Unspecified);
+                    yield Ok(wire::session_ended(reason));
+                    break;
+                }
+                () = replaced.cancelled() => break,
+                item = rx.recv() => match item {
+                    Some(item) if item.seq != 0 && item.seq <= last => {}
+                    Some(item) => yield Ok(item.event),
+                    None => break,
+                },
+            }
+        }
+    }
+}
