@@ -9,6 +9,7 @@
 //!
 //! `ARCHITECTURE.md` at the repository root is the map.
 
+pub mod peer;
 pub mod types;
 
 /// Code generated from `proto/chat.proto`: messages and clients.
