@@ -76,7 +76,8 @@ class ServerProcess:
         return (self.data_dir / "admin.token").read_text().strip()
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def stop(self) -> Optional[int]:
@@ -177,7 +178,8 @@ class ChatProcess:
         )
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text()
 
     def finish(self, within: float = PATIENCE) -> int:
