@@ -22,6 +22,14 @@ async fn requested(user: &mut Session) -> pb::AddressRequested {
     }
 }
 
+/// Alice asks bob, bob accepts, alice holds the grant.
+async fn grant(alice: &mut Session, bob: &mut Session) {
+    let id = alice.request_address("bob").await.unwrap().request_id;
+    requested(bob).await;
+    bob.respond(&id, true).await.unwrap();
+    assert!(matches!(alice.next("grant").await, Kind::AddressGranted(_)));
+}
+
 #[tokio::test]
 async fn an_accepted_request_grants_the_address_and_is_reused() {
     let srv = TestServer::start().await;
@@ -112,10 +120,7 @@ async fn an_unanswered_request_times_out() {
 async fn grants_are_revoked_on_logout_on_both_sides() {
     let srv = TestServer::start().await;
     let (mut alice, mut bob) = pair(&srv).await;
-    let id = alice.request_address("bob").await.unwrap().request_id;
-    requested(&mut bob).await;
-    bob.respond(&id, true).await.unwrap();
-    assert!(matches!(alice.next("grant").await, Kind::AddressGranted(_)));
+    grant(&mut alice, &mut bob).await;
     bob.logout().await;
     match alice.next("the revocation").await {
         Kind::AddressRevoked(r) => assert_eq!(r.user, "bob"),
@@ -136,10 +141,7 @@ async fn grants_are_revoked_on_logout_on_both_sides() {
 async fn grants_are_revoked_when_the_target_blocks_the_requester() {
     let srv = TestServer::start().await;
     let (mut alice, mut bob) = pair(&srv).await;
-    let id = alice.request_address("bob").await.unwrap().request_id;
-    requested(&mut bob).await;
-    bob.respond(&id, true).await.unwrap();
-    assert!(matches!(alice.next("grant").await, Kind::AddressGranted(_)));
+    grant(&mut alice, &mut bob).await;
     bob.block("alice").await;
     match alice.next("the revocation").await {
         Kind::AddressRevoked(r) => assert_eq!(r.user, "bob"),
@@ -160,10 +162,7 @@ async fn grants_are_revoked_when_the_target_blocks_the_requester() {
 async fn grants_are_revoked_when_either_side_logs_in_again() {
     let srv = TestServer::start().await;
     let (mut alice, mut bob) = pair(&srv).await;
-    let id = alice.request_address("bob").await.unwrap().request_id;
-    requested(&mut bob).await;
-    bob.respond(&id, true).await.unwrap();
-    assert!(matches!(alice.next("grant").await, Kind::AddressGranted(_)));
+    grant(&mut alice, &mut bob).await;
     let _bob_again = srv.login("bob").await.unwrap();
     match alice.next("the revocation").await {
         Kind::AddressRevoked(r) => assert_eq!(r.user, "bob"),

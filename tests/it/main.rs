@@ -11,4 +11,5 @@ mod consent;
 mod messages;
 mod presence;
 mod process;
+mod reflection;
 mod tls;

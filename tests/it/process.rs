@@ -282,3 +282,92 @@ async fn grpcurl_lists_describes_and_calls_by_reflection() {
     ]);
     assert!(chat.contains("\"SERVING\""), "{chat}");
 }
+
+#[tokio::test]
+async fn register_and_admin_commands_talk_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let confab = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+            .args(args)
+            .env("CONFAB_SERVER", &server.url)
+            .env("CONFAB_ADMIN_TOKEN_FILE", dir.path().join("admin.token"))
+            .env_remove("CONFAB_PASSWORD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = confab(
+        &["register", "--user", "alice", "--password-stdin"],
+        "a good password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "registered alice"
+    );
+    // The server's sentence, and a failing exit code.
+    let out = confab(
+        &["register", "--user", "ALICE", "--password-stdin"],
+        "a good password\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the name ALICE is already taken"));
+    let out = confab(
+        &["register", "--user", "bob", "--password-stdin"],
+        "short\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8 characters"));
+
+    let out = confab(
+        &["admin", "create-user", "carol", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = connect(&server.url).await;
+    let _carol = c.login("carol").await;
+    let out = confab(&["admin", "--json", "sessions"], "");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let session: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON session");
+    assert_eq!(session["username"], "carol");
+    let out = confab(&["admin", "--json", "stats"], "");
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (stats["users"].as_u64(), stats["logins"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let out = confab(&["admin", "kick", "carol"], "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kicked carol");
+    let out = confab(&["admin", "users"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("alice") && text.contains("carol"), "{text}");
+    // A wrong token is refused with the server's sentence.
+    std::fs::write(dir.path().join("wrong.token"), "0123456789abcdef0123").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(["admin", "--server", &server.url, "--token-file"])
+        .arg(dir.path().join("wrong.token"))
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin token"));
+}
