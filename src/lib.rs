@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod peer;
 pub mod server;
 pub mod types;
 
