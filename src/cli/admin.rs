@@ -34,7 +34,7 @@ pub(crate) struct RegisterArgs {
 pub(crate) struct AdminArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// File holding the admin token (the server writes <data-dir>/admin.token).
+    /// File holding the admin token (the server writes DATA_DIR/admin.token).
     #[arg(
         long,
         env = "CONFAB_ADMIN_TOKEN_FILE",

@@ -21,7 +21,7 @@ pub(crate) struct ServeArgs {
     /// Refuse self-registration (accounts then come from --users or the Admin service).
     #[arg(long, env = "CONFAB_NO_REGISTRATION")]
     no_registration: bool,
-    /// Admin token file (default: <data-dir>/admin.token, generated at first start).
+    /// Admin token file (default: DATA_DIR/admin.token, generated at first start).
     #[arg(long, env = "CONFAB_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
     /// TLS certificate chain (PEM).

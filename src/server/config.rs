@@ -16,7 +16,7 @@ pub struct Config {
     pub users_file: Option<PathBuf>,
     /// `--no-registration` clears it.
     pub registration: bool,
-    /// `--admin-token-file`; default `<data-dir>/admin.token`.
+    /// `--admin-token-file`; default `DATA_DIR/admin.token`.
     pub admin_token_file: Option<PathBuf>,
     /// `--tls-cert` / `--tls-key` (PEM).
     pub tls: Option<TlsFiles>,

@@ -44,6 +44,9 @@ use self::{
 };
 use crate::{pb::SessionEndReason, types::Secret};
 
+/// How long a graceful shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// A running server.
 pub struct Handle {
     /// The address it listens on.
@@ -179,18 +182,26 @@ async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    router
-        .serve_with_incoming_shutdown(incoming, async move {
-            stop.cancelled().await;
-            tracing::info!("shutting down");
-            health.set_not_serving::<AuthServer<AuthService>>().await;
-            health.set_not_serving::<ChatServer<ChatService>>().await;
-            // Streams end once told, which lets the server's graceful shutdown finish.
-            for s in stop_core.sessions.all() {
-                stop_core.end_session(&s, SessionEndReason::ServerShutdown);
-            }
-        })
-        .await?;
+    let serving = router.serve_with_incoming_shutdown(incoming, async move {
+        stop.cancelled().await;
+        tracing::info!("shutting down");
+        health.set_not_serving::<AuthServer<AuthService>>().await;
+        health.set_not_serving::<ChatServer<ChatService>>().await;
+        // Streams end once told, which lets the server's graceful shutdown finish.
+        for s in stop_core.sessions.all() {
+            stop_core.end_session(&s, SessionEndReason::ServerShutdown);
+        }
+    });
+    // A client that stopped reading can hold its stream (and so the graceful shutdown) open
+    // forever; after the grace period the server stops without it.
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = grace => tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
     core.writer.flush().await?;
     tracing::info!("stopped; everything written is committed");
     Ok(())

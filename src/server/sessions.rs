@@ -2,7 +2,7 @@
 //! limiter and its one attached event stream with a bounded queue.
 //!
 //! Pushing an event never blocks: a full queue means the client stopped reading, and the session
-//! is handed to [`Sessions::slow`] to be ended `TOO_SLOW` by the core (outside any lock here).
+//! is handed to the core's slow-reader channel to be ended `TOO_SLOW` by the core (outside any lock here).
 
 use std::{
     collections::HashMap,

@@ -36,6 +36,12 @@ pub fn subscribe(
     let (generation, mut rx, replaced) = session.attach(core.config.stream_queue);
     async_stream::stream! {
         let _detach = Detach { session: session.clone(), generation };
+        // Acknowledgements (this one and earlier heartbeats') are committed before the replay
+        // reads, so nothing acknowledged is shown again.
+        if let Err(e) = core.writer.flush().await {
+            yield Err(super::error::Error::Internal(e).into());
+            return;
+        }
         let mut last = resume_after;
         loop {
             let (store, user) = (core.store.clone(), session.user_id());

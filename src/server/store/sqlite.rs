@@ -1,8 +1,12 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=NORMAL`, which survives the
 //! server process dying (SPEC §4). One connection writes (used only by the writer thread); reads
 //! use a second connection so a replay never waits behind a commit.
+//!
+//! Each user's inbox counters (`last_seq`, `inbox_count`) are kept in memory beside the writer
+//! connection and written back once per user per batch, so an append costs one `INSERT` rather
+//! than an `UPDATE … RETURNING` plus a dedupe `SELECT`.
 
-use std::{path::Path, sync::Mutex};
+use std::{collections::HashMap, path::Path, sync::Mutex};
 
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -42,8 +46,21 @@ const MIGRATIONS: &[&str] = &[
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     reader: Mutex<Connection>,
+}
+
+/// The writer connection and the inbox counters it keeps current.
+struct Writer {
+    conn: Connection,
+    /// user → (highest seq ever given, messages stored now), as committed.
+    inboxes: HashMap<UserId, Counters>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    last_seq: u64,
+    count: u64,
 }
 
 impl SqliteStore {
@@ -59,10 +76,26 @@ impl SqliteStore {
         writer.pragma_update(None, "foreign_keys", "ON")?;
         writer.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&writer)?;
+        let inboxes = {
+            let mut stmt = writer.prepare("SELECT id, last_seq, inbox_count FROM users")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, UserId>(0)?,
+                    Counters {
+                        last_seq: r.get::<_, i64>(1)? as u64,
+                        count: r.get::<_, i64>(2)? as u64,
+                    },
+                ))
+            })?;
+            rows.collect::<Result<HashMap<_, _>, _>>()?
+        };
         let reader = Connection::open(path)?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(SqliteStore {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer {
+                conn: writer,
+                inboxes,
+            }),
             reader: Mutex::new(reader),
         })
     }
@@ -137,19 +170,66 @@ impl Store for SqliteStore {
     }
 
     fn write_batch(&self, ops: &[WriteOp]) -> anyhow::Result<Vec<WriteOutcome>> {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Writer { conn, inboxes } = &mut *guard;
+        // Counters as they were before this batch, to restore if the commit fails.
+        let mut before: HashMap<UserId, Option<Counters>> = HashMap::new();
         let tx = conn.transaction()?;
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             // One failing op must not undo the others that share the commit.
-            out.push(apply(&tx, op).unwrap_or_else(|e| WriteOutcome::Failed(format!("{e:#}"))));
+            let outcome = apply(&tx, inboxes, &mut before, op)
+                .unwrap_or_else(|e| WriteOutcome::Failed(format!("{e:#}")));
+            out.push(outcome);
         }
-        tx.commit()?;
+        let flushed = flush_counters(&tx, inboxes, &before).and_then(|()| Ok(tx.commit()?));
+        if let Err(e) = flushed {
+            for (user, counters) in before {
+                match counters {
+                    Some(c) => inboxes.insert(user, c),
+                    None => inboxes.remove(&user),
+                };
+            }
+            return Err(e);
+        }
         Ok(out)
     }
 }
 
-fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> anyhow::Result<WriteOutcome> {
+/// Writes the counters this batch changed.
+fn flush_counters(
+    tx: &rusqlite::Transaction<'_>,
+    inboxes: &HashMap<UserId, Counters>,
+    changed: &HashMap<UserId, Option<Counters>>,
+) -> anyhow::Result<()> {
+    let mut stmt =
+        tx.prepare_cached("UPDATE users SET last_seq = ?2, inbox_count = ?3 WHERE id = ?1")?;
+    for user in changed.keys() {
+        if let Some(c) = inboxes.get(user) {
+            stmt.execute(params![user, c.last_seq as i64, c.count as i64])?;
+        }
+    }
+    Ok(())
+}
+
+/// The counters of `user`, remembering their value before the batch.
+fn counters<'a>(
+    inboxes: &'a mut HashMap<UserId, Counters>,
+    before: &mut HashMap<UserId, Option<Counters>>,
+    user: UserId,
+) -> &'a mut Counters {
+    before
+        .entry(user)
+        .or_insert_with(|| inboxes.get(&user).copied());
+    inboxes.entry(user).or_default()
+}
+
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    inboxes: &mut HashMap<UserId, Counters>,
+    before: &mut HashMap<UserId, Option<Counters>>,
+    op: &WriteOp,
+) -> anyhow::Result<WriteOutcome> {
     Ok(match op {
         WriteOp::CreateUser {
             name,
@@ -166,6 +246,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> anyhow::Result<WriteOu
                     r.get(0)
                 })
                 .optional()?;
+            if let Some(id) = id {
+                counters(inboxes, before, id);
+            }
             id.map_or(WriteOutcome::NameTaken, WriteOutcome::Created)
         }
         WriteOp::Append {
@@ -176,35 +259,38 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> anyhow::Result<WriteOu
             sent_ms,
             max_inbox,
         } => {
-            let existing: Option<i64> = tx
+            let c = *counters(inboxes, before, *recipient);
+            if c.count >= *max_inbox {
+                // A resend of a stored message is still a duplicate, not a refusal.
+                return Ok(existing_seq(tx, *recipient, *sender, message_id)?.map_or(
+                    WriteOutcome::InboxFull,
+                    |seq| WriteOutcome::Appended {
+                        seq,
+                        duplicate: true,
+                    },
+                ));
+            }
+            let seq = c.last_seq + 1;
+            let inserted = tx
                 .prepare_cached(
-                    "SELECT seq FROM inbox WHERE recipient = ?1 AND sender = ?2 AND message_id = ?3",
+                    "INSERT OR IGNORE INTO inbox (recipient, seq, sender, message_id, body, sent_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .query_row(params![recipient, sender, message_id], |r| r.get(0))
-                .optional()?;
-            if let Some(seq) = existing {
+                .execute(params![recipient, seq as i64, sender, message_id, body, sent_ms])?;
+            if inserted == 0 {
+                // Only the dedupe index can conflict: seq is new.
+                let seq = existing_seq(tx, *recipient, *sender, message_id)?
+                    .ok_or_else(|| anyhow::anyhow!("inbox insert ignored without a duplicate"))?;
                 return Ok(WriteOutcome::Appended {
-                    seq: seq as u64,
+                    seq,
                     duplicate: true,
                 });
             }
-            let seq: Option<i64> = tx
-                .prepare_cached(
-                    "UPDATE users SET last_seq = last_seq + 1, inbox_count = inbox_count + 1
-                     WHERE id = ?1 AND inbox_count < ?2 RETURNING last_seq",
-                )?
-                .query_row(params![recipient, *max_inbox as i64], |r| r.get(0))
-                .optional()?;
-            let Some(seq) = seq else {
-                return Ok(WriteOutcome::InboxFull);
-            };
-            tx.prepare_cached(
-                "INSERT INTO inbox (recipient, seq, sender, message_id, body, sent_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![recipient, seq, sender, message_id, body, sent_ms])?;
+            let c = counters(inboxes, before, *recipient);
+            c.last_seq = seq;
+            c.count += 1;
             WriteOutcome::Appended {
-                seq: seq as u64,
+                seq,
                 duplicate: false,
             }
         }
@@ -213,8 +299,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> anyhow::Result<WriteOu
                 .prepare_cached("DELETE FROM inbox WHERE recipient = ?1 AND seq <= ?2")?
                 .execute(params![user, *upto as i64])?;
             if removed > 0 {
-                tx.prepare_cached("UPDATE users SET inbox_count = inbox_count - ?2 WHERE id = ?1")?
-                    .execute(params![user, removed as i64])?;
+                let c = counters(inboxes, before, *user);
+                c.count = c.count.saturating_sub(removed as u64);
             }
             WriteOutcome::Done
         }
@@ -234,6 +320,23 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &WriteOp) -> anyhow::Result<WriteOu
             WriteOutcome::Done
         }
     })
+}
+
+fn existing_seq(
+    tx: &rusqlite::Transaction<'_>,
+    recipient: UserId,
+    sender: UserId,
+    message_id: &str,
+) -> anyhow::Result<Option<u64>> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT seq FROM inbox WHERE recipient = ?1 AND sender = ?2 AND message_id = ?3",
+        )?
+        .query_row(params![recipient, sender, message_id], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .map(|s| s as u64))
 }
 
 #[cfg(test)]
@@ -306,6 +409,14 @@ mod tests {
             }
         );
         assert_eq!(append(&store, b, a, "m3", 2), WriteOutcome::InboxFull);
+        // A resend into a full inbox is still recognised as a duplicate.
+        assert_eq!(
+            append(&store, b, a, "m1", 2),
+            WriteOutcome::Appended {
+                seq: 1,
+                duplicate: true
+            }
+        );
         assert_eq!(store.inbox_page(b, 0, 10).unwrap().len(), 2);
 
         store

@@ -1,0 +1,308 @@
+//! The test harness: a real server on 127.0.0.1:0 with a temporary data dir, and users that log
+//! in, subscribe and wait for events with a deadline.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::{future::Future, time::Duration};
+
+use confab::{
+    client::api::{self, Authed},
+    pb::{self, admin_client::AdminClient, chat_client::ChatClient, event::Kind},
+    server::{self, Config, Handle},
+};
+use tonic::{Code, Status, Streaming, transport::Channel};
+
+/// How long any awaited event may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Awaits `f`, failing the test with `what` if it takes longer than [`DEADLINE`].
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+    }
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub handle: Handle,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    config: Config,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.handle.shutdown.cancel();
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// A server with [`Config::for_tests`] changed by `f`.
+    pub async fn with(f: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::for_tests(dir.path().to_path_buf());
+        f(&mut config);
+        Self::on(dir, config).await
+    }
+
+    async fn on(dir: tempfile::TempDir, config: Config) -> Self {
+        let handle = server::start(config.clone()).await.expect("server starts");
+        let url = format!("http://{}", handle.addr);
+        TestServer {
+            handle,
+            dir,
+            url,
+            config,
+        }
+    }
+
+    /// Shuts this server down gracefully and starts a new one on the same data dir (on a new
+    /// port).
+    pub async fn restart(mut self) -> Self {
+        self.handle.shutdown.cancel();
+        let task = std::mem::replace(&mut self.handle.task, tokio::spawn(async { Ok(()) }));
+        within("the server to stop", task).await.unwrap().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let config = self.config.clone();
+        drop(self);
+        Self::on(dir, config).await
+    }
+
+    pub async fn channel(&self) -> Channel {
+        api::connect(&self.url, None).await.expect("connect")
+    }
+
+    pub async fn auth(&self) -> pb::auth_client::AuthClient<Channel> {
+        api::auth(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminClient<Authed> {
+        api::admin(self.channel().await, &self.handle.admin_token).unwrap()
+    }
+
+    pub async fn register(&self, name: &str) {
+        self.auth()
+            .await
+            .register(pb::RegisterRequest {
+                username: name.into(),
+                password: PASSWORD.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("registering {name}: {s:?}"));
+    }
+
+    /// Logs `name` in (with a peer listener port and key) and returns the session, not subscribed.
+    pub async fn login(&self, name: &str) -> Result<Session, Status> {
+        self.login_from(name, PASSWORD, None).await
+    }
+
+    /// Logs in from a chosen local address (to test per-address rules).
+    pub async fn login_from(
+        &self,
+        name: &str,
+        password: &str,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Session, Status> {
+        let endpoint = api::endpoint(&self.url, None).unwrap().local_address(local);
+        let channel = endpoint.connect().await.expect("connect");
+        let peer_public_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        let response = api::auth(channel.clone())
+            .login(pb::LoginRequest {
+                username: name.into(),
+                password: password.into(),
+                peer_port: 40_000 + u32::from(rand::random::<u16>() % 20_000),
+                peer_public_key: peer_public_key.clone(),
+                peer_host: String::new(),
+            })
+            .await?
+            .into_inner();
+        Ok(Session {
+            name: response.username.clone(),
+            chat: api::chat(channel, &response.token).unwrap(),
+            token: response.token.clone(),
+            peer_public_key,
+            events: None,
+            login: response,
+        })
+    }
+
+    /// Registers, logs in and subscribes `name`, consuming the (empty) backlog.
+    pub async fn user(&self, name: &str) -> Session {
+        self.register(name).await;
+        let mut s = self.login(name).await.unwrap();
+        s.subscribe(0).await;
+        assert_eq!(s.backlog().await.len(), 0, "a new user has no backlog");
+        s
+    }
+}
+
+/// A logged-in user.
+pub struct Session {
+    pub name: String,
+    pub token: String,
+    pub chat: ChatClient<Authed>,
+    pub peer_public_key: Vec<u8>,
+    pub events: Option<Streaming<pb::Event>>,
+    pub login: pb::LoginResponse,
+}
+
+impl Session {
+    pub async fn subscribe(&mut self, resume_after: u64) {
+        let stream = self
+            .chat
+            .subscribe(pb::SubscribeRequest { resume_after })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        self.events = Some(stream);
+    }
+
+    /// The next event, whatever it is.
+    pub async fn next(&mut self, what: &str) -> Kind {
+        let events = self.events.as_mut().expect("subscribed");
+        let name = self.name.clone();
+        match within(&format!("{name}: {what}"), events.message()).await {
+            Ok(Some(pb::Event { kind: Some(kind) })) => kind,
+            Ok(Some(_)) => panic!("{name}: an empty event while waiting for {what}"),
+            Ok(None) => panic!("{name}: the stream ended while waiting for {what}"),
+            Err(s) => panic!("{name}: the stream failed ({s:?}) while waiting for {what}"),
+        }
+    }
+
+    /// Whether the stream ends (after any events) within the deadline.
+    pub async fn stream_closed(&mut self) -> bool {
+        let events = self.events.as_mut().expect("subscribed");
+        within("the stream to close", async {
+            loop {
+                match events.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => return true,
+                }
+            }
+        })
+        .await
+    }
+
+    /// The direct messages replayed up to BacklogEnd.
+    pub async fn backlog(&mut self) -> Vec<pb::DirectMessage> {
+        let mut out = Vec::new();
+        loop {
+            match self.next("the backlog").await {
+                Kind::Message(m) => out.push(m),
+                Kind::BacklogEnd(_) => return out,
+                other => panic!("{}: unexpected {other:?} in the backlog", self.name),
+            }
+        }
+    }
+
+    pub async fn message(&mut self) -> pb::DirectMessage {
+        match self.next("a direct message").await {
+            Kind::Message(m) => m,
+            other => panic!("{}: expected a direct message, got {other:?}", self.name),
+        }
+    }
+
+    pub async fn presence(&mut self) -> (String, pb::Presence) {
+        match self.next("a presence event").await {
+            Kind::Presence(p) => (p.user.clone(), p.presence()),
+            other => panic!("{}: expected presence, got {other:?}", self.name),
+        }
+    }
+
+    pub async fn send(&mut self, to: &str, body: &str) -> Result<pb::SendMessageResponse, Status> {
+        self.send_id(to, body, &format!("{:x}", rand::random::<u64>()))
+            .await
+    }
+
+    pub async fn send_id(
+        &mut self,
+        to: &str,
+        body: &str,
+        id: &str,
+    ) -> Result<pb::SendMessageResponse, Status> {
+        self.chat
+            .send_message(pb::SendMessageRequest {
+                to: to.into(),
+                body: body.into(),
+                message_id: id.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn heartbeat(&mut self, ack_seq: u64) {
+        self.chat
+            .heartbeat(pb::HeartbeatRequest { ack_seq })
+            .await
+            .expect("heartbeat");
+    }
+
+    pub async fn block(&mut self, user: &str) {
+        self.chat
+            .block(pb::BlockRequest { user: user.into() })
+            .await
+            .expect("block");
+    }
+
+    pub async fn online(&mut self) -> Vec<String> {
+        self.chat
+            .list_online(pb::ListOnlineRequest { since_seconds: 0 })
+            .await
+            .expect("list online")
+            .into_inner()
+            .users
+            .into_iter()
+            .map(|u| u.username)
+            .collect()
+    }
+
+    pub async fn request_address(
+        &mut self,
+        user: &str,
+    ) -> Result<pb::RequestAddressResponse, Status> {
+        self.chat
+            .request_address(pb::RequestAddressRequest { user: user.into() })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn respond(&mut self, request_id: &str, accept: bool) -> Result<(), Status> {
+        self.chat
+            .respond_address_request(pb::RespondAddressRequestRequest {
+                request_id: request_id.into(),
+                accept,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn logout(&mut self) {
+        self.chat
+            .logout(pb::LogoutRequest { ack_seq: 0 })
+            .await
+            .expect("logout");
+    }
+}
+
+/// Asserts that `result` failed with `code` and a message containing `text`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, text: &str) {
+    match result {
+        Ok(v) => panic!("expected {code:?} ({text}), got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "wrong code; message: {}", s.message());
+            assert!(
+                s.message().contains(text),
+                "message {:?} does not contain {text:?}",
+                s.message()
+            );
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests: a real confab server on 127.0.0.1:0 with a temporary data dir, driven over
+//! gRPC (and, in `process`, the real `confab` binary).
+
+#![allow(unreachable_pub)] // test helpers are shared between modules with `pub`
+
+mod admin;
+mod auth;
+mod blocks;
+mod common;
+mod consent;
+mod messages;
+mod presence;
+mod process;
+mod reflection;
+mod tls;

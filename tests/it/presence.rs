@@ -1,0 +1,116 @@
+//! SPEC §3: presence filtered by blocks, ListOnline, heartbeats and the session timeout.
+
+use std::time::Duration;
+
+use confab::pb::{self, Presence, SessionEndReason, event::Kind};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn logins_and_logouts_are_announced() {
+    let srv = TestServer::start().await;
+    let mut bob = srv.user("bob").await;
+    let mut alice = srv.user("alice").await;
+    assert_eq!(bob.presence().await, ("alice".into(), Presence::Online));
+    alice.logout().await;
+    assert_eq!(bob.presence().await, ("alice".into(), Presence::Offline));
+}
+
+#[tokio::test]
+async fn users_the_subject_blocked_do_not_see_its_presence() {
+    let srv = TestServer::start().await;
+    let mut bob = srv.user("bob").await;
+    let mut carol = srv.user("carol").await;
+    bob.presence().await; // carol online
+    srv.register("alice").await;
+    let mut alice = srv.login("alice").await.unwrap();
+    alice.subscribe(0).await;
+    alice.backlog().await;
+    assert_eq!(bob.presence().await, ("alice".into(), Presence::Online));
+    assert_eq!(carol.presence().await, ("alice".into(), Presence::Online));
+    alice.block("bob").await;
+    alice.logout().await;
+    assert_eq!(carol.presence().await, ("alice".into(), Presence::Offline));
+    // Ordering barrier: bob's next event is carol's message, not alice's departure.
+    carol.send("bob", "barrier").await.unwrap();
+    assert_eq!(bob.message().await.body, "barrier");
+    // Nor her return.
+    let mut alice = srv.login("alice").await.unwrap();
+    alice.subscribe(0).await;
+    assert_eq!(carol.presence().await, ("alice".into(), Presence::Online));
+    carol.send("bob", "barrier 2").await.unwrap();
+    assert_eq!(bob.message().await.body, "barrier 2");
+}
+
+#[tokio::test]
+async fn list_online_hides_the_caller_and_users_who_block_the_caller() {
+    let srv = TestServer::start().await;
+    let mut alice = srv.user("alice").await;
+    let mut bob = srv.user("bob").await;
+    let _carol = srv.user("carol").await;
+    assert_eq!(alice.online().await, ["bob", "carol"]);
+    bob.block("alice").await;
+    assert_eq!(alice.online().await, ["carol"]);
+    // Blocking is one-way: bob still sees alice.
+    assert_eq!(bob.online().await, ["alice", "carol"]);
+}
+
+#[tokio::test]
+async fn list_online_since_lists_recent_logins_including_offline_users() {
+    let srv = TestServer::start().await;
+    srv.register("never").await;
+    let mut gone = srv.user("gone").await;
+    gone.logout().await;
+    let mut alice = srv.user("alice").await;
+    let users = alice
+        .chat
+        .list_online(pb::ListOnlineRequest {
+            since_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(users.len(), 1, "{users:?}");
+    assert_eq!(
+        (users[0].username.as_str(), users[0].online),
+        ("gone", false)
+    );
+    assert!(users[0].last_login_ms > 0);
+}
+
+#[tokio::test]
+async fn a_session_without_heartbeats_times_out_and_the_others_are_told() {
+    let srv = TestServer::with(|c| {
+        c.heartbeat_interval = Duration::from_millis(200);
+        c.session_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let mut watcher = srv.user("watcher").await;
+    let mut quiet = srv.user("quiet").await;
+    assert_eq!(watcher.presence().await, ("quiet".into(), Presence::Online));
+    // The watcher keeps heartbeating; `quiet` only holds its stream open.
+    let mut chat = watcher.chat.clone();
+    let beats = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if chat
+                .heartbeat(pb::HeartbeatRequest::default())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    assert_eq!(
+        watcher.presence().await,
+        ("quiet".into(), Presence::Offline)
+    );
+    match quiet.next("the timeout").await {
+        Kind::SessionEnded(e) => assert_eq!(e.reason(), SessionEndReason::TimedOut),
+        other => panic!("{other:?}"),
+    }
+    assert!(watcher.online().await.is_empty());
+    beats.abort();
+}
