@@ -86,7 +86,7 @@ pub fn human_duration(d: std::time::Duration) -> String {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     match secs {
         0..=59 => format!("{secs}s"),
-        60..=3599 if secs % 60 == 0 => format!("{}m", secs / 60),
+        60..=3599 if secs.is_multiple_of(60) => format!("{}m", secs / 60),
         60..=3599 => format!("{}m {}s", secs / 60, secs % 60),
         _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
     }

@@ -2,6 +2,7 @@
 //! environment fallback; durations are written like `60s` or `5m`.
 
 mod admin;
+mod chat;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -22,12 +23,18 @@ enum Command {
     Register(admin::RegisterArgs),
     /// Operator commands (need the server's admin token).
     Admin(admin::AdminArgs),
+    /// Chat: log in and type commands (message, broadcast, getaddress, private, …; try help).
+    Chat(chat::ChatArgs),
 }
 
 /// Parses the command line and runs it; the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The chat client shares the terminal with the person typing: only warnings by default.
+    init_tracing(match cli.command {
+        Command::Chat(_) => "warn",
+        _ => "info",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,10 +50,13 @@ pub fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Register(args) => admin::register(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Chat(args) => chat::run(args).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Already shown to the user, in the chat's own format.
+        Err(e) if e.is::<crate::client::SessionOver>() => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("confab: {e:#}");
             std::process::ExitCode::FAILURE
@@ -54,9 +64,9 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,4 +1,56 @@
 //! The client side of confab: the typed gRPC client library ([`api`]) shared by the chat
-//! program, `confab admin`, the load generator and the tests.
+//! program, `confab admin`, the load generator and the tests, and `confab chat` itself.
+//!
+//! `confab chat` is split by concern: [`commands`] parses a typed line, [`repl`] runs the one
+//! loop that owns the client's state, [`events`] keeps the session and its event stream alive
+//! (heartbeats, acknowledgements, reconnecting), [`grants`] knows who may talk to whom directly,
+//! [`render`] decides how things look, and [`input`] reads lines from a terminal or a script.
+//! The peer path itself lives in [`crate::peer`]; this module glues it to the server's events.
 
 pub mod api;
+pub(crate) mod commands;
+pub(crate) mod events;
+pub(crate) mod grants;
+pub(crate) mod input;
+pub(crate) mod render;
+pub(crate) mod repl;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+pub(crate) use repl::run;
+
+/// `confab chat`'s settings, checked: what the command line asked for.
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// Server URL (`http://` or `https://`).
+    pub(crate) server: String,
+    /// CA to trust for `https`.
+    pub(crate) ca: Option<PathBuf>,
+    /// Who to log in as (kept for automatic re-logins).
+    pub(crate) credentials: events::Credentials,
+    /// Where the peer listener binds.
+    pub(crate) peer_listen: SocketAddr,
+    /// One JSON object per line instead of text.
+    pub(crate) json: bool,
+    /// How address requests are answered.
+    pub(crate) consent: Consent,
+    /// Line editor on a terminal (true) or plain lines from stdin.
+    pub(crate) terminal: bool,
+}
+
+/// How address requests are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Consent {
+    /// Show a prompt; the user answers with accept/deny or y/n.
+    Ask,
+    /// `--auto-accept`.
+    Accept,
+    /// `--auto-deny`.
+    Deny,
+}
+
+/// The server ended the session (kicked, logged in elsewhere, re-login refused). It has been
+/// shown already; the program only has to exit with a failure status.
+#[derive(Debug, thiserror::Error)]
+#[error("the session has ended")]
+pub(crate) struct SessionOver;

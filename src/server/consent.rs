@@ -255,13 +255,13 @@ impl Consent {
             if let Some(g) = s.grants.remove(&pair) {
                 revoke_notices(&g, &mut notices);
             }
-            if let Some(id) = s.by_pair.remove(&pair) {
-                if let Some(p) = s.pending.remove(&id) {
-                    notices.push((
-                        p.from,
-                        wire::address_denied(p.to.name(), DenyReason::Declined),
-                    ));
-                }
+            if let Some(id) = s.by_pair.remove(&pair)
+                && let Some(p) = s.pending.remove(&id)
+            {
+                notices.push((
+                    p.from,
+                    wire::address_denied(p.to.name(), DenyReason::Declined),
+                ));
             }
         }
         notices

@@ -1,0 +1,71 @@
+//! `confab chat`: raw flags in, a checked [`client::Config`](crate::client::Config) out.
+
+use std::{io::IsTerminal as _, net::SocketAddr};
+
+use anyhow::anyhow;
+use clap::Args;
+
+use super::admin::{ServerArgs, read_password};
+use crate::{
+    client::{self, Consent, events::Credentials},
+    types::check_username,
+};
+
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Your username.
+    #[arg(long, env = "CONFAB_USER")]
+    user: String,
+    /// Read the password from the first line of stdin; the following lines are commands.
+    /// (Otherwise: CONFAB_PASSWORD, or a prompt that does not echo.)
+    #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
+    password_stdin: bool,
+    /// Address for the listener that receives private messages directly from peers.
+    #[arg(long, env = "CONFAB_PEER_LISTEN", default_value = "0.0.0.0:0")]
+    peer_listen: SocketAddr,
+    /// Host (name or IP) peers should dial for private messages, instead of the address the
+    /// server sees you connect from (e.g. behind NAT).
+    #[arg(long, env = "CONFAB_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
+    /// Print every event and result as one JSON object per line.
+    #[arg(long, env = "CONFAB_JSON")]
+    json: bool,
+    /// Give your address to everybody who asks, without a prompt (for bots).
+    #[arg(long, env = "CONFAB_AUTO_ACCEPT", conflicts_with = "auto_deny")]
+    auto_accept: bool,
+    /// Refuse every address request without a prompt.
+    #[arg(long, env = "CONFAB_AUTO_DENY")]
+    auto_deny: bool,
+}
+
+pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    check_username(&args.user).map_err(|why| anyhow!("--user: {why}"))?;
+    let password = read_password(
+        args.password_stdin,
+        &format!("password for {}: ", args.user),
+    )?;
+    let consent = match (args.auto_accept, args.auto_deny) {
+        (true, _) => Consent::Accept,
+        (_, true) => Consent::Deny,
+        _ => Consent::Ask,
+    };
+    // After --password-stdin the rest of stdin is a script, even when it is a terminal.
+    let terminal =
+        !args.password_stdin && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    client::run(client::Config {
+        server: args.server.server,
+        ca: args.server.ca,
+        credentials: Credentials {
+            user: args.user,
+            password,
+            advertise_host: args.advertise_host.filter(|h| !h.trim().is_empty()),
+        },
+        peer_listen: args.peer_listen,
+        json: args.json,
+        consent,
+        terminal,
+    })
+    .await
+}

@@ -1,0 +1,578 @@
+//! Everything the chat client shows, as one [`Item`] type, and the two ways to show it: text for
+//! people, or one JSON object per line (`--json`, with a `"type"` field) for programs.
+//!
+//! Owns the wording. Never writes over the line being typed: on a terminal every line goes
+//! through rustyline's external printer, which clears the prompt, prints, and redraws the prompt
+//! with the half-typed line. Never prints secrets (there are none in an [`Item`]).
+
+use std::io::Write as _;
+
+use serde::Serialize;
+
+use crate::{now_ms, types::human_duration};
+
+/// Which path brought or took a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Via {
+    /// Relayed by the server (`SendMessage`, `Subscribe`).
+    Server,
+    /// Over the peer path, never seen by the server.
+    Direct,
+}
+
+/// A user in an `online` answer.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct OnlineUser {
+    pub(crate) user: String,
+    pub(crate) online: bool,
+    pub(crate) last_login_ms: i64,
+}
+
+/// One thing to show: an event from the server or a peer, or the result of a command.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Item {
+    // -- the session ------------------------------------------------------------------------
+    /// Logged in (`again` after an automatic re-login, with new keys).
+    LoggedIn {
+        user: String,
+        fingerprint: String,
+        peer_port: u16,
+        again: bool,
+    },
+    /// The event stream is live; `replayed` stored messages came first.
+    Connected {
+        replayed: u64,
+        resumed: bool,
+    },
+    /// The connection to the server broke; reconnecting by itself.
+    Disconnected {
+        error: String,
+    },
+    /// A reconnection attempt failed; the next comes after `retry_in_ms`.
+    Reconnecting {
+        attempt: u32,
+        error: String,
+        retry_in_ms: u64,
+    },
+    /// The server ended the session for good.
+    SessionEnded {
+        reason: String,
+        text: String,
+    },
+    /// Re-login was refused; the program ends.
+    Fatal {
+        error: String,
+    },
+
+    // -- events -----------------------------------------------------------------------------
+    /// A message to us, through the server or directly.
+    Message {
+        from: String,
+        body: String,
+        message_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        sent_at_ms: i64,
+        via: Via,
+        /// Stored while we were away and replayed at login.
+        replayed: bool,
+    },
+    Broadcast {
+        from: String,
+        body: String,
+        sent_at_ms: i64,
+    },
+    Presence {
+        user: String,
+        online: bool,
+    },
+    /// Somebody asks for our address: the consent prompt.
+    AddressRequest {
+        from: String,
+        request_id: String,
+        fingerprint: String,
+        expires_at_ms: i64,
+    },
+    AddressGranted {
+        user: String,
+        host: String,
+        port: u16,
+        fingerprint: String,
+    },
+    AddressDenied {
+        user: String,
+        reason: String,
+    },
+    AddressRevoked {
+        user: String,
+    },
+    LoginFailed {
+        failed_attempts: u32,
+        locked_until_ms: i64,
+        source: String,
+    },
+
+    // -- results ----------------------------------------------------------------------------
+    /// A message went out. `status` is `DELIVERED`, `STORED` or `DIRECT`; `fallback` says why a
+    /// `private` message went through the server instead.
+    Sent {
+        to: String,
+        status: String,
+        message_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        duplicate: bool,
+        via: Via,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fallback: Option<String>,
+    },
+    BroadcastSent {
+        delivered: u32,
+        withheld: u32,
+    },
+    Online {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since_seconds: Option<u64>,
+        users: Vec<OnlineUser>,
+    },
+    Blocked {
+        user: String,
+    },
+    Unblocked {
+        user: String,
+    },
+    BlockedList {
+        users: Vec<String>,
+    },
+    AddressRequestSent {
+        user: String,
+        request_id: String,
+    },
+    Answered {
+        user: String,
+        accept: bool,
+        auto: bool,
+    },
+    Fingerprint {
+        user: String,
+        fingerprint: String,
+        source: String,
+    },
+    Whoami {
+        user: String,
+        fingerprint: String,
+        peer_port: u16,
+    },
+    Help {
+        text: String,
+    },
+    LoggedOut,
+    /// A command failed. `code` is the gRPC code name for a server refusal, `USAGE` for a
+    /// mistyped command, `CLIENT` for what the client refuses itself (no grant, too long…).
+    Error {
+        command: String,
+        code: String,
+        error: String,
+    },
+}
+
+impl Item {
+    /// A usage error.
+    pub(crate) fn usage(error: String) -> Item {
+        Item::Error {
+            command: String::new(),
+            code: "USAGE".into(),
+            error,
+        }
+    }
+
+    /// A refusal by the client itself.
+    pub(crate) fn refused(command: &str, error: String) -> Item {
+        Item::Error {
+            command: command.into(),
+            code: "CLIENT".into(),
+            error,
+        }
+    }
+
+    /// The line(s) a person reads, or `None` for items only programs care about.
+    pub(crate) fn human(&self) -> Option<String> {
+        let text = match self {
+            Item::LoggedIn {
+                user,
+                fingerprint,
+                again: false,
+                ..
+            } => {
+                format!("logged in as {user} (your key {fingerprint}); type help for the commands")
+            }
+            Item::LoggedIn {
+                user, fingerprint, ..
+            } => format!(
+                "logged in again as {user} with a new key ({fingerprint}); addresses you held \
+                 before must be asked for again"
+            ),
+            Item::Connected {
+                replayed: 0,
+                resumed: false,
+            } => return None,
+            Item::Connected {
+                replayed,
+                resumed: false,
+            } => format!(
+                "({replayed} {} arrived while you were away)",
+                plural(*replayed, "message")
+            ),
+            Item::Connected {
+                replayed: 0,
+                resumed: true,
+            } => "reconnected".into(),
+            Item::Connected { replayed, .. } => format!(
+                "reconnected ({replayed} {} arrived meanwhile)",
+                plural(*replayed, "message")
+            ),
+            Item::Disconnected { error } => format!("{error}; reconnecting…"),
+            Item::Reconnecting {
+                attempt,
+                error,
+                retry_in_ms,
+            } => {
+                // The first failure and then about every half minute: enough to know it is
+                // still trying, not a line every few seconds.
+                if *attempt != 1 && attempt % 6 != 0 {
+                    return None;
+                }
+                format!(
+                    "still reconnecting: {error}; next try in {}",
+                    human_duration(std::time::Duration::from_millis(*retry_in_ms))
+                )
+            }
+            Item::SessionEnded { text, .. } => format!("the session has ended: {text}"),
+            Item::Fatal { error } => format!("cannot log in again: {error}"),
+            Item::Message {
+                from,
+                body,
+                via: Via::Direct,
+                ..
+            } => format!("{from} (private): {body}"),
+            Item::Message {
+                from,
+                body,
+                replayed: true,
+                sent_at_ms,
+                ..
+            } => format!("{from} ({}): {body}", ago(*sent_at_ms)),
+            Item::Message { from, body, .. } => format!("{from}: {body}"),
+            Item::Broadcast { from, body, .. } => format!("{from} (to everyone): {body}"),
+            Item::Presence { user, online: true } => format!("* {user} is online"),
+            Item::Presence {
+                user,
+                online: false,
+            } => format!("* {user} went offline"),
+            Item::AddressRequest {
+                from, fingerprint, ..
+            } => format!(
+                "{from} asks for your address (their key {fingerprint}): accept {from} / deny \
+                 {from} (y/n)"
+            ),
+            Item::AddressGranted {
+                user, fingerprint, ..
+            } => format!(
+                "{user} gave you their address: private {user} <text> now goes straight to them \
+                 (their key {fingerprint})"
+            ),
+            Item::AddressDenied { user, reason } => match reason.as_str() {
+                "TIMEOUT" => format!("{user} did not answer your address request in time"),
+                "OFFLINE" => format!("{user} went offline before answering your address request"),
+                _ => format!("{user} declined your address request"),
+            },
+            Item::AddressRevoked { user } => {
+                format!("the direct link with {user} has ended; getaddress {user} to ask again")
+            }
+            Item::LoginFailed {
+                failed_attempts,
+                locked_until_ms,
+                source,
+            } => {
+                let mut s = format!(
+                    "warning: somebody at {source} failed to log in as you ({failed_attempts} \
+                     failed {} in a row)",
+                    plural(u64::from(*failed_attempts), "attempt")
+                );
+                if *locked_until_ms > 0 {
+                    let left = (*locked_until_ms - now_ms()).max(0) as u64;
+                    s.push_str(&format!(
+                        "; new logins are locked for {}",
+                        human_duration(std::time::Duration::from_millis(left))
+                    ));
+                }
+                s
+            }
+            Item::Sent {
+                to,
+                status,
+                duplicate,
+                fallback,
+                ..
+            } => {
+                let mut s = match status.as_str() {
+                    "DIRECT" => format!("sent to {to} directly"),
+                    "STORED" => format!("{to} is offline: stored, they get it at their next login"),
+                    _ => format!("delivered to {to}"),
+                };
+                if *duplicate {
+                    s.push_str(" (the server had it already)");
+                }
+                match fallback {
+                    Some(why) => format!(
+                        "could not reach {to} directly ({why}); sent via the server instead: {s}"
+                    ),
+                    None => s,
+                }
+            }
+            Item::BroadcastSent {
+                delivered,
+                withheld,
+            } => {
+                let mut s = format!(
+                    "broadcast to {delivered} {}",
+                    plural(u64::from(*delivered), "user")
+                );
+                if *withheld > 0 {
+                    s.push_str("; your message could not be delivered to some recipients");
+                }
+                s
+            }
+            Item::Online {
+                since_seconds: None,
+                users,
+            } => {
+                if users.is_empty() {
+                    "nobody else is online".into()
+                } else {
+                    let names: Vec<&str> = users.iter().map(|u| u.user.as_str()).collect();
+                    format!("online: {}", names.join(", "))
+                }
+            }
+            Item::Online {
+                since_seconds: Some(secs),
+                users,
+            } => {
+                let window = human_duration(std::time::Duration::from_secs(*secs));
+                if users.is_empty() {
+                    format!("nobody else logged in within {window}")
+                } else {
+                    let names: Vec<String> = users
+                        .iter()
+                        .map(|u| {
+                            if u.online {
+                                format!("{} (online)", u.user)
+                            } else {
+                                format!("{} (last login {})", u.user, ago(u.last_login_ms))
+                            }
+                        })
+                        .collect();
+                    format!("logged in within {window}: {}", names.join(", "))
+                }
+            }
+            Item::Blocked { user } => format!(
+                "blocked {user}: they can no longer message you, see you online or get your address"
+            ),
+            Item::Unblocked { user } => format!("unblocked {user}"),
+            Item::BlockedList { users } if users.is_empty() => "you block nobody".into(),
+            Item::BlockedList { users } => format!("you block: {}", users.join(", ")),
+            Item::AddressRequestSent { user, .. } => {
+                format!("asked {user} for their address; you will see their answer here")
+            }
+            Item::Answered { user, accept, auto } => {
+                let auto = if *auto { " (automatic answer)" } else { "" };
+                if *accept {
+                    format!("gave {user} your address{auto}")
+                } else {
+                    format!("refused {user} your address{auto}")
+                }
+            }
+            Item::Fingerprint {
+                user,
+                fingerprint,
+                source,
+            } => format!("{user}'s key: {fingerprint} ({source})"),
+            Item::Whoami {
+                user,
+                fingerprint,
+                peer_port,
+            } => format!("you are {user}; your key: {fingerprint} (peer port {peer_port})"),
+            Item::Help { text } => text.clone(),
+            Item::LoggedOut => "logged out".into(),
+            Item::Error { error, .. } => error.clone(),
+        };
+        Some(text)
+    }
+
+    /// The `--json` line.
+    pub(crate) fn json(&self) -> String {
+        // Serializing plain strings and numbers cannot fail; keep a line anyway if it does.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!("{{\"type\":\"error\",\"code\":\"CLIENT\",\"error\":\"{e}\"}}")
+        })
+    }
+}
+
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        word.to_owned()
+    } else {
+        format!("{word}s")
+    }
+}
+
+/// "5m ago" for a Unix-milliseconds time.
+fn ago(t_ms: i64) -> String {
+    if t_ms <= 0 {
+        return "earlier".into();
+    }
+    let secs = ((now_ms() - t_ms).max(0) / 1000) as u64;
+    if secs < 5 {
+        return "just now".into();
+    }
+    format!(
+        "{} ago",
+        human_duration(std::time::Duration::from_secs(secs))
+    )
+}
+
+/// Where lines go: plain stdout (scripts, pipes) or the terminal's external printer.
+pub(crate) enum Sink {
+    /// Plain lines on stdout.
+    Stdout,
+    /// rustyline's external printer: clears the prompt, prints, redraws the typed line.
+    Terminal(Box<dyn rustyline::ExternalPrinter + Send>),
+}
+
+/// Shows items in the chosen format on the chosen sink.
+pub(crate) struct Printer {
+    json: bool,
+    sink: Sink,
+}
+
+impl Printer {
+    /// A printer writing `--json` lines or text to `sink`.
+    pub(crate) fn new(json: bool, sink: Sink) -> Self {
+        Printer { json, sink }
+    }
+
+    /// Shows one item.
+    pub(crate) fn show(&mut self, item: &Item) {
+        let line = if self.json {
+            item.json()
+        } else {
+            match item.human() {
+                Some(text) => text,
+                None => return,
+            }
+        };
+        if let Sink::Terminal(printer) = &mut self.sink {
+            if printer.print(format!("{line}\n")).is_ok() {
+                return;
+            }
+            // The terminal is gone; plain stdout is all that is left.
+            self.sink = Sink::Stdout;
+        }
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (the reader went away) is not worth a panic.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(item: &Item) -> serde_json::Value {
+        serde_json::from_str(&item.json()).unwrap()
+    }
+
+    #[test]
+    fn json_lines_carry_a_type() {
+        let v = json(&Item::Sent {
+            to: "bob".into(),
+            status: "DIRECT".into(),
+            message_id: "m1".into(),
+            seq: None,
+            duplicate: false,
+            via: Via::Direct,
+            fallback: None,
+        });
+        assert_eq!(v["type"], "sent");
+        assert_eq!(v["status"], "DIRECT");
+        assert_eq!(v["via"], "direct");
+        assert!(v.get("seq").is_none());
+        assert_eq!(json(&Item::LoggedOut)["type"], "logged_out");
+        assert_eq!(
+            json(&Item::usage("usage: block <user>".into()))["code"],
+            "USAGE"
+        );
+    }
+
+    #[test]
+    fn people_read_sentences() {
+        let fallback = Item::Sent {
+            to: "bob".into(),
+            status: "STORED".into(),
+            message_id: "m1".into(),
+            seq: Some(3),
+            duplicate: false,
+            via: Via::Server,
+            fallback: Some("could not connect to the peer".into()),
+        };
+        let text = fallback.human().unwrap();
+        assert!(text.contains("sent via the server"), "{text}");
+        assert!(text.contains("stored"), "{text}");
+        let prompt = Item::AddressRequest {
+            from: "bob".into(),
+            request_id: "r".into(),
+            fingerprint: "aaaa".into(),
+            expires_at_ms: 0,
+        };
+        assert!(
+            prompt
+                .human()
+                .unwrap()
+                .contains("accept bob / deny bob (y/n)")
+        );
+        let withheld = Item::BroadcastSent {
+            delivered: 1,
+            withheld: 1,
+        };
+        assert!(
+            withheld
+                .human()
+                .unwrap()
+                .contains("could not be delivered to some recipients")
+        );
+    }
+
+    #[test]
+    fn a_quiet_first_connect_prints_nothing_for_people() {
+        assert!(
+            Item::Connected {
+                replayed: 0,
+                resumed: false
+            }
+            .human()
+            .is_none()
+        );
+        assert_eq!(
+            Item::Connected {
+                replayed: 0,
+                resumed: true
+            }
+            .human()
+            .unwrap(),
+            "reconnected"
+        );
+    }
+}
