@@ -17,6 +17,7 @@ Nothing here sleeps to synchronise: every wait is on a condition with a deadline
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import socket
@@ -280,6 +281,20 @@ class Session:
         self._heartbeats = threading.Thread(target=self._beat, daemon=True)
         self._heartbeats.start()
 
+    @property
+    def events(self) -> "EventStream":
+        """The current event stream (after `subscribe`)."""
+        if self.stream is None:
+            raise AssertionError(f"{self.username} has not subscribed")
+        return self.stream
+
+    @property
+    def peer(self) -> "PeerListener":
+        """The peer listener this session logged in with."""
+        if self.listener is None:
+            raise AssertionError(f"{self.username} logged in without a peer listener")
+        return self.listener
+
     # -- calls --------------------------------------------------------------------------------
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
@@ -481,6 +496,13 @@ SECOND_HANDSHAKE_LEN = 48
 MAX_FRAME = 65535
 # The responder's deadline for the whole exchange.
 PEER_DEADLINE = 5.0
+
+
+def fingerprint(public_key: bytes) -> str:
+    """The short form of a peer key that people compare out of band (`confab chat`'s
+    `fingerprint`/`whoami`): the first 10 bytes of its SHA-256, in hex, in groups of 4."""
+    digest = hashlib.sha256(public_key).hexdigest()[:20]
+    return " ".join(digest[i : i + 4] for i in range(0, 20, 4))
 
 
 class PeerError(Exception):

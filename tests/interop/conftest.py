@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from confab_client import Client, PeerListener, Session  # noqa: E402
-from harness import ServerProcess  # noqa: E402
+from harness import ChatProcess, ServerProcess  # noqa: E402
 
 PASSWORD = "correct horse battery"
 
@@ -53,3 +53,29 @@ def login(server: ServerProcess) -> Iterator[Callable[..., Session]]:
         if session.listener is not None:
             session.listener.close()
         client.close()
+
+
+@pytest.fixture
+def chat(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[[str], ChatProcess]]:
+    """`chat("carol")` registers carol (through the Python client) and runs `confab chat --json`
+    as carol, waiting until it is logged in with a live stream. At the end of the test its input
+    is closed, which must make it exit 0."""
+    started: list[ChatProcess] = []
+
+    def make(name: str) -> ChatProcess:
+        client = Client(server.address)
+        try:
+            client.register(name, PASSWORD)
+        finally:
+            client.close()
+        proc = ChatProcess(server.url, name, PASSWORD, tmp_path)
+        started.append(proc)
+        logged_in = proc.expect("logged_in")
+        assert logged_in["user"] == name and logged_in["peer_port"] > 0, logged_in
+        proc.expect("connected")
+        return proc
+
+    yield make
+    for proc in started:
+        code = proc.finish()
+        assert code == 0, f"confab chat as {proc.user} exited with {code}:\n{proc.stderr()}"

@@ -25,15 +25,13 @@ def grant(requester: Session, target: Session) -> None:
     """`requester` asks for `target`'s address and `target` accepts."""
     response = requester.request_address(target.username)
     assert response.request_id
-    asked = target.stream.expect("address_requested", lambda r: r.request_id == response.request_id)
+    asked = target.events.expect("address_requested", lambda r: r.request_id == response.request_id)
     assert getattr(asked, "from") == requester.username
-    assert requester.listener is not None
-    assert asked.from_public_key == requester.listener.keys.public
+    assert asked.from_public_key == requester.peer.keys.public
     target.respond(asked, accept=True)
-    granted = requester.stream.expect("address_granted", lambda g: g.user == target.username)
-    assert target.listener is not None
-    assert (granted.host, granted.port) == ("127.0.0.1", target.listener.port)
-    assert granted.public_key == target.listener.keys.public
+    granted = requester.events.expect("address_granted", lambda g: g.user == target.username)
+    assert (granted.host, granted.port) == ("127.0.0.1", target.peer.port)
+    assert granted.public_key == target.peer.keys.public
 
 
 def test_private_messages_both_ways(login: Callable[..., Session]) -> None:
@@ -43,7 +41,7 @@ def test_private_messages_both_ways(login: Callable[..., Session]) -> None:
     assert alice.request_address("bob").HasField("grant")
 
     assert alice.send_private("bob", "psst", "p-1") == "DIRECT"
-    got = bob.listener.inbound.expect("alice's private message", lambda i: True)
+    got = bob.peer.inbound.expect("alice's private message", lambda i: True)
     assert (got.sender, got.message.message_id, got.message.body) == ("alice", "p-1", "psst")
     assert (getattr(got.message, "from"), got.message.to) == ("alice", "bob")
 
@@ -51,16 +49,16 @@ def test_private_messages_both_ways(login: Callable[..., Session]) -> None:
     assert bob.grant_for("alice") is None
     grant(bob, alice)
     assert bob.send_private("alice", "psst back", "p-2") == "DIRECT"
-    got = alice.listener.inbound.expect("bob's private message", lambda i: True)
+    got = alice.peer.inbound.expect("bob's private message", lambda i: True)
     assert (got.sender, got.message.body) == ("bob", "psst back")
 
 
 def test_private_falls_back_to_the_server_with_the_same_id(login: Callable[..., Session]) -> None:
     alice, bob = login("alice"), login("bob")
     grant(alice, bob)
-    bob.listener.close()  # bob's client can no longer be reached directly
+    bob.peer.close()  # bob's client can no longer be reached directly
     assert alice.send_private("bob", "via the server", "p-3") == "DELIVERED"
-    got = bob.stream.expect("message", lambda m: m.message_id == "p-3")
+    got = bob.events.expect("message", lambda m: m.message_id == "p-3")
     assert got.body == "via the server"
     assert alice.grant_for("bob") is None  # the address that failed was dropped
 
@@ -68,9 +66,9 @@ def test_private_falls_back_to_the_server_with_the_same_id(login: Callable[..., 
 def test_declined_request_and_revocation(login: Callable[..., Session]) -> None:
     alice, bob, carol = login("alice"), login("bob"), login("carol")
     response = carol.request_address("bob")
-    asked = bob.stream.expect("address_requested", lambda r: getattr(r, "from") == "carol")
+    asked = bob.events.expect("address_requested", lambda r: getattr(r, "from") == "carol")
     bob.respond(asked, accept=False)
-    denied = carol.stream.expect("address_denied", lambda d: d.user == "bob")
+    denied = carol.events.expect("address_denied", lambda d: d.user == "bob")
     assert denied.reason == pb.DENY_REASON_DECLINED
     with pytest.raises(grpc.RpcError) as cooldown:
         carol.request_address("bob")
@@ -79,16 +77,16 @@ def test_declined_request_and_revocation(login: Callable[..., Session]) -> None:
 
     grant(alice, bob)
     bob.block("alice")  # revokes the grant: both sides are told
-    assert alice.stream.expect("address_revoked").user == "bob"
-    assert bob.stream.expect("address_revoked").user == "alice"
+    assert alice.events.expect("address_revoked").user == "bob"
+    assert bob.events.expect("address_revoked").user == "alice"
     assert alice.grant_for("bob") is None
     # Bob's listener forgot alice's key: a direct send with the old address is refused.
     with pytest.raises((PeerError, OSError)):
         message = pb.PeerMessage(message_id="p-4", to="bob", body="still there?")
         setattr(message, "from", "alice")
-        send_peer_message("127.0.0.1", bob.listener.port, bob.listener.keys.public,
-                          alice.listener.keys, message)
-    bob.listener.rejected.get(timeout=PEER_DEADLINE)
+        send_peer_message("127.0.0.1", bob.peer.port, bob.peer.keys.public,
+                          alice.peer.keys, message)
+    bob.peer.rejected.get(timeout=PEER_DEADLINE)
 
 
 def _raw(port: int) -> socket.socket:
@@ -105,22 +103,22 @@ def _closed_without_reply(sock: socket.socket) -> bool:
 def test_listener_refuses_bad_peers(login: Callable[..., Session]) -> None:
     alice, bob = login("alice"), login("bob")
     grant(alice, bob)
-    port = bob.listener.port
+    port = bob.peer.port
 
     # A key bob never accepted: closed without a handshake reply.
     stranger = PeerKeys.generate()
     message = pb.PeerMessage(message_id="x-1", to="bob", body="hi")
     setattr(message, "from", "alice")
     with pytest.raises(PeerError):
-        send_peer_message("127.0.0.1", port, bob.listener.keys.public, stranger, message)
-    assert "never accepted" in bob.listener.rejected.get(timeout=PEER_DEADLINE)
+        send_peer_message("127.0.0.1", port, bob.peer.keys.public, stranger, message)
+    assert "never accepted" in bob.peer.rejected.get(timeout=PEER_DEADLINE)
 
     # alice's key, but claiming to be somebody else: no PeerAck.
     message = pb.PeerMessage(message_id="x-2", to="bob", body="hi")
     setattr(message, "from", "mallory")
     with pytest.raises(PeerError):
-        send_peer_message("127.0.0.1", port, bob.listener.keys.public, alice.listener.keys, message)
-    assert "mallory" in bob.listener.rejected.get(timeout=PEER_DEADLINE)
+        send_peer_message("127.0.0.1", port, bob.peer.keys.public, alice.peer.keys, message)
+    assert "mallory" in bob.peer.rejected.get(timeout=PEER_DEADLINE)
 
     # A first frame of the wrong length, garbage of the right length, an oversize length.
     for frame in [
@@ -131,10 +129,10 @@ def test_listener_refuses_bad_peers(login: Callable[..., Session]) -> None:
         sock = _raw(port)
         sock.sendall(frame)
         assert _closed_without_reply(sock)
-        bob.listener.rejected.get(timeout=PEER_DEADLINE)
+        bob.peer.rejected.get(timeout=PEER_DEADLINE)
 
     # Nothing of it reached bob, and the listener still works.
     assert alice.send_private("bob", "still fine", "x-3") == "DIRECT"
-    got = bob.listener.inbound.expect("alice's message", lambda i: True)
+    got = bob.peer.inbound.expect("alice's message", lambda i: True)
     assert got.message.message_id == "x-3"
-    assert bob.listener.inbound.pending() == []
+    assert bob.peer.inbound.pending() == []

@@ -58,7 +58,7 @@ def test_direct_messages_both_ways_are_replayed_until_acknowledged(
 
     sent = alice.send_message("bob", "hello bob", "m-1")
     assert sent.status == pb.DELIVERY_STATUS_DELIVERED and not sent.duplicate
-    got = bob.stream.expect("message", lambda m: m.message_id == "m-1")
+    got = bob.events.expect("message", lambda m: m.message_id == "m-1")
     assert (getattr(got, "from"), got.body, got.seq) == ("alice", "hello bob", sent.seq)
 
     # Unacknowledged: a new Subscribe replays it, then says where the backlog ends.
@@ -77,7 +77,7 @@ def test_direct_messages_both_ways_are_replayed_until_acknowledged(
     # And the other way.
     reply = bob.send_message("alice", "hi alice", "m-2")
     assert reply.status == pb.DELIVERY_STATUS_DELIVERED
-    got = alice.stream.expect("message", lambda m: m.message_id == "m-2")
+    got = alice.events.expect("message", lambda m: m.message_id == "m-2")
     assert (getattr(got, "from"), got.body) == ("bob", "hi alice")
     alice.ack(got.seq)
 
@@ -87,7 +87,7 @@ def test_direct_messages_both_ways_are_replayed_until_acknowledged(
     assert stored.status == pb.DELIVERY_STATUS_STORED
     bob_again = login("bob", register=False)
     # login() waited for BacklogEnd; the replayed message came before it and is still unclaimed.
-    assert bob_again.stream.expect("message", lambda m: m.message_id == "m-3").body == (
+    assert bob_again.events.expect("message", lambda m: m.message_id == "m-3").body == (
         "while you were away"
     )
 
@@ -112,11 +112,11 @@ def test_lockout_carries_retry_info(server: ServerProcess, login: Callable[..., 
             wrong = code_of(lambda: intruder.login("alice", "wrong password"))
             assert wrong.code() == grpc.StatusCode.UNAUTHENTICATED
             assert f"{3 - attempt} attempts left" in wrong.details()
-            assert alice.stream.expect("login_failed").failed_attempts == attempt
+            assert alice.events.expect("login_failed").failed_attempts == attempt
         # The failure that uses up the last attempt is already refused as a lockout.
         third = code_of(lambda: intruder.login("alice", "wrong password"))
         assert third.code() == grpc.StatusCode.PERMISSION_DENIED
-        failed = alice.stream.expect("login_failed")
+        failed = alice.events.expect("login_failed")
         assert failed.failed_attempts == 3 and failed.locked_until_ms > 0
         # Locked: even the right password is refused, with RetryInfo saying for how long.
         locked = code_of(lambda: intruder.login("alice", PASSWORD))
@@ -132,12 +132,12 @@ def test_lockout_carries_retry_info(server: ServerProcess, login: Callable[..., 
 def test_presence_and_online(login: Callable[..., Session]) -> None:
     alice = login("alice")
     bob = login("bob")
-    online = alice.stream.expect("presence", lambda p: p.user == "bob")
+    online = alice.events.expect("presence", lambda p: p.user == "bob")
     assert online.presence == pb.PRESENCE_ONLINE
     assert alice.list_online() == ["bob"]
     assert bob.list_online() == ["alice"]
     bob.logout()
-    offline = alice.stream.expect("presence", lambda p: p.user == "bob")
+    offline = alice.events.expect("presence", lambda p: p.user == "bob")
     assert offline.presence == pb.PRESENCE_OFFLINE
     assert alice.list_online() == []
     assert alice.list_online(since_seconds=3600) == ["bob"]
@@ -161,7 +161,7 @@ def test_block_and_unblock(login: Callable[..., Session]) -> None:
     # Bob does not see alice's presence: she logs out, then carol's message is the barrier.
     alice.logout()
     carol.send_message("bob", "barrier", "barrier-1")
-    bob.stream.expect_none_before(
+    bob.events.expect_none_before(
         "presence",
         lambda p: p.user == "alice",
         "message",
@@ -173,7 +173,7 @@ def test_block_and_unblock(login: Callable[..., Session]) -> None:
     alice.unblock("bob")  # idempotent
     assert alice.list_blocked() == []
     assert bob.send_message("alice", "thanks").status == pb.DELIVERY_STATUS_DELIVERED
-    assert alice.stream.expect("message", lambda m: m.body == "thanks")
+    assert alice.events.expect("message", lambda m: m.body == "thanks")
     assert code_of(lambda: alice.block("nobody")).code() == grpc.StatusCode.NOT_FOUND
     assert code_of(lambda: alice.block("alice")).code() == grpc.StatusCode.INVALID_ARGUMENT
 
