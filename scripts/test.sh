@@ -29,8 +29,7 @@ echo "== proto lint"
 # to break.
 if release=$(git describe --tags --abbrev=0 2>/dev/null); then
     echo "== proto breaking changes since $release"
-    # The common dir is the repository's .git even in a worktree (where .git is a file).
-    "$buf" breaking --against "$(git rev-parse --git-common-dir)#tag=$release"
+    "$buf" breaking --against ".git#tag=$release"
 else
     echo "(no release tag yet: buf breaking skipped)"
 fi
