@@ -188,3 +188,21 @@ def test_admin_sees_sessions(server: ServerProcess, login: Callable[..., Session
         assert [(s.username, s.subscribed) for s in sessions] == [("alice", True)]
     finally:
         client.close()
+
+
+def test_send_stream_answers_each_message_in_order(login: Callable[..., Session]) -> None:
+    alice, bob = login("alice"), login("bob")
+    requests = [
+        pb.SendStreamRequest(message=pb.SendMessageRequest(to=to, body=body, message_id=mid))
+        for to, body, mid in [("bob", "one", "s-1"), ("nobody", "lost", "s-2"), ("bob", "two", "s-3")]
+    ]
+    responses = list(alice.chat.SendStream(iter(requests), metadata=alice.metadata, timeout=10))
+    assert [(r.message_id, r.code) for r in responses] == [
+        ("s-1", grpc.StatusCode.OK.value[0]),
+        ("s-2", grpc.StatusCode.NOT_FOUND.value[0]),
+        ("s-3", grpc.StatusCode.OK.value[0]),
+    ]
+    assert "nobody" in responses[1].error
+    assert responses[0].status == pb.DELIVERY_STATUS_DELIVERED
+    assert bob.events.expect("message", lambda m: m.message_id == "s-1").body == "one"
+    assert bob.events.expect("message", lambda m: m.message_id == "s-3").body == "two"
