@@ -398,7 +398,14 @@ impl Item {
                 user,
                 fingerprint,
                 source,
-            } => format!("{user}'s key: {fingerprint} ({source})"),
+            } => {
+                let from = match source.as_str() {
+                    "granted" => "from the address they gave you",
+                    "accepted" => "from their request, which you accepted",
+                    _ => "from their request, not answered yet",
+                };
+                format!("{user}'s key: {fingerprint} ({from})")
+            }
             Item::Whoami {
                 user,
                 fingerprint,
