@@ -39,6 +39,8 @@ const ACK_CHECK: Duration = Duration::from_millis(250);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest pause between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A stream that ends sooner than this after opening counts as a failed attempt.
+const SHORT_LIVED: Duration = Duration::from_secs(2);
 /// How long one control call (login, heartbeat, subscribe) may take before it counts as failed.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Message ids remembered for dropping duplicates. A duplicate arrives when a direct send fell
@@ -332,7 +334,18 @@ impl Pump {
                 }
             };
             self.acked = self.acked.max(resume_after);
-            match self.read(stream, resumed, &mut attempt).await {
+            let opened = Instant::now();
+            let end = self.read(stream, resumed).await;
+            // A stream that ends as soon as it opens must not turn into a busy loop of
+            // immediate retries: it counts as a failed attempt, and only a stream that lived
+            // a while resets the backoff.
+            if opened.elapsed() >= SHORT_LIVED {
+                attempt = 0;
+            } else if !matches!(end, StreamEnd::Stopped) {
+                attempt += 1;
+                pause = Some(backoff(attempt));
+            }
+            match end {
                 StreamEnd::Stopped => return self.live,
                 StreamEnd::Ended(reason) if recoverable(reason) => {
                     let why = format!("the server ended the session ({})", reason_words(reason));
@@ -390,12 +403,7 @@ impl Pump {
     }
 
     /// Reads one stream until it ends, heartbeating and acknowledging meanwhile.
-    async fn read(
-        &mut self,
-        mut stream: tonic::Streaming<pb::Event>,
-        resumed: bool,
-        attempt: &mut u32,
-    ) -> StreamEnd {
+    async fn read(&mut self, mut stream: tonic::Streaming<pb::Event>, resumed: bool) -> StreamEnd {
         let mut replaying = true;
         let mut replayed = 0u64;
         let mut tick = tokio::time::interval(ACK_CHECK);
@@ -414,7 +422,6 @@ impl Pump {
                         }
                         Some(Kind::BacklogEnd(_)) => {
                             replaying = false;
-                            *attempt = 0;
                             self.tell(Notice::Connected { replayed, resumed }).await;
                         }
                         Some(kind) => {

@@ -239,9 +239,9 @@ impl Item {
                 error,
                 retry_in_ms,
             } => {
-                // The first failure and then about every half minute: enough to know it is
-                // still trying, not a line every few seconds.
-                if *attempt != 1 && attempt % 6 != 0 {
+                // Once the first quick retries have failed, then about every half minute:
+                // enough to know it is still trying, not a line every few seconds.
+                if *attempt != 3 && attempt % 6 != 0 {
                     return None;
                 }
                 format!(
