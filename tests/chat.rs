@@ -41,11 +41,11 @@ struct Server {
 impl Server {
     /// `confab serve` on a free loopback port, its data in `dir`.
     async fn start(dir: &Path) -> Server {
-        Server::on(dir, "127.0.0.1:0").await
+        Server::on(dir, "127.0.0.1:0", &[]).await
     }
 
-    /// `confab serve` on `listen` (a restart reuses the old address).
-    async fn on(dir: &Path, listen: &str) -> Server {
+    /// `confab serve` on `listen` (a restart reuses the old address), with `extra` flags.
+    async fn on(dir: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir)
@@ -57,6 +57,7 @@ impl Server {
                 "1000",
             ])
             .args(["--send-rate", "10000", "--send-burst", "10000"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -127,6 +128,36 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         out.stdout
+    }
+
+    /// `confab admin --json sessions`: one object per live session.
+    async fn sessions(&self) -> Vec<Value> {
+        let out = self.admin(&["--json", "sessions"]).await;
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("sessions are JSON lines"))
+            .collect()
+    }
+
+    /// Polls the sessions until `pred` holds for `user`'s, failing after [`DEADLINE`].
+    async fn wait_for_session(
+        &self,
+        user: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let sessions = self.sessions().await;
+            if let Some(s) = sessions.iter().find(|s| s["username"] == user && pred(s)) {
+                return s.clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{user}'s session never showed {what}: {sessions:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGKILL: no shutdown, no flush beyond what was committed.
@@ -362,6 +393,16 @@ async fn three_users_message_broadcast_and_see_who_is_online() {
     let got = bob.expect_message("alice", "hello bob").await;
     assert_eq!(got["via"], "server");
     assert_eq!(got["message_id"], sent["message_id"]);
+    // Shown, so acknowledged promptly (the heartbeat interval here is 30 s).
+    let shown = std::time::Instant::now();
+    server
+        .wait_for_session("bob", "an empty inbox", |s| s["pending_inbox"] == 0)
+        .await;
+    assert!(
+        shown.elapsed() < Duration::from_secs(2),
+        "acknowledged after {:?}",
+        shown.elapsed()
+    );
 
     bob.send("broadcast hi all").await;
     let b = bob.expect_type("broadcast_sent").await;
@@ -740,7 +781,7 @@ async fn the_client_reconnects_by_itself_after_the_server_is_killed_and_restarte
         })
         .await;
 
-    let server = Server::on(dir.path(), &addr).await;
+    let server = Server::on(dir.path(), &addr, &[]).await;
     let mut carol = Chat::start(&server, "carol", &[]).await;
     carol.send("message alice sent while you were away").await;
     let sent = carol.expect_type("sent").await;
@@ -760,6 +801,47 @@ async fn the_client_reconnects_by_itself_after_the_server_is_killed_and_restarte
     alice.send("message carol back").await;
     assert_eq!(alice.expect_type("sent").await["status"], "DELIVERED");
     carol.expect_message("alice", "back").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_an_idle_session_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    // A session with no call for 900 ms is ended: only heartbeats keep an idle client in.
+    let server = Server::on(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--heartbeat-interval", "300ms"],
+    )
+    .await;
+    for user in ["alice", "bob"] {
+        server.register(user).await;
+    }
+    let mut alice = Chat::start(&server, "alice", &[]).await;
+    let mut bob = Chat::start(&server, "bob", &[]).await;
+
+    alice.send("message bob are you awake").await;
+    alice.expect_type("sent").await;
+    bob.expect_message("alice", "are you awake").await;
+
+    // Idle for several session timeouts: the same session is still there and keeps beating.
+    let first = server
+        .wait_for_session("alice", "a session", |_| true)
+        .await;
+    server
+        .wait_for_session("alice", "a heartbeat 3 s after login", |s| {
+            s["since_ms"] == first["since_ms"]
+                && s["last_heartbeat_ms"].as_i64().unwrap()
+                    > first["since_ms"].as_i64().unwrap() + 3000
+        })
+        .await;
+    alice.send("whoami").await;
+    alice.expect_type("whoami").await;
+    assert_eq!(
+        alice.count(|v| v["type"] == "disconnected" || v["type"] == "logged_in"),
+        1,
+        "{}",
+        alice.dump()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

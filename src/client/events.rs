@@ -191,9 +191,9 @@ pub(crate) async fn login(
         user: response.username,
         number,
         max_message_bytes: response.max_message_bytes as usize,
-        // A server that says 0 would make us spin; heartbeat at least every second.
+        // A server that says 0 would make us spin.
         heartbeat: Duration::from_millis(response.heartbeat_interval_ms)
-            .max(Duration::from_secs(1)),
+            .max(Duration::from_millis(50)),
     })
 }
 
@@ -406,7 +406,8 @@ impl Pump {
     async fn read(&mut self, mut stream: tonic::Streaming<pb::Event>, resumed: bool) -> StreamEnd {
         let mut replaying = true;
         let mut replayed = 0u64;
-        let mut tick = tokio::time::interval(ACK_CHECK);
+        // Also often enough for a server with a heartbeat interval shorter than ACK_CHECK.
+        let mut tick = tokio::time::interval(ACK_CHECK.min(self.live.heartbeat));
         let mut last_beat = Instant::now();
         let mut beat: Option<Beat> = None;
         loop {
