@@ -60,7 +60,6 @@ pub(crate) struct Credentials {
 }
 
 /// One login: what the REPL needs to make calls and peer sends on its behalf.
-#[derive(Debug)]
 pub(crate) struct Live {
     /// Calls carrying this login's token.
     pub(crate) chat: ChatClient<Authed>,
@@ -74,6 +73,17 @@ pub(crate) struct Live {
     pub(crate) max_message_bytes: usize,
     /// How often to heartbeat.
     heartbeat: Duration,
+}
+
+impl std::fmt::Debug for Live {
+    // The client carries the session token in its interceptor: name the login, not its calls.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("user", &self.user)
+            .field("number", &self.number)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the pump tells the REPL, in the order it happened.

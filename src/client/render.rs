@@ -333,6 +333,10 @@ impl Item {
                 }
             }
             Item::BroadcastSent {
+                delivered: 0,
+                withheld: 0,
+            } => "nobody else is online: the broadcast reached no one".into(),
+            Item::BroadcastSent {
                 delivered,
                 withheld,
             } => {
@@ -360,7 +364,8 @@ impl Item {
                 since_seconds: Some(secs),
                 users,
             } => {
-                let window = human_duration(std::time::Duration::from_secs(*secs));
+                // As the user wrote it: "1h", not "1h 0m".
+                let window = humantime::format_duration(std::time::Duration::from_secs(*secs));
                 if users.is_empty() {
                     format!("nobody else logged in within {window}")
                 } else {
