@@ -256,16 +256,18 @@ impl Item {
                 body,
                 via: Via::Direct,
                 ..
-            } => format!("{from} (private): {body}"),
+            } => format!("{from} (private): {}", clean(body)),
             Item::Message {
                 from,
                 body,
                 replayed: true,
                 sent_at_ms,
                 ..
-            } => format!("{from} ({}): {body}", ago(*sent_at_ms)),
-            Item::Message { from, body, .. } => format!("{from}: {body}"),
-            Item::Broadcast { from, body, .. } => format!("{from} (to everyone): {body}"),
+            } => format!("{from} ({}): {}", ago(*sent_at_ms), clean(body)),
+            Item::Message { from, body, .. } => format!("{from}: {}", clean(body)),
+            Item::Broadcast { from, body, .. } => {
+                format!("{from} (to everyone): {}", clean(body))
+            }
             Item::Presence { user, online: true } => format!("* {user} is online"),
             Item::Presence {
                 user,
@@ -432,6 +434,22 @@ impl Item {
     }
 }
 
+/// A message body made safe for a terminal: other people's text must not move the cursor,
+/// change colours or clear the screen, so control characters are shown as escapes, and a
+/// continuation line is indented so it cannot pass for a line of ours (`* bob is online`).
+fn clean(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    for c in body.chars() {
+        match c {
+            '\n' => out.push_str("\n    "),
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn plural(n: u64, word: &str) -> String {
     if n == 1 {
         word.to_owned()
@@ -565,6 +583,25 @@ mod tests {
                 .unwrap()
                 .contains("could not be delivered to some recipients")
         );
+    }
+
+    #[test]
+    fn other_peoples_text_cannot_drive_the_terminal() {
+        let item = Item::Message {
+            from: "bob".into(),
+            body: "hi\u{1b}[2J\r* carol is online\nsecond line".into(),
+            message_id: "m".into(),
+            seq: Some(1),
+            sent_at_ms: 0,
+            via: Via::Server,
+            replayed: false,
+        };
+        assert_eq!(
+            item.human().unwrap(),
+            "bob: hi\\u{1b}[2J\\r* carol is online\n    second line"
+        );
+        // JSON escapes them by itself.
+        assert!(!item.json().contains('\u{1b}'));
     }
 
     #[test]
