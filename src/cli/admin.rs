@@ -207,6 +207,7 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 ("address_requests", s.address_requests),
                 ("address_grants", s.address_grants),
                 ("streams_too_slow", s.streams_too_slow),
+                ("storage_commits", s.storage_commits),
             ];
             if json {
                 let map: serde_json::Map<String, serde_json::Value> = rows

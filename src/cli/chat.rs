@@ -1,4 +1,5 @@
-//! `confab chat`: raw flags in, a checked [`client::Config`](crate::client::Config) out.
+//! `confab chat`: raw flags in, a checked [`Config`](crate::client::Config) out. Deciding
+//! whether the input is a terminal happens here too, once.
 
 use std::{io::IsTerminal as _, net::SocketAddr};
 

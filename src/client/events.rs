@@ -39,6 +39,8 @@ const ACK_CHECK: Duration = Duration::from_millis(250);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest pause between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A stream that ends sooner than this after opening counts as a failed attempt.
+const SHORT_LIVED: Duration = Duration::from_secs(2);
 /// How long one control call (login, heartbeat, subscribe) may take before it counts as failed.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Message ids remembered for dropping duplicates. A duplicate arrives when a direct send fell
@@ -58,7 +60,6 @@ pub(crate) struct Credentials {
 }
 
 /// One login: what the REPL needs to make calls and peer sends on its behalf.
-#[derive(Debug)]
 pub(crate) struct Live {
     /// Calls carrying this login's token.
     pub(crate) chat: ChatClient<Authed>,
@@ -72,6 +73,17 @@ pub(crate) struct Live {
     pub(crate) max_message_bytes: usize,
     /// How often to heartbeat.
     heartbeat: Duration,
+}
+
+impl std::fmt::Debug for Live {
+    // The client carries the session token in its interceptor: name the login, not its calls.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("user", &self.user)
+            .field("number", &self.number)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the pump tells the REPL, in the order it happened.
@@ -189,9 +201,9 @@ pub(crate) async fn login(
         user: response.username,
         number,
         max_message_bytes: response.max_message_bytes as usize,
-        // A server that says 0 would make us spin; heartbeat at least every second.
+        // A server that says 0 would make us spin.
         heartbeat: Duration::from_millis(response.heartbeat_interval_ms)
-            .max(Duration::from_secs(1)),
+            .max(Duration::from_millis(50)),
     })
 }
 
@@ -332,7 +344,18 @@ impl Pump {
                 }
             };
             self.acked = self.acked.max(resume_after);
-            match self.read(stream, resumed, &mut attempt).await {
+            let opened = Instant::now();
+            let end = self.read(stream, resumed).await;
+            // A stream that ends as soon as it opens must not turn into a busy loop of
+            // immediate retries: it counts as a failed attempt, and only a stream that lived
+            // a while resets the backoff.
+            if opened.elapsed() >= SHORT_LIVED {
+                attempt = 0;
+            } else if !matches!(end, StreamEnd::Stopped) {
+                attempt += 1;
+                pause = Some(backoff(attempt));
+            }
+            match end {
                 StreamEnd::Stopped => return self.live,
                 StreamEnd::Ended(reason) if recoverable(reason) => {
                     let why = format!("the server ended the session ({})", reason_words(reason));
@@ -390,15 +413,11 @@ impl Pump {
     }
 
     /// Reads one stream until it ends, heartbeating and acknowledging meanwhile.
-    async fn read(
-        &mut self,
-        mut stream: tonic::Streaming<pb::Event>,
-        resumed: bool,
-        attempt: &mut u32,
-    ) -> StreamEnd {
+    async fn read(&mut self, mut stream: tonic::Streaming<pb::Event>, resumed: bool) -> StreamEnd {
         let mut replaying = true;
         let mut replayed = 0u64;
-        let mut tick = tokio::time::interval(ACK_CHECK);
+        // Also often enough for a server with a heartbeat interval shorter than ACK_CHECK.
+        let mut tick = tokio::time::interval(ACK_CHECK.min(self.live.heartbeat));
         let mut last_beat = Instant::now();
         let mut beat: Option<Beat> = None;
         loop {
@@ -414,7 +433,6 @@ impl Pump {
                         }
                         Some(Kind::BacklogEnd(_)) => {
                             replaying = false;
-                            *attempt = 0;
                             self.tell(Notice::Connected { replayed, resumed }).await;
                         }
                         Some(kind) => {

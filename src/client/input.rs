@@ -11,7 +11,7 @@
 //! the password with, so lines a script wrote together with the password are not lost.
 
 use std::{
-    io::BufRead as _,
+    io::{BufRead as _, Write as _},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -78,7 +78,7 @@ impl Lines {
                     .stdin(std::process::Stdio::inherit())
                     .status();
             }
-            println!();
+            let _ = writeln!(std::io::stdout());
         }
     }
 }

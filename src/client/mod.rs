@@ -1,11 +1,12 @@
 //! The client side of confab: the typed gRPC client library ([`api`]) shared by the chat
 //! program, `confab admin`, the load generator and the tests, and `confab chat` itself.
 //!
-//! `confab chat` is split by concern: [`commands`] parses a typed line, [`repl`] runs the one
-//! loop that owns the client's state, [`events`] keeps the session and its event stream alive
-//! (heartbeats, acknowledgements, reconnecting), [`grants`] knows who may talk to whom directly,
-//! [`render`] decides how things look, and [`input`] reads lines from a terminal or a script.
-//! The peer path itself lives in [`crate::peer`]; this module glues it to the server's events.
+//! `confab chat` is split by concern (private modules, so named rather than linked here):
+//! `commands` parses a typed line, `repl` runs the one loop that owns the client's state,
+//! `events` keeps the session and its event stream alive (heartbeats, acknowledgements,
+//! reconnecting), `grants` knows who may talk to whom directly, `render` decides how things look,
+//! and `input` reads lines from a terminal or a script. The peer path itself lives in
+//! [`crate::peer`]; this module glues it to the server's events.
 
 pub mod api;
 pub(crate) mod commands;

@@ -239,9 +239,9 @@ impl Item {
                 error,
                 retry_in_ms,
             } => {
-                // The first failure and then about every half minute: enough to know it is
-                // still trying, not a line every few seconds.
-                if *attempt != 1 && attempt % 6 != 0 {
+                // Once the first quick retries have failed, then about every half minute:
+                // enough to know it is still trying, not a line every few seconds.
+                if *attempt != 3 && attempt % 6 != 0 {
                     return None;
                 }
                 format!(
@@ -256,16 +256,18 @@ impl Item {
                 body,
                 via: Via::Direct,
                 ..
-            } => format!("{from} (private): {body}"),
+            } => format!("{from} (private): {}", clean(body)),
             Item::Message {
                 from,
                 body,
                 replayed: true,
                 sent_at_ms,
                 ..
-            } => format!("{from} ({}): {body}", ago(*sent_at_ms)),
-            Item::Message { from, body, .. } => format!("{from}: {body}"),
-            Item::Broadcast { from, body, .. } => format!("{from} (to everyone): {body}"),
+            } => format!("{from} ({}): {}", ago(*sent_at_ms), clean(body)),
+            Item::Message { from, body, .. } => format!("{from}: {}", clean(body)),
+            Item::Broadcast { from, body, .. } => {
+                format!("{from} (to everyone): {}", clean(body))
+            }
             Item::Presence { user, online: true } => format!("* {user} is online"),
             Item::Presence {
                 user,
@@ -333,6 +335,10 @@ impl Item {
                 }
             }
             Item::BroadcastSent {
+                delivered: 0,
+                withheld: 0,
+            } => "nobody else is online: the broadcast reached no one".into(),
+            Item::BroadcastSent {
                 delivered,
                 withheld,
             } => {
@@ -360,7 +366,8 @@ impl Item {
                 since_seconds: Some(secs),
                 users,
             } => {
-                let window = human_duration(std::time::Duration::from_secs(*secs));
+                // As the user wrote it: "1h", not "1h 0m".
+                let window = humantime::format_duration(std::time::Duration::from_secs(*secs));
                 if users.is_empty() {
                     format!("nobody else logged in within {window}")
                 } else {
@@ -398,7 +405,14 @@ impl Item {
                 user,
                 fingerprint,
                 source,
-            } => format!("{user}'s key: {fingerprint} ({source})"),
+            } => {
+                let from = match source.as_str() {
+                    "granted" => "from the address they gave you",
+                    "accepted" => "from their request, which you accepted",
+                    _ => "from their request, not answered yet",
+                };
+                format!("{user}'s key: {fingerprint} ({from})")
+            }
             Item::Whoami {
                 user,
                 fingerprint,
@@ -418,6 +432,22 @@ impl Item {
             format!("{{\"type\":\"error\",\"code\":\"CLIENT\",\"error\":\"{e}\"}}")
         })
     }
+}
+
+/// A message body made safe for a terminal: other people's text must not move the cursor,
+/// change colours or clear the screen, so control characters are shown as escapes, and a
+/// continuation line is indented so it cannot pass for a line of ours (`* bob is online`).
+fn clean(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    for c in body.chars() {
+        match c {
+            '\n' => out.push_str("\n    "),
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn plural(n: u64, word: &str) -> String {
@@ -553,6 +583,25 @@ mod tests {
                 .unwrap()
                 .contains("could not be delivered to some recipients")
         );
+    }
+
+    #[test]
+    fn other_peoples_text_cannot_drive_the_terminal() {
+        let item = Item::Message {
+            from: "bob".into(),
+            body: "hi\u{1b}[2J\r* carol is online\nsecond line".into(),
+            message_id: "m".into(),
+            seq: Some(1),
+            sent_at_ms: 0,
+            via: Via::Server,
+            replayed: false,
+        };
+        assert_eq!(
+            item.human().unwrap(),
+            "bob: hi\\u{1b}[2J\\r* carol is online\n    second line"
+        );
+        // JSON escapes them by itself.
+        assert!(!item.json().contains('\u{1b}'));
     }
 
     #[test]

@@ -91,7 +91,12 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         })?;
     let live = Arc::new(live);
     let (lines, sink) = if config.terminal {
-        input::terminal(format!("{}> ", live.user))?
+        // A terminal the editor cannot drive (TERM=dumb, an odd emulator) still works line by
+        // line, without editing.
+        input::terminal(format!("{}> ", live.user)).unwrap_or_else(|e| {
+            tracing::debug!("no line editing: {e:#}");
+            input::plain()
+        })
     } else {
         input::plain()
     };

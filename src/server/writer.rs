@@ -6,7 +6,13 @@
 //! the next batch gathers, so a thousand concurrent senders pay a handful of fsyncs, not a
 //! thousand.
 
-use std::{sync::Arc, thread};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread,
+};
 
 use anyhow::anyhow;
 use tokio::sync::{mpsc, oneshot};
@@ -42,6 +48,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -51,11 +58,18 @@ impl Writer {
         sessions: Arc<Sessions>,
     ) -> (Writer, thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         let handle = thread::Builder::new()
             .name("confab-writer".into())
-            .spawn(move || run(rx, store.as_ref(), &sessions))
+            .spawn(move || run(rx, store.as_ref(), &sessions, &counter))
             .expect("spawning the writer thread");
-        (Writer { tx }, handle)
+        (Writer { tx, commits }, handle)
+    }
+
+    /// Transactions committed so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Applies `op` durably and waits for the commit.
@@ -114,7 +128,7 @@ impl Writer {
     }
 }
 
-fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions) {
+fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, commits: &AtomicU64) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut ops: Vec<WriteOp> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -136,7 +150,11 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions) {
         let result = if ops.is_empty() {
             Ok(Vec::new())
         } else {
-            store.write_batch(&ops)
+            let result = store.write_batch(&ops);
+            if result.is_ok() {
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
+            result
         };
         match result {
             Ok(outcomes) => {

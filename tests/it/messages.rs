@@ -293,6 +293,20 @@ async fn send_stream_answers_every_message_in_order_and_survives_errors() {
     }
     let seqs: Vec<u64> = got.iter().filter(|r| r.code == 0).map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=199).collect::<Vec<_>>());
+    // Messages in flight together share commits (group commit).
+    let stats = srv
+        .admin()
+        .await
+        .get_stats(pb::GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.messages_relayed, 199);
+    assert!(
+        stats.storage_commits < 150,
+        "{} commits for 199 messages",
+        stats.storage_commits
+    );
     for i in 0..200 {
         if i != 100 {
             assert_eq!(bob.message().await.body, format!("bulk {i}"));

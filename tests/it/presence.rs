@@ -114,3 +114,44 @@ async fn a_session_without_heartbeats_times_out_and_the_others_are_told() {
     assert!(watcher.online().await.is_empty());
     beats.abort();
 }
+
+#[tokio::test]
+async fn a_new_subscribe_replaces_the_old_stream_and_the_session_lives_on() {
+    let srv = TestServer::start().await;
+    let mut bob = srv.user("bob").await;
+    let mut alice = srv.user("alice").await;
+    bob.presence().await;
+    // Alice holds a grant to bob.
+    let id = alice.request_address("bob").await.unwrap().request_id;
+    let Kind::AddressRequested(_) = bob.next("the request").await else {
+        panic!()
+    };
+    bob.respond(&id, true).await.unwrap();
+    let Kind::AddressGranted(grant) = alice.next("the grant").await else {
+        panic!()
+    };
+    let mut old = alice.events.take().unwrap();
+    alice.subscribe(0).await;
+    // The replaced stream ends without a SessionEnded event.
+    let rest = within("the old stream to end", async {
+        let mut rest = Vec::new();
+        while let Ok(Some(ev)) = old.message().await {
+            rest.push(ev);
+        }
+        rest
+    })
+    .await;
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(alice.backlog().await.is_empty());
+    // Same session: the grant is still valid and events flow to the new stream.
+    let again = alice.request_address("bob").await.unwrap();
+    assert_eq!(again.grant, Some(grant));
+    bob.send("alice", "to the new stream").await.unwrap();
+    assert_eq!(alice.message().await.body, "to the new stream");
+    // A dropped stream does not end the session either.
+    drop(alice.events.take());
+    bob.send("alice", "while away").await.unwrap();
+    alice.subscribe(0).await;
+    let replay = alice.backlog().await;
+    assert_eq!(replay.len(), 2, "both unacknowledged messages are replayed");
+}

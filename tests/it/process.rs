@@ -371,3 +371,83 @@ async fn register_and_admin_commands_talk_to_the_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin token"));
 }
+
+#[tokio::test]
+async fn logs_never_contain_passwords_tokens_or_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--bench-fast-hash",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = format!(
+        "http://{}",
+        line.trim().strip_prefix("confab listening on ").unwrap()
+    );
+    let c = connect(&url).await;
+    c.register("alice").await;
+    c.register("bob").await;
+    let mut alice = c.login("alice").await;
+    let mut bob = c.login("bob").await;
+    bob.subscribe(0).await;
+    bob.backlog().await;
+    let body = "the secret plans are under the mat";
+    alice.send("bob", body).await.unwrap();
+    assert_eq!(bob.message().await.body, body);
+    alice
+        .chat
+        .broadcast(pb::BroadcastRequest { body: body.into() })
+        .await
+        .unwrap();
+    let _ = confab::client::api::auth(confab::client::api::connect(&url, None).await.unwrap())
+        .login(pb::LoginRequest {
+            username: "alice".into(),
+            password: "a wrong password".into(),
+            ..Default::default()
+        })
+        .await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    // Waited for off the runtime, so the clients' connections can answer the server's GOAWAY.
+    let status = within(
+        "the server to exit",
+        tokio::task::spawn_blocking(move || child.wait()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("logged in"),
+        "the log is written at all: {text}"
+    );
+    let admin_token = std::fs::read_to_string(dir.path().join("data/admin.token")).unwrap();
+    for secret in [
+        PASSWORD,
+        "a wrong password",
+        &alice.token,
+        &bob.token,
+        admin_token.trim(),
+        body,
+    ] {
+        assert!(!text.contains(secret), "the log contains {secret:?}");
+    }
+}

@@ -110,6 +110,7 @@ impl Admin for AdminService {
             address_requests: get(&s.address_requests),
             address_grants: get(&s.address_grants),
             streams_too_slow: get(&s.streams_too_slow),
+            storage_commits: core.writer.commits(),
         }))
     }
 
