@@ -17,9 +17,11 @@ Nothing here sleeps to synchronise: every wait is on a condition with a deadline
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import queue
+import shutil
 import socket
 import struct
 import subprocess
@@ -76,7 +78,11 @@ def generate_stubs(proto: Path, out_dir: Path) -> tuple[ModuleType, ModuleType]:
     return chat_pb2, chat_pb2_grpc
 
 
-_STUBS_DIR = Path(os.environ.get("CONFAB_STUBS_DIR") or tempfile.mkdtemp(prefix="confab-stubs-"))
+if os.environ.get("CONFAB_STUBS_DIR"):
+    _STUBS_DIR = Path(os.environ["CONFAB_STUBS_DIR"])
+else:
+    _STUBS_DIR = Path(tempfile.mkdtemp(prefix="confab-stubs-"))
+    atexit.register(shutil.rmtree, _STUBS_DIR, ignore_errors=True)
 pb, pb_grpc = generate_stubs(PROTO, _STUBS_DIR)
 
 
