@@ -111,7 +111,9 @@ pub(crate) enum Notice {
     Failed { why: String },
 }
 
-/// Remembers recent message ids so each is shown once, whichever path brought it.
+/// Remembers recent (sender, message id) pairs so each message is shown once, whichever path
+/// brought it. Keyed by sender too, so nobody can suppress another sender's message by reusing
+/// its id.
 #[derive(Debug)]
 pub(crate) struct Seen {
     ids: HashSet<String>,
@@ -135,9 +137,10 @@ impl Seen {
         }
     }
 
-    /// True the first time `id` is seen; false for a duplicate.
-    pub(crate) fn first_time(&mut self, id: &str) -> bool {
-        if self.ids.contains(id) {
+    /// True the first time `id` from `from` is seen; false for a duplicate.
+    pub(crate) fn first_time(&mut self, from: &str, id: &str) -> bool {
+        let key = format!("{}\n{id}", from.to_ascii_lowercase());
+        if self.ids.contains(&key) {
             return false;
         }
         if self.order.len() == self.capacity
@@ -145,8 +148,8 @@ impl Seen {
         {
             self.ids.remove(&old);
         }
-        self.ids.insert(id.to_owned());
-        self.order.push_back(id.to_owned());
+        self.ids.insert(key.clone());
+        self.order.push_back(key);
         true
     }
 }
@@ -529,13 +532,16 @@ mod tests {
     #[test]
     fn seen_drops_duplicates_and_forgets_the_oldest() {
         let mut seen = Seen::with_capacity(2);
-        assert!(seen.first_time("a"));
-        assert!(!seen.first_time("a"));
-        assert!(seen.first_time("b"));
-        assert!(seen.first_time("c"));
-        // "a" was pushed out by "c"; "b" is still remembered.
-        assert!(!seen.first_time("b"));
-        assert!(seen.first_time("a"));
+        assert!(seen.first_time("bob", "a"));
+        assert!(!seen.first_time("Bob", "a"));
+        assert!(
+            seen.first_time("carol", "a"),
+            "another sender's id is another message"
+        );
+        assert!(seen.first_time("bob", "c"));
+        // Capacity 2: (bob, c) pushed out (bob, a).
+        assert!(!seen.first_time("bob", "c"));
+        assert!(seen.first_time("bob", "a"), "the oldest was forgotten");
     }
 
     #[test]

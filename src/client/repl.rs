@@ -569,7 +569,7 @@ impl Repl {
     fn on_event(&mut self, kind: Kind, replayed: bool) {
         match kind {
             Kind::Message(m) => {
-                if self.seen.first_time(&m.message_id) {
+                if self.seen.first_time(&m.from, &m.message_id) {
                     self.show(Item::Message {
                         from: m.from,
                         body: m.body,
@@ -641,7 +641,7 @@ impl Repl {
     /// A message that came over the peer path (already acknowledged to its sender).
     fn on_private(&mut self, inbound: Inbound) {
         let m = inbound.message;
-        if self.seen.first_time(&m.message_id) {
+        if self.seen.first_time(&inbound.from, &m.message_id) {
             self.show(Item::Message {
                 from: inbound.from,
                 body: m.body,
