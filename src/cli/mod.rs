@@ -22,6 +22,8 @@ enum Command {
     Register(admin::RegisterArgs),
     /// Operator commands (need the server's admin token).
     Admin(admin::AdminArgs),
+    /// Load-test a server with simulated users and print what it measured.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the command line and runs it; the process exit code.
@@ -43,6 +45,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Register(args) => admin::register(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Bench(args) => crate::bench::run(args).await,
         }
     });
     match result {
