@@ -30,6 +30,13 @@ pub(crate) struct BenchArgs {
     /// and show its figures beside confab's.
     #[arg(long)]
     baseline: bool,
+    /// With --baseline: measure a relay already running at this URL (`confab bench relay-server`)
+    /// instead of starting one.
+    #[arg(long, requires = "baseline")]
+    relay: Option<String>,
+    /// The running relay's process id, for its memory and CPU figures.
+    #[arg(long, requires = "relay")]
+    relay_pid: Option<u32>,
     /// Phases to run: 1 connect/login, 2 offered-rate latency, 3 saturation, 4 broadcast,
     /// 5 login storm, 6 peer path.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6",
@@ -99,6 +106,8 @@ pub(crate) enum ServerSource {
 pub(crate) struct Settings {
     pub(crate) server: ServerSource,
     pub(crate) baseline: bool,
+    /// `--relay` and `--relay-pid`: a running relay; `None` starts one.
+    pub(crate) relay: Option<(String, Option<u32>)>,
     pub(crate) phases: BTreeSet<u8>,
     pub(crate) users: usize,
     pub(crate) rate: f64,
@@ -167,6 +176,7 @@ impl Settings {
         Ok(Settings {
             server,
             baseline: args.baseline,
+            relay: args.relay.map(|url| (url, args.relay_pid)),
             phases: args.phases.into_iter().collect(),
             users: args.users,
             rate: args.rate,

@@ -89,11 +89,19 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     targets.push(measured?);
 
     if settings.baseline {
-        let server = spawn::relay().await?;
-        let relay = Arc::new(RelayTarget::new(server.url.clone(), Some(server.pid)));
+        let (url, pid, spawned) = match &settings.relay {
+            Some((url, pid)) => (url.clone(), *pid, None),
+            None => {
+                let server = spawn::relay().await?;
+                (server.url.clone(), Some(server.pid), Some(server))
+            }
+        };
+        let relay = Arc::new(RelayTarget::new(url, pid));
         let measured = phases::run(relay.clone(), &settings, progress).await;
         drop(relay);
-        server.stop().await;
+        if let Some(server) = spawned {
+            server.stop().await;
+        }
         targets.push(measured?);
     }
 

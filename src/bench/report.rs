@@ -20,6 +20,8 @@ pub(crate) struct Connect {
     /// `Subscribe` until live.
     pub(crate) subscribe_per_s: f64,
     pub(crate) rss_before_kib: Option<u64>,
+    /// Every user connected and logged in, no stream open yet.
+    pub(crate) rss_logged_in_kib: Option<u64>,
     pub(crate) rss_after_kib: Option<u64>,
     /// (after − before) / users.
     pub(crate) memory_per_user_kib: Option<f64>,
@@ -206,14 +208,20 @@ impl Report {
                     .as_ref()
                     .map(|c| format!("{:.0}/s", c.subscribe_per_s))
             }));
-            rows.push(row(t, "server RSS before → after", "", |r| {
-                let c = r.connect.as_ref()?;
-                Some(format!(
-                    "{} → {} MiB",
-                    mib(c.rss_before_kib?),
-                    mib(c.rss_after_kib?)
-                ))
-            }));
+            rows.push(row(
+                t,
+                "server RSS before → logged in → live",
+                "",
+                |r| {
+                    let c = r.connect.as_ref()?;
+                    Some(format!(
+                        "{} → {} → {} MiB",
+                        mib(c.rss_before_kib?),
+                        mib(c.rss_logged_in_kib?),
+                        mib(c.rss_after_kib?)
+                    ))
+                },
+            ));
             rows.push(row(
                 t,
                 "memory per subscribed user",

@@ -1,5 +1,6 @@
 //! Phase 1: register, connect and log in every user, then subscribe every user, and weigh what
-//! that cost the server: RSS after all are live minus RSS before any connected, per user.
+//! that cost the server: RSS after all are live minus RSS before any connected, per user, with
+//! a sample in between that separates the connection and session from the stream.
 //!
 //! Logins all happen before any stream opens. Otherwise each login would push a presence event
 //! to every stream already open — N²/2 events (50 million for 10 000 users) that would make
@@ -55,6 +56,7 @@ pub(super) async fn run<T: Target>(
     .await
     .context("connecting users")?;
     let login_s = started.elapsed().as_secs_f64();
+    let logged_in = ctx.server();
     ticker.finish().await;
 
     let done = Arc::new(AtomicUsize::new(0));
@@ -90,6 +92,7 @@ pub(super) async fn run<T: Target>(
             login_per_s: n as f64 / login_s,
             subscribe_per_s: n as f64 / subscribe_s,
             rss_before_kib: rss(before),
+            rss_logged_in_kib: rss(logged_in),
             rss_after_kib: rss(after),
             memory_per_user_kib,
         },
