@@ -90,6 +90,7 @@ pub(crate) struct Storm {
     pub(crate) storm_logins: u64,
     pub(crate) storm_logins_per_s: f64,
     pub(crate) storm_errors: u64,
+    pub(crate) storm_first_error: Option<String>,
     /// storm p99 / quiet p99.
     pub(crate) p99_ratio: f64,
 }
@@ -361,7 +362,50 @@ impl Report {
                 ended.join(", ")
             );
         }
+        for r in t {
+            for (phase, errors, first) in r.failures() {
+                let _ = writeln!(
+                    out,
+                    "warning: {} phase {phase}: {errors} failed, the first with: {}",
+                    r.target,
+                    first.unwrap_or("(no message)")
+                );
+            }
+        }
         out
+    }
+}
+
+impl TargetReport {
+    /// Every phase part with failures: (phase, count, first error). A server started without
+    /// bench limits shows up here as rate-limit errors rather than as a puzzling figure.
+    fn failures(&self) -> Vec<(String, u64, Option<&str>)> {
+        let mut all = Vec::new();
+        if let Some(o) = &self.offered {
+            all.push(("2".to_owned(), o.errors, o.first_error.as_deref()));
+        }
+        for s in &self.saturation {
+            all.push((format!("3 {}", s.path), s.errors, s.first_error.as_deref()));
+        }
+        if let Some(s) = &self.storm {
+            all.push((
+                "5 quiet".into(),
+                s.quiet.errors,
+                s.quiet.first_error.as_deref(),
+            ));
+            all.push((
+                "5 storm".into(),
+                s.storm.errors,
+                s.storm.first_error.as_deref(),
+            ));
+            let first = s.storm_first_error.as_deref();
+            all.push(("5 storm logins".into(), s.storm_errors, first));
+        }
+        if let Some(p) = &self.peer {
+            all.push(("6".into(), p.errors, p.first_error.as_deref()));
+        }
+        all.retain(|(_, errors, _)| *errors > 0);
+        all
     }
 }
 

@@ -44,7 +44,7 @@ pub(super) async fn run<T: Target>(
     let done = Arc::new(AtomicUsize::new(0));
     let ticker = ctx.progress.show(&label, {
         let done = done.clone();
-        move || format!("logged in {}/{n}", done.load(Ordering::Relaxed))
+        move || format!("connected {}/{n}", done.load(Ordering::Relaxed))
     });
     let started = Instant::now();
     let names = Arc::new(names);

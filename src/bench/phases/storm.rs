@@ -78,6 +78,7 @@ pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>) -> anyhow::Result<Storm> {
         storm_logins,
         storm_logins_per_s: storm_logins as f64 / storm_seconds,
         storm_errors: failures.count(),
+        storm_first_error: failures.first(),
         p99_ratio,
     })
 }
