@@ -6,9 +6,11 @@
 //! - [`peer`]: the direct peer path: framing, Noise IK, the listener and the sender.
 //! - [`pb`]: the code generated from `proto/chat.proto`.
 //! - [`types`]: rules and newtypes both sides share (usernames, secrets).
+//! - `bench`: the load generator (`confab bench`) and the bare relay it compares confab with.
 //!
 //! `ARCHITECTURE.md` at the repository root is the map.
 
+mod bench;
 pub mod cli;
 pub mod client;
 pub mod peer;

@@ -25,6 +25,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Chat: log in and type commands (message, broadcast, getaddress, private, …; try help).
     Chat(chat::ChatArgs),
+    /// Load-test a server with simulated users and print what it measured.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Parses the command line and runs it; the process exit code.
@@ -51,6 +53,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Register(args) => admin::register(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Chat(args) => chat::run(args).await,
+            Command::Bench(args) => crate::bench::run(args).await,
         }
     });
     match result {

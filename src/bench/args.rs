@@ -1,0 +1,211 @@
+//! `confab bench` flags, raw, and the checked [`Settings`] the phases read.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::relay_server::RelayServerArgs;
+use crate::types::MAX_USERNAME_LEN;
+
+/// `confab bench`: drives a server with simulated users and prints what it measured.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<BenchCommand>,
+    /// The server to measure. Start it with --bench-fast-hash and raised --login-rate,
+    /// --login-burst, --send-rate and --send-burst (or use --spawn-server).
+    #[arg(long, env = "CONFAB_SERVER", default_value = "http://127.0.0.1:4119")]
+    server: String,
+    /// The server's process id: memory and CPU figures come from /proc/PID.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Start `confab serve` (this executable, a temporary data directory, a free port, bench
+    /// limits) for the run instead of using --server.
+    #[arg(long, conflicts_with_all = ["server", "server_pid"])]
+    spawn_server: bool,
+    /// Also run phases 1–4 against a bare tonic relay (no auth, no storage) started for the run,
+    /// and show its figures beside confab's.
+    #[arg(long)]
+    baseline: bool,
+    /// With --baseline: measure a relay already running at this URL (`confab bench relay-server`)
+    /// instead of starting one.
+    #[arg(long, requires = "baseline")]
+    relay: Option<String>,
+    /// The running relay's process id, for its memory and CPU figures.
+    #[arg(long, requires = "relay")]
+    relay_pid: Option<u32>,
+    /// Phases to run: 1 connect/login, 2 offered-rate latency, 3 saturation, 4 broadcast,
+    /// 5 login storm, 6 peer path.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6",
+          value_parser = clap::value_parser!(u8).range(1..=6))]
+    phases: Vec<u8>,
+    /// Simulated users, each with its own connection and stream.
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Offered load of phases 2 and 5, messages per second.
+    #[arg(long, default_value_t = 4000.0)]
+    rate: f64,
+    /// How long each measuring phase (or window) runs.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::duration)]
+    duration: Duration,
+    /// Phase 3: users that send (the first N).
+    #[arg(long, default_value_t = 100)]
+    senders: usize,
+    /// Phase 3: sends each sender keeps outstanding.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Phase 4: broadcasts (the median time to the last delivery is reported).
+    #[arg(long, default_value_t = 5)]
+    broadcasts: usize,
+    /// Phase 5: extra accounts that log in and out as fast as they can during the storm.
+    #[arg(long, default_value_t = 200)]
+    storm_users: usize,
+    /// Phase 6: peer-path messages (fewer if --duration runs out first).
+    #[arg(long, default_value_t = 2000)]
+    peer_messages: usize,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 64)]
+    body_bytes: usize,
+    /// Logins (and registrations) in flight at once while connecting users.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to wait for messages still in flight at the end of a phase.
+    #[arg(long, default_value = "5s", value_parser = crate::cli::duration)]
+    grace: Duration,
+    /// Usernames are PREFIX00000, PREFIX00001, …; reruns against one server reuse them.
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Hidden helpers of `confab bench`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Serve the bare tonic relay the baseline is measured on.
+    #[command(hide = true)]
+    RelayServer(RelayServerArgs),
+}
+
+/// Where the confab server comes from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ServerSource {
+    /// `--spawn-server`.
+    Spawn,
+    /// `--server`, with `--server-pid` if given.
+    External { url: String, pid: Option<u32> },
+}
+
+/// Checked settings.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Settings {
+    pub(crate) server: ServerSource,
+    pub(crate) baseline: bool,
+    /// `--relay` and `--relay-pid`: a running relay; `None` starts one.
+    pub(crate) relay: Option<(String, Option<u32>)>,
+    pub(crate) phases: BTreeSet<u8>,
+    pub(crate) users: usize,
+    pub(crate) rate: f64,
+    #[serde(serialize_with = "secs")]
+    pub(crate) duration: Duration,
+    pub(crate) senders: usize,
+    pub(crate) window: usize,
+    pub(crate) broadcasts: usize,
+    pub(crate) storm_users: usize,
+    pub(crate) peer_messages: usize,
+    pub(crate) body_bytes: usize,
+    pub(crate) concurrency: usize,
+    #[serde(serialize_with = "secs")]
+    pub(crate) grace: Duration,
+    pub(crate) prefix: String,
+    #[serde(skip)]
+    pub(crate) json: bool,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Settings {
+    /// Checks `args`.
+    ///
+    /// # Errors
+    /// A value out of range, with the flag to change.
+    pub(crate) fn new(args: BenchArgs) -> anyhow::Result<Settings> {
+        if args.users < 2 {
+            bail!("--users must be at least 2: messages need a recipient");
+        }
+        if !(args.rate.is_finite() && args.rate > 0.0) {
+            bail!("--rate must be a positive number of messages per second");
+        }
+        if args.duration.is_zero() {
+            bail!("--duration must be longer than 0s");
+        }
+        if args.senders == 0 || args.window == 0 || args.concurrency == 0 {
+            bail!("--senders, --window and --concurrency must be at least 1");
+        }
+        if args.broadcasts == 0 || args.peer_messages == 0 {
+            bail!("--broadcasts and --peer-messages must be at least 1");
+        }
+        if args.body_bytes == 0 || args.body_bytes > 4096 {
+            bail!("--body-bytes must be 1 to 4096 (the server's default limit)");
+        }
+        // Usernames: PREFIX + 5 digits, PREFIX + "-s" + 5 digits, PREFIX + "-peer-a".
+        crate::types::check_username(&format!("{}-peer-a", args.prefix))
+            .ok()
+            .with_context(|| {
+                format!(
+                    "--prefix {:?} must be letters, digits, '_', '.' or '-', at most {} long",
+                    args.prefix,
+                    MAX_USERNAME_LEN - "-peer-a".len()
+                )
+            })?;
+        let server = if args.spawn_server {
+            ServerSource::Spawn
+        } else {
+            ServerSource::External {
+                url: args.server,
+                pid: args.server_pid,
+            }
+        };
+        Ok(Settings {
+            server,
+            baseline: args.baseline,
+            relay: args.relay.map(|url| (url, args.relay_pid)),
+            phases: args.phases.into_iter().collect(),
+            users: args.users,
+            rate: args.rate,
+            duration: args.duration,
+            senders: args.senders.min(args.users),
+            window: args.window,
+            broadcasts: args.broadcasts,
+            storm_users: args.storm_users,
+            peer_messages: args.peer_messages,
+            body_bytes: args.body_bytes,
+            concurrency: args.concurrency,
+            grace: args.grace,
+            prefix: args.prefix,
+            json: args.json,
+        })
+    }
+
+    /// Whether phase `n` was asked for.
+    pub(crate) fn runs(&self, n: u8) -> bool {
+        self.phases.contains(&n)
+    }
+
+    /// The name of simulated user `i`.
+    pub(crate) fn user(&self, i: usize) -> String {
+        format!("{}{i:05}", self.prefix)
+    }
+
+    /// The name of storm account `i`.
+    pub(crate) fn storm_user(&self, i: usize) -> String {
+        format!("{}-s{i:05}", self.prefix)
+    }
+}

@@ -1,0 +1,562 @@
+//! What a run found: one record per phase and target, the machine it ran on, printed as a table
+//! (confab beside the relay beside issue 6's targets) or as JSON for scripts and tests.
+//!
+//! Units are in the field names (`_us`, `_ms`, `_kib`, `_per_s`); JSON keeps them as plain
+//! numbers so nothing has to parse "1.2 ms".
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{args::Settings, stats::Latency};
+
+/// Phase 1: connecting and logging in every user.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Connect {
+    pub(crate) users: usize,
+    pub(crate) register_per_s: f64,
+    /// Connect + `Login`, each user its own connection.
+    pub(crate) login_per_s: f64,
+    /// `Subscribe` until live.
+    pub(crate) subscribe_per_s: f64,
+    pub(crate) rss_before_kib: Option<u64>,
+    /// Every user connected and logged in, no stream open yet.
+    pub(crate) rss_logged_in_kib: Option<u64>,
+    pub(crate) rss_after_kib: Option<u64>,
+    /// (after − before) / users.
+    pub(crate) memory_per_user_kib: Option<f64>,
+}
+
+/// Phase 2 (and each window of phase 5): direct messages at a fixed offered rate.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Offered {
+    pub(crate) rate: f64,
+    pub(crate) seconds: f64,
+    /// Sends the schedule issued.
+    pub(crate) sent: u64,
+    /// Of those, read from the recipient's stream.
+    pub(crate) delivered: u64,
+    /// Sends the server refused or that failed.
+    pub(crate) errors: u64,
+    pub(crate) delivered_fraction: f64,
+    /// Scheduled send time → arrival on the recipient's stream.
+    pub(crate) latency: Latency,
+    /// How late the load generator issued sends (already inside `latency`).
+    pub(crate) pacer_lag: Latency,
+    pub(crate) first_error: Option<String>,
+}
+
+/// Phase 3: one row per send path.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Saturation {
+    /// `unary` (SendMessage) or `stream` (SendStream).
+    pub(crate) path: &'static str,
+    pub(crate) senders: usize,
+    /// Sends outstanding per sender.
+    pub(crate) window: usize,
+    pub(crate) seconds: f64,
+    pub(crate) sent: u64,
+    pub(crate) delivered: u64,
+    pub(crate) errors: u64,
+    pub(crate) msgs_per_s: f64,
+    /// Send start → arrival.
+    pub(crate) latency: Latency,
+    /// Server CPU (user + system) from the start of the phase until every delivery.
+    pub(crate) server_cpu_s: Option<f64>,
+    pub(crate) server_cpu_per_msg_us: Option<f64>,
+    /// The load generator's own CPU per message over the same span (it shares the machine).
+    pub(crate) bench_cpu_per_msg_us: Option<f64>,
+    pub(crate) first_error: Option<String>,
+}
+
+/// Phase 4: one user broadcasts to everybody else.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Broadcast {
+    pub(crate) recipients: usize,
+    /// Broadcast send → last of the recipients' deliveries, each round.
+    pub(crate) last_delivery_ms: Vec<f64>,
+    pub(crate) last_delivery_median_ms: f64,
+    /// Every round reached every recipient.
+    pub(crate) complete: bool,
+}
+
+/// Phase 5: the offered load of phase 2, quiet and then during a login storm.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Storm {
+    pub(crate) quiet: Offered,
+    pub(crate) storm: Offered,
+    pub(crate) storm_users: usize,
+    /// Login + logout cycles completed during the storm window.
+    pub(crate) storm_logins: u64,
+    pub(crate) storm_logins_per_s: f64,
+    pub(crate) storm_errors: u64,
+    pub(crate) storm_first_error: Option<String>,
+    /// storm p99 / quiet p99.
+    pub(crate) p99_ratio: f64,
+}
+
+/// Phase 6: private messages over the peer path.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Peer {
+    pub(crate) messages: u64,
+    pub(crate) errors: u64,
+    /// connect + Noise IK + message + ack, as `peer::send` returns.
+    pub(crate) latency: Latency,
+    pub(crate) first_error: Option<String>,
+}
+
+/// Everything measured on one target.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TargetReport {
+    pub(crate) target: &'static str,
+    pub(crate) connect: Option<Connect>,
+    pub(crate) offered: Option<Offered>,
+    pub(crate) saturation: Vec<Saturation>,
+    pub(crate) broadcast: Option<Broadcast>,
+    pub(crate) storm: Option<Storm>,
+    pub(crate) peer: Option<Peer>,
+    /// Simulated users' sessions the server ended (should be 0: e.g. `TOO_SLOW`).
+    pub(crate) sessions_ended_by_server: u64,
+    /// Arrivals outside any measurement (late messages of an earlier phase, old inbox).
+    pub(crate) stray_messages: u64,
+}
+
+impl TargetReport {
+    /// An empty report for `target`.
+    pub(crate) fn new(target: &'static str) -> TargetReport {
+        TargetReport {
+            target,
+            connect: None,
+            offered: None,
+            saturation: Vec::new(),
+            broadcast: None,
+            storm: None,
+            peer: None,
+            sessions_ended_by_server: 0,
+            stray_messages: 0,
+        }
+    }
+
+    fn saturation(&self, path: &str) -> Option<&Saturation> {
+        self.saturation.iter().find(|s| s.path == path)
+    }
+}
+
+/// The machine, for BENCHMARKS.md and for reading old JSON.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Machine {
+    pub(crate) nproc: usize,
+    pub(crate) cpu_model: String,
+    pub(crate) kernel: String,
+    /// Ticks per second of /proc CPU times.
+    pub(crate) clk_tck: u64,
+}
+
+impl Machine {
+    /// This machine.
+    pub(crate) fn probe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".into(), |(_, m)| m.trim().to_owned());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".into(), |k| k.trim().to_owned());
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(1, usize::from),
+            cpu_model,
+            kernel,
+            clk_tck: super::proc::clk_tck(),
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    pub(crate) machine: Machine,
+    pub(crate) settings: Settings,
+    pub(crate) targets: Vec<TargetReport>,
+}
+
+impl Report {
+    /// The JSON form.
+    pub(crate) fn json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report serializes")
+    }
+
+    /// The summary table: a row per figure, a column per target, then issue 6's target.
+    pub(crate) fn table(&self) -> String {
+        let s = &self.settings;
+        let mut rows: Vec<Row> = Vec::new();
+        let t = &self.targets;
+        let section = |title: String, rows: &mut Vec<Row>| rows.push(Row::Section(title));
+
+        if s.runs(1) {
+            section(format!("1 connect {} users", s.users), &mut rows);
+            rows.push(row(t, "login (connect + Login)", "", |r| {
+                r.connect.as_ref().map(|c| {
+                    if r.target == "relay" {
+                        "no login".into()
+                    } else {
+                        format!("{:.0}/s", c.login_per_s)
+                    }
+                })
+            }));
+            rows.push(row(t, "subscribe until live", "", |r| {
+                r.connect
+                    .as_ref()
+                    .map(|c| format!("{:.0}/s", c.subscribe_per_s))
+            }));
+            rows.push(row(
+                t,
+                "server RSS before → logged in → live",
+                "",
+                |r| {
+                    let c = r.connect.as_ref()?;
+                    Some(format!(
+                        "{} → {} → {} MiB",
+                        mib(c.rss_before_kib?),
+                        mib(c.rss_logged_in_kib?),
+                        mib(c.rss_after_kib?)
+                    ))
+                },
+            ));
+            rows.push(row(
+                t,
+                "memory per subscribed user",
+                "≤ 20 KiB (10 000 users)",
+                |r| {
+                    r.connect
+                        .as_ref()?
+                        .memory_per_user_kib
+                        .map(|k| format!("{k:.1} KiB"))
+                },
+            ));
+        }
+        if s.runs(2) {
+            section(
+                format!("2 direct messages, {} msg/s offered, open loop", s.rate),
+                &mut rows,
+            );
+            rows.push(row(t, "delivered", "all", |r| {
+                r.offered.as_ref().map(delivered)
+            }));
+            rows.push(row(t, "latency p50 / p99", "p99 ≤ 0.5 ms", |r| {
+                r.offered.as_ref().map(|o| p50_p99(&o.latency))
+            }));
+            rows.push(row(t, "latency p999 / max", "", |r| {
+                r.offered
+                    .as_ref()
+                    .map(|o| format!("{} / {}", ms(o.latency.p999_us), ms(o.latency.max_us)))
+            }));
+            rows.push(row(t, "of which pacing lag p99", "", |r| {
+                r.offered.as_ref().map(|o| ms(o.pacer_lag.p99_us))
+            }));
+        }
+        if s.runs(3) {
+            section(
+                format!(
+                    "3 saturation, closed loop, {} senders × {} outstanding",
+                    s.senders, s.window
+                ),
+                &mut rows,
+            );
+            for (path, target) in [("unary", "≤ 38 µs"), ("stream", "≤ 13 µs")] {
+                let name = if path == "unary" {
+                    "SendMessage"
+                } else {
+                    "SendStream"
+                };
+                rows.push(row(t, &format!("{name} msgs/s"), "", |r| {
+                    r.saturation(path).map(|x| format!("{:.0}", x.msgs_per_s))
+                }));
+                rows.push(row(t, &format!("{name} latency p50 / p99"), "", |r| {
+                    r.saturation(path).map(|x| p50_p99(&x.latency))
+                }));
+                rows.push(row(t, &format!("{name} server CPU / msg"), target, |r| {
+                    r.saturation(path)?
+                        .server_cpu_per_msg_us
+                        .map(|c| format!("{c:.1} µs"))
+                }));
+                rows.push(row(t, &format!("{name} bench CPU / msg"), "", |r| {
+                    r.saturation(path)?
+                        .bench_cpu_per_msg_us
+                        .map(|c| format!("{c:.1} µs"))
+                }));
+            }
+        }
+        if s.runs(4) {
+            section(
+                format!("4 broadcast to {} users", s.users.saturating_sub(1)),
+                &mut rows,
+            );
+            rows.push(row(
+                t,
+                &format!("last delivery, median of {}", s.broadcasts),
+                "≤ 10 ms (1000) / ≤ 100 ms (10 000)",
+                |r| {
+                    r.broadcast.as_ref().map(|b| {
+                        let incomplete = if b.complete { "" } else { " (incomplete)" };
+                        format!("{:.2} ms{incomplete}", b.last_delivery_median_ms)
+                    })
+                },
+            ));
+        }
+        if s.runs(5) {
+            section(
+                format!(
+                    "5 login storm ({} accounts) during phase 2 load",
+                    s.storm_users
+                ),
+                &mut rows,
+            );
+            rows.push(row(t, "p99 quiet / storm", "", |r| {
+                r.storm.as_ref().map(|x| {
+                    format!(
+                        "{} / {}",
+                        ms(x.quiet.latency.p99_us),
+                        ms(x.storm.latency.p99_us)
+                    )
+                })
+            }));
+            rows.push(row(t, "p99 storm ÷ quiet", "≤ 2×", |r| {
+                r.storm.as_ref().map(|x| format!("{:.2}×", x.p99_ratio))
+            }));
+            rows.push(row(t, "delivered quiet / storm", "all", |r| {
+                r.storm
+                    .as_ref()
+                    .map(|x| format!("{} / {}", delivered(&x.quiet), delivered(&x.storm)))
+            }));
+            rows.push(row(t, "storm logins + logouts", "", |r| {
+                r.storm
+                    .as_ref()
+                    .map(|x| format!("{:.0}/s", x.storm_logins_per_s))
+            }));
+        }
+        if s.runs(6) {
+            section(
+                "6 peer path (connect + Noise IK + message + ack)".into(),
+                &mut rows,
+            );
+            rows.push(row(t, "p50 / p99", "p50 ≤ 1 ms", |r| {
+                r.peer.as_ref().map(|p| p50_p99(&p.latency))
+            }));
+            rows.push(row(t, "messages (errors)", "", |r| {
+                r.peer
+                    .as_ref()
+                    .map(|p| format!("{} ({})", p.messages, p.errors))
+            }));
+        }
+        let ended: Vec<String> = t
+            .iter()
+            .filter(|r| r.sessions_ended_by_server > 0)
+            .map(|r| format!("{}: {}", r.target, r.sessions_ended_by_server))
+            .collect();
+        let mut out = render(t, &rows);
+        if !ended.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nwarning: the server ended simulated users' sessions ({})",
+                ended.join(", ")
+            );
+        }
+        for r in t {
+            for (phase, errors, first) in r.failures() {
+                let _ = writeln!(
+                    out,
+                    "warning: {} phase {phase}: {errors} failed, the first with: {}",
+                    r.target,
+                    first.unwrap_or("(no message)")
+                );
+            }
+        }
+        out
+    }
+}
+
+impl TargetReport {
+    /// Every phase part with failures: (phase, count, first error). A server started without
+    /// bench limits shows up here as rate-limit errors rather than as a puzzling figure.
+    fn failures(&self) -> Vec<(String, u64, Option<&str>)> {
+        let mut all = Vec::new();
+        if let Some(o) = &self.offered {
+            all.push(("2".to_owned(), o.errors, o.first_error.as_deref()));
+        }
+        for s in &self.saturation {
+            all.push((format!("3 {}", s.path), s.errors, s.first_error.as_deref()));
+        }
+        if let Some(s) = &self.storm {
+            all.push((
+                "5 quiet".into(),
+                s.quiet.errors,
+                s.quiet.first_error.as_deref(),
+            ));
+            all.push((
+                "5 storm".into(),
+                s.storm.errors,
+                s.storm.first_error.as_deref(),
+            ));
+            let first = s.storm_first_error.as_deref();
+            all.push(("5 storm logins".into(), s.storm_errors, first));
+        }
+        if let Some(p) = &self.peer {
+            all.push(("6".into(), p.errors, p.first_error.as_deref()));
+        }
+        all.retain(|(_, errors, _)| *errors > 0);
+        all
+    }
+}
+
+enum Row {
+    Section(String),
+    Figure {
+        name: String,
+        values: Vec<String>,
+        target: String,
+    },
+}
+
+fn row(
+    targets: &[TargetReport],
+    name: &str,
+    target: &str,
+    value: impl Fn(&TargetReport) -> Option<String>,
+) -> Row {
+    Row::Figure {
+        name: format!("  {name}"),
+        values: targets
+            .iter()
+            .map(|t| value(t).unwrap_or_else(|| "—".into()))
+            .collect(),
+        target: target.into(),
+    }
+}
+
+fn render(targets: &[TargetReport], rows: &[Row]) -> String {
+    let width = |s: &str| s.chars().count();
+    let mut header = vec!["".to_owned()];
+    header.extend(targets.iter().map(|t| t.target.to_owned()));
+    header.push("target (issue 6)".into());
+    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
+    for r in rows {
+        if let Row::Figure {
+            name,
+            values,
+            target,
+        } = r
+        {
+            let cells = std::iter::once(name)
+                .chain(values)
+                .chain(std::iter::once(target));
+            for (w, c) in widths.iter_mut().zip(cells) {
+                *w = (*w).max(width(c));
+            }
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            let pad = w - width(c);
+            if i == 0 || i == cells.len() - 1 {
+                // Names and targets read left to right; numbers line up on the right.
+                let _ = write!(l, "{c}{}", " ".repeat(pad));
+            } else {
+                let _ = write!(l, "{}{c}", " ".repeat(pad));
+            }
+            l.push_str("  ");
+        }
+        l.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&header);
+    for r in rows {
+        match r {
+            Row::Section(title) => {
+                let _ = writeln!(out, "{title}");
+            }
+            Row::Figure {
+                name,
+                values,
+                target,
+            } => {
+                let mut cells = vec![name.clone()];
+                cells.extend(values.iter().cloned());
+                cells.push(target.clone());
+                out.push_str(&line(&cells));
+            }
+        }
+    }
+    out
+}
+
+fn ms(us: f64) -> String {
+    if us < 10_000.0 {
+        format!("{:.3} ms", us / 1_000.0)
+    } else {
+        format!("{:.1} ms", us / 1_000.0)
+    }
+}
+
+fn p50_p99(l: &Latency) -> String {
+    format!("{} / {}", ms(l.p50_us), ms(l.p99_us))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn delivered(o: &Offered) -> String {
+    format!("{:.2}% of {}", o.delivered_fraction * 100.0, o.sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_lines_up_targets_and_marks_missing_figures() {
+        let mut confab = TargetReport::new("confab");
+        confab.peer = Some(Peer {
+            messages: 10,
+            errors: 0,
+            latency: Latency {
+                count: 10,
+                p50_us: 400.0,
+                p99_us: 900.0,
+                p999_us: 900.0,
+                max_us: 900.0,
+                mean_us: 450.0,
+            },
+            first_error: None,
+        });
+        let relay = TargetReport::new("relay");
+        let rows = vec![
+            Row::Section("6 peer".into()),
+            row(
+                &[confab.clone(), relay.clone()],
+                "p50 / p99",
+                "p50 ≤ 1 ms",
+                |r| r.peer.as_ref().map(|p| p50_p99(&p.latency)),
+            ),
+        ];
+        let table = render(&[confab, relay], &rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].contains("confab") && lines[0].contains("relay"));
+        assert!(lines[2].contains("0.400 ms / 0.900 ms"), "{table}");
+        assert!(
+            lines[2].contains('—') && lines[2].ends_with("p50 ≤ 1 ms"),
+            "{table}"
+        );
+        // Columns line up: the target column starts at the same character in every line.
+        let col = |l: &str, pat: &str| l[..l.find(pat).unwrap()].chars().count();
+        assert_eq!(col(lines[0], "target"), col(lines[2], "p50 ≤"), "{table}");
+    }
+
+    #[test]
+    fn durations_are_shown_in_milliseconds() {
+        assert_eq!(ms(280.0), "0.280 ms");
+        assert_eq!(ms(16_400.0), "16.4 ms");
+    }
+}

@@ -1,0 +1,174 @@
+//! The real `confab bench` binary, end to end: a tiny run of every phase against a server it
+//! spawns, and against the bare relay, checked through `--json`. The numbers of a debug build
+//! on a shared machine mean nothing; what is checked is that every phase ran, everything sent
+//! arrived, and the figures are consistent (percentiles ordered, counts positive).
+
+use std::{
+    process::{Command, Output, Stdio},
+    sync::mpsc,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// A run that takes longer than this is stuck; it is killed so the test fails with its output.
+const WATCHDOG: Duration = Duration::from_secs(180);
+
+/// Runs `confab ARGS` and returns its output, killing it after [`WATCHDOG`].
+fn confab(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start confab");
+    let pid = child.id().to_string();
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if finished.recv_timeout(WATCHDOG).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
+    let output = child.wait_with_output().expect("wait for confab");
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    output
+}
+
+fn f(v: &Value, path: &str) -> f64 {
+    v.pointer(path)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{path} is not a number in {v:#}"))
+}
+
+/// p50 ≤ p99 ≤ p999 ≤ max, all positive, and some samples.
+fn assert_latency(v: &Value, path: &str) {
+    let get = |k: &str| f(v, &format!("{path}/{k}"));
+    let (p50, p99, p999, max) = (get("p50_us"), get("p99_us"), get("p999_us"), get("max_us"));
+    assert!(get("count") > 0.0, "{path}: no samples");
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max,
+        "{path}: percentiles out of order: {p50} {p99} {p999} {max}"
+    );
+}
+
+fn assert_offered(v: &Value, path: &str) {
+    assert!(f(v, &format!("{path}/sent")) > 0.0, "{path}: nothing sent");
+    assert_eq!(f(v, &format!("{path}/errors")), 0.0, "{path}: {v:#}");
+    assert_eq!(
+        f(v, &format!("{path}/delivered_fraction")),
+        1.0,
+        "{path}: not everything arrived"
+    );
+    assert_latency(v, &format!("{path}/latency"));
+}
+
+#[test]
+fn every_phase_runs_against_a_spawned_server_and_the_relay() {
+    let out = confab(&[
+        "bench",
+        "--spawn-server",
+        "--baseline",
+        "--users",
+        "20",
+        "--duration",
+        "1s",
+        "--rate",
+        "200",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "confab bench failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stderr}"));
+    let targets = report["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 2, "{report:#}");
+    let (confab, relay) = (&targets[0], &targets[1]);
+    assert_eq!(confab["target"], "confab");
+    assert_eq!(relay["target"], "relay");
+
+    for t in [confab, relay] {
+        assert_eq!(f(t, "/connect/users"), 20.0);
+        assert!(f(t, "/connect/subscribe_per_s") > 0.0);
+        assert!(f(t, "/connect/rss_after_kib") > 0.0);
+        assert!(f(t, "/connect/memory_per_user_kib") >= 0.0);
+        assert_offered(t, "/offered");
+        assert_eq!(f(t, "/broadcast/recipients"), 19.0);
+        assert_eq!(t["broadcast"]["complete"], true, "{t:#}");
+        assert!(f(t, "/broadcast/last_delivery_median_ms") > 0.0);
+        assert_eq!(f(t, "/sessions_ended_by_server"), 0.0);
+        let unary = &t["saturation"][0];
+        assert_eq!(unary["path"], "unary");
+        assert!(f(unary, "/delivered") > 0.0 && f(unary, "/msgs_per_s") > 0.0);
+        assert_eq!(f(unary, "/delivered"), f(unary, "/sent"), "{unary:#}");
+        assert_eq!(f(unary, "/errors"), 0.0, "{unary:#}");
+        assert!(f(unary, "/server_cpu_per_msg_us") > 0.0);
+        assert_latency(unary, "/latency");
+    }
+
+    // Only confab has logins, a streaming send path and the peer path.
+    assert!(f(confab, "/connect/login_per_s") > 0.0);
+    let stream = &confab["saturation"][1];
+    assert_eq!(stream["path"], "stream");
+    assert!(f(stream, "/delivered") > 0.0);
+    assert_eq!(f(stream, "/delivered"), f(stream, "/sent"), "{stream:#}");
+    assert_eq!(f(stream, "/errors"), 0.0, "{stream:#}");
+    assert_latency(stream, "/latency");
+    assert_offered(confab, "/storm/quiet");
+    assert_offered(confab, "/storm/storm");
+    assert!(f(confab, "/storm/storm_logins") > 0.0);
+    assert!(f(confab, "/peer/messages") > 0.0);
+    assert_eq!(f(confab, "/peer/errors"), 0.0, "{confab:#}");
+    assert_latency(confab, "/peer/latency");
+    assert_eq!(relay["saturation"].as_array().unwrap().len(), 1);
+    assert!(relay["storm"].is_null() && relay["peer"].is_null());
+}
+
+#[test]
+fn the_table_names_every_phase_and_the_targets() {
+    let out = confab(&[
+        "bench",
+        "--spawn-server",
+        "--users",
+        "5",
+        "--duration",
+        "200ms",
+        "--rate",
+        "50",
+        "--phases",
+        "1,2,4",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "confab bench failed:\n{stderr}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    for expected in [
+        "1 connect 5 users",
+        "memory per subscribed user",
+        "2 direct messages, 50 msg/s offered",
+        "4 broadcast to 4 users",
+        "target (issue 6)",
+    ] {
+        assert!(table.contains(expected), "no {expected:?} in\n{table}");
+    }
+    assert!(
+        !table.contains("saturation"),
+        "phase 3 was not asked for:\n{table}"
+    );
+    // Progress goes to stderr, a plain line at a time when it is not a terminal.
+    assert!(!stderr.contains('\r'), "{stderr}");
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_flag_to_change() {
+    let out = confab(&["bench", "--users", "1", "--spawn-server"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--users must be at least 2"), "{stderr}");
+
+    let out = confab(&["bench", "--spawn-server", "--server-pid", "1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
