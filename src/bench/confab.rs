@@ -387,7 +387,7 @@ impl Acker {
                 let received = user.received_seq.load(Ordering::Relaxed);
                 let acked = user.acked_seq.swap(received, Ordering::Relaxed);
                 // Keep-alives too are spread, over the rounds, by user index.
-                let keepalive = (round + i / ACK_SLOTS) % user.keepalive_ticks == 0;
+                let keepalive = (round + i / ACK_SLOTS).is_multiple_of(user.keepalive_ticks);
                 if received > acked || keepalive {
                     let mut chat = user.chat.clone();
                     tokio::spawn(async move {

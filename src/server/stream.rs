@@ -68,15 +68,18 @@ pub fn subscribe(
             }
         }
         yield Ok(wire::encode(Kind::BacklogEnd(pb::BacklogEnd { last_seq: last })));
+        // Created once, not per event: they are polled on every wake-up.
+        let mut ended = std::pin::pin!(session.ended.cancelled());
+        let mut replaced = std::pin::pin!(replaced.cancelled());
         loop {
             tokio::select! {
                 biased;
-                () = session.ended.cancelled() => {
+                () = &mut ended => {
                     let reason = session.end_reason().unwrap_or(pb::SessionEndReason::Unspecified);
                     yield Ok(wire::session_ended(reason));
                     break;
                 }
-                () = replaced.cancelled() => break,
+                () = &mut replaced => break,
                 item = rx.recv() => match item {
                     Some(item) if item.seq != 0 && item.seq <= last => {}
                     Some(item) => yield Ok(item.event),

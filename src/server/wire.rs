@@ -2,7 +2,10 @@
 //!
 //! The generated server code treats `confab.v1.Event` as [`EncodedEvent`] (see `build.rs`), so a
 //! broadcast to 10 000 streams encodes the event once and every stream writes the same
-//! reference-counted bytes.
+//! reference-counted bytes. It encodes with [`ServerCodec`], tonic's prost codec with a smaller
+//! first buffer.
+
+use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::{
@@ -45,6 +48,50 @@ impl Message for EncodedEvent {
 
     fn clear(&mut self) {
         self.0 = Bytes::new();
+    }
+}
+
+/// Initial size of a response stream's encode buffer. tonic's default (8 KiB) is allocated per
+/// stream and held while it is open; events are a few hundred bytes, and the buffer grows when a
+/// large one comes along.
+const ENCODE_BUFFER: usize = 1024;
+/// tonic's default: flush to the connection after this much encoded data.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+/// Initial size of a request decode buffer (tonic's default).
+const DECODE_BUFFER: usize = 8 * 1024;
+
+/// The server's codec: prost, with [`ENCODE_BUFFER`].
+#[derive(Debug)]
+pub struct ServerCodec<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for ServerCodec<T, U> {
+    fn default() -> Self {
+        ServerCodec(PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for ServerCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<T, U>::raw_encoder(tonic::codec::BufferSettings::new(
+            ENCODE_BUFFER,
+            YIELD_THRESHOLD,
+        ))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<T, U>::raw_decoder(tonic::codec::BufferSettings::new(
+            DECODE_BUFFER,
+            YIELD_THRESHOLD,
+        ))
     }
 }
 

@@ -97,10 +97,11 @@ impl Chat for ChatService {
         let (tx, mut rx) = mpsc::channel::<(String, SendFuture)>(SEND_STREAM_WINDOW);
         let reader_session = session.clone();
         let reader = tokio::spawn(async move {
+            let mut ended = std::pin::pin!(reader_session.ended.cancelled());
             loop {
                 let next = tokio::select! {
                     next = inbound.message() => next,
-                    () = reader_session.ended.cancelled() => return Ok(()),
+                    () = &mut ended => return Ok(()),
                 };
                 let req = match next {
                     Ok(Some(req)) => req,
