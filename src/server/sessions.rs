@@ -53,7 +53,6 @@ pub enum Pushed {
 struct Slot {
     generation: u64,
     tx: mpsc::Sender<Outbound>,
-    cancel: CancellationToken,
 }
 
 /// A logged-in session.
@@ -70,7 +69,7 @@ pub struct Session {
     /// Login time, Unix ms.
     pub since_ms: i64,
     last_activity_ms: AtomicI64,
-    /// Cancelled when the session ends; streams then send `SessionEnded` and close.
+    /// Cancelled when the session ends (for waits outside the stream, e.g. `SendStream`).
     pub ended: CancellationToken,
     end_reason: OnceLock<SessionEndReason>,
     stream: Mutex<Option<Slot>>,
@@ -125,25 +124,26 @@ impl Session {
             .is_some()
     }
 
-    /// Attaches a new stream, replacing (and cancelling) any previous one. Returns its
-    /// generation, queue and cancellation token.
-    pub fn attach(&self, capacity: usize) -> (u64, mpsc::Receiver<Outbound>, CancellationToken) {
+    /// Attaches a new stream, replacing any previous one, and returns its generation and queue.
+    ///
+    /// A stream learns that it is over when its queue closes (after what was queued): its
+    /// sender is dropped when a newer stream replaces it or when the session ends, and
+    /// [`Session::end_reason`] then tells the two apart. No per-event cancellation check is
+    /// needed on the hot path.
+    pub fn attach(&self, capacity: usize) -> (u64, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let cancel = CancellationToken::new();
-        let old = self
-            .stream
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(Slot {
-                generation,
-                tx,
-                cancel: cancel.clone(),
-            });
-        if let Some(old) = old {
-            old.cancel.cancel();
+        let mut slot = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        // Ended already (checked under the lock `finish` takes): the queue starts closed.
+        if self.end_reason.get().is_none() {
+            *slot = Some(Slot { generation, tx });
         }
-        (generation, rx, cancel)
+        (generation, rx)
+    }
+
+    /// Whether a stream newer than `generation` has been attached.
+    pub fn replaced(&self, generation: u64) -> bool {
+        self.generations.load(Ordering::Relaxed) > generation
     }
 
     /// Detaches the stream of `generation` if it is still the attached one.
@@ -181,6 +181,8 @@ impl Session {
         if self.end_reason.set(reason).is_err() {
             return false;
         }
+        // Closing the queue ends the stream after what is queued, with SessionEnded.
+        self.stream.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.ended.cancel();
         true
     }

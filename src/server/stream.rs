@@ -33,7 +33,7 @@ pub fn subscribe(
     core.ack(&session, resume_after);
     // Attach before reading the inbox: a message committed meanwhile is then either in the
     // replay or in the queue (or both, and the seq check below drops the second copy).
-    let (generation, mut rx, replaced) = session.attach(core.config.stream_queue);
+    let (generation, mut rx) = session.attach(core.config.stream_queue);
     async_stream::stream! {
         let _detach = Detach { session: session.clone(), generation };
         // Acknowledgements (this one and earlier heartbeats') are committed before the replay
@@ -68,24 +68,15 @@ pub fn subscribe(
             }
         }
         yield Ok(wire::encode(Kind::BacklogEnd(pb::BacklogEnd { last_seq: last })));
-        // Created once, not per event: they are polled on every wake-up.
-        let mut ended = std::pin::pin!(session.ended.cancelled());
-        let mut replaced = std::pin::pin!(replaced.cancelled());
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut ended => {
-                    let reason = session.end_reason().unwrap_or(pb::SessionEndReason::Unspecified);
-                    yield Ok(wire::session_ended(reason));
-                    break;
-                }
-                () = &mut replaced => break,
-                item = rx.recv() => match item {
-                    Some(item) if item.seq != 0 && item.seq <= last => {}
-                    Some(item) => yield Ok(item.event),
-                    None => break,
-                },
+        // Live events until the queue closes: the session ended (say so) or a newer stream
+        // replaced this one (end quietly).
+        while let Some(item) = rx.recv().await {
+            if item.seq == 0 || item.seq > last {
+                yield Ok(item.event);
             }
+        }
+        if let Some(reason) = session.end_reason().filter(|_| !session.replaced(generation)) {
+            yield Ok(wire::session_ended(reason));
         }
     }
 }

@@ -7,8 +7,10 @@
 //! few thousand commits one commit waited several milliseconds for the disk.
 //!
 //! Each user's inbox counters (`last_seq`, `inbox_count`) are kept in memory beside the writer
-//! connection and written back once per user per batch, so an append costs one `INSERT` rather
-//! than an `UPDATE … RETURNING` plus a dedupe `SELECT`.
+//! connection, so an append is one `INSERT`: no counter row is rewritten per message (every page
+//! a commit touches is a page written to the WAL). `users.last_seq` is written when messages are
+//! acknowledged, which keeps it at least as high as any deleted seq; at start the counters are
+//! rebuilt from it and the inbox itself, so seqs are never reused.
 
 use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
 
@@ -56,8 +58,10 @@ pub struct SqliteStore {
     _checkpointer: std::sync::mpsc::Sender<()>,
 }
 
+/// Page size of a new database, in bytes.
+const PAGE_SIZE: i64 = 4096;
 /// How often the checkpointer copies the WAL back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// WAL pages above which the checkpointer also waits for the writer to let it finish and rewind
 /// the log, so a busy server's WAL cannot grow without bound.
 const WAL_RESTART_PAGES: i64 = 64 * 1024;
@@ -94,6 +98,10 @@ impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let writer =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // For a new database (no effect on an existing file). Measured: 1 KiB pages cut the
+        // WAL written per commit and the latency tail, but cost ~6% more CPU per message at
+        // saturation (deeper trees); 4 KiB keeps the CPU.
+        writer.pragma_update(None, "page_size", PAGE_SIZE)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "NORMAL")?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
@@ -101,7 +109,10 @@ impl SqliteStore {
         tune(&writer)?;
         migrate(&writer)?;
         let inboxes = {
-            let mut stmt = writer.prepare("SELECT id, last_seq, inbox_count FROM users")?;
+            let mut stmt = writer.prepare(
+                "SELECT u.id, MAX(u.last_seq, COALESCE(MAX(i.seq), 0)), COUNT(i.seq)
+                 FROM users u LEFT JOIN inbox i ON i.recipient = u.id GROUP BY u.id",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, UserId>(0)?,
@@ -225,7 +236,7 @@ impl Store for SqliteStore {
 
     fn inbox_counts(&self) -> anyhow::Result<Vec<(UserId, u64)>> {
         let conn = self.reader();
-        let mut stmt = conn.prepare("SELECT id, inbox_count FROM users WHERE inbox_count > 0")?;
+        let mut stmt = conn.prepare("SELECT recipient, COUNT(*) FROM inbox GROUP BY recipient")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -243,34 +254,17 @@ impl Store for SqliteStore {
                 .unwrap_or_else(|e| WriteOutcome::Failed(format!("{e:#}")));
             out.push(outcome);
         }
-        let flushed = flush_counters(&tx, inboxes, &before).and_then(|()| Ok(tx.commit()?));
-        if let Err(e) = flushed {
+        if let Err(e) = tx.commit() {
             for (user, counters) in before {
                 match counters {
                     Some(c) => inboxes.insert(user, c),
                     None => inboxes.remove(&user),
                 };
             }
-            return Err(e);
+            return Err(e.into());
         }
         Ok(out)
     }
-}
-
-/// Writes the counters this batch changed.
-fn flush_counters(
-    tx: &rusqlite::Transaction<'_>,
-    inboxes: &HashMap<UserId, Counters>,
-    changed: &HashMap<UserId, Option<Counters>>,
-) -> anyhow::Result<()> {
-    let mut stmt =
-        tx.prepare_cached("UPDATE users SET last_seq = ?2, inbox_count = ?3 WHERE id = ?1")?;
-    for user in changed.keys() {
-        if let Some(c) = inboxes.get(user) {
-            stmt.execute(params![user, c.last_seq as i64, c.count as i64])?;
-        }
-    }
-    Ok(())
 }
 
 /// The counters of `user`, remembering their value before the batch.
@@ -362,6 +356,11 @@ fn apply(
             if removed > 0 {
                 let c = counters(inboxes, before, *user);
                 c.count = c.count.saturating_sub(removed as u64);
+                // The deleted seqs must never be given out again, even if the inbox is now empty.
+                tx.prepare_cached(
+                    "UPDATE users SET last_seq = ?2, inbox_count = ?3 WHERE id = ?1",
+                )?
+                .execute(params![user, c.last_seq as i64, c.count as i64])?;
             }
             WriteOutcome::Done
         }
@@ -497,5 +496,19 @@ mod tests {
         drop(store);
         let reopened = SqliteStore::open(&dir.path().join("db")).unwrap();
         assert_eq!(reopened.inbox_counts().unwrap(), vec![(b, 2)]);
+        // Acknowledge everything: after a restart the next seq still follows the last one.
+        reopened
+            .write_batch(&[WriteOp::Ack { user: b, upto: 3 }])
+            .unwrap();
+        drop(reopened);
+        let reopened = SqliteStore::open(&dir.path().join("db")).unwrap();
+        assert!(reopened.inbox_counts().unwrap().is_empty());
+        assert_eq!(
+            append(&reopened, b, a, "m4", 2),
+            WriteOutcome::Appended {
+                seq: 4,
+                duplicate: false
+            }
+        );
     }
 }
