@@ -60,7 +60,7 @@ const YIELD_THRESHOLD: usize = 32 * 1024;
 /// Initial size of a request decode buffer (tonic's default).
 const DECODE_BUFFER: usize = 8 * 1024;
 
-/// The server's codec: prost, with [`ENCODE_BUFFER`].
+/// The server's codec: prost, with a 1 KiB first encode buffer.
 #[derive(Debug)]
 pub struct ServerCodec<T, U>(PhantomData<(T, U)>);
 
