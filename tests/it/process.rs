@@ -28,6 +28,11 @@ impl Drop for ServerProcess {
 impl ServerProcess {
     /// Starts `confab serve` on a free loopback port with its data in `dir`.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_logging(dir, extra, "warn", Stdio::inherit())
+    }
+
+    /// As [`ServerProcess::start`], logging at `level` to `log`.
+    pub fn start_logging(dir: &Path, extra: &[&str], level: &str, log: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
             .args([
                 "serve",
@@ -38,9 +43,9 @@ impl ServerProcess {
             ])
             .arg(dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start confab serve");
         let mut line = String::new();
@@ -376,28 +381,13 @@ async fn register_and_admin_commands_talk_to_the_server() {
 async fn logs_never_contain_passwords_tokens_or_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--bench-fast-hash",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = format!(
-        "http://{}",
-        line.trim().strip_prefix("confab listening on ").unwrap()
+    let server = ServerProcess::start_logging(
+        &dir.path().join("data"),
+        &[],
+        "debug",
+        std::fs::File::create(&log).unwrap().into(),
     );
+    let url = server.url.clone();
     let c = connect(&url).await;
     c.register("alice").await;
     c.register("bob").await;
@@ -420,18 +410,19 @@ async fn logs_never_contain_passwords_tokens_or_bodies() {
             ..Default::default()
         })
         .await;
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    server.signal("-TERM");
     // Waited for off the runtime, so the clients' connections can answer the server's GOAWAY.
+    let mut server = server;
     let status = within(
         "the server to exit",
-        tokio::task::spawn_blocking(move || child.wait()),
+        tokio::task::spawn_blocking(move || {
+            let status = server.child.wait();
+            (status, server)
+        }),
     )
     .await
     .unwrap()
+    .0
     .unwrap();
     assert!(status.success());
     let text = std::fs::read_to_string(&log).unwrap();
