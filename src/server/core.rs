@@ -146,7 +146,7 @@ impl Core {
 
     fn push_all(notices: Notices) {
         for (session, event) in notices {
-            session.push(Outbound { seq: 0, event });
+            session.push(Outbound::now(event));
         }
     }
 
@@ -298,7 +298,7 @@ impl Core {
                 locked_until_ms,
                 source: remote.ip().to_string(),
             }));
-            live.push(Outbound { seq: 0, event });
+            live.push(Outbound::now(event));
         }
         match failure.locked_until {
             Some(until) => {
@@ -372,9 +372,11 @@ impl Core {
         let event = wire::presence(subject.name(), online);
         for s in self.sessions.all() {
             if s.user_id() != subject.user_id() && !hidden.contains(&s.user_id()) {
+                // Lazy: a login storm would otherwise cost every stream one write per login.
                 s.push(Outbound {
                     seq: 0,
                     event: event.clone(),
+                    lazy: true,
                 });
             }
         }
@@ -527,10 +529,7 @@ impl Core {
                 withheld += 1;
                 continue;
             }
-            let pushed = s.push(Outbound {
-                seq: 0,
-                event: event.clone(),
-            });
+            let pushed = s.push(Outbound::now(event.clone()));
             if pushed == Pushed::Queued {
                 delivered += 1;
             }

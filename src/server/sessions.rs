@@ -37,6 +37,19 @@ pub struct Outbound {
     pub seq: u64,
     /// The encoded event.
     pub event: EncodedEvent,
+    /// May wait briefly to travel with the events after it (presence): see `stream.rs`.
+    pub lazy: bool,
+}
+
+impl Outbound {
+    /// A live-only event sent at once.
+    pub fn now(event: EncodedEvent) -> Self {
+        Outbound {
+            seq: 0,
+            event,
+            lazy: false,
+        }
+    }
 }
 
 /// The result of [`Session::push`].

@@ -12,6 +12,17 @@ use crate::pb::{self, event::Kind};
 /// Messages read from the store per page while replaying.
 const REPLAY_PAGE: usize = 256;
 
+/// Longest a presence event waits for others to share its write.
+const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
+/// Held presence events that force a write.
+const MAX_HELD: usize = 256;
+
+/// What woke the live loop.
+enum Next {
+    Item(Option<super::sessions::Outbound>),
+    Flush,
+}
+
 /// Detaches the stream when tonic drops it (client gone or replaced).
 struct Detach {
     session: Arc<Session>,
@@ -69,11 +80,48 @@ pub fn subscribe(
         }
         yield Ok(wire::encode(Kind::BacklogEnd(pb::BacklogEnd { last_seq: last })));
         // Live events until the queue closes: the session ended (say so) or a newer stream
-        // replaced this one (end quietly).
-        while let Some(item) = rx.recv().await {
-            if item.seq == 0 || item.seq > last {
-                yield Ok(item.event);
+        // replaced this one (end quietly). Lazy events (presence) wait up to LAZY_DELAY for
+        // company, so a burst of logins costs each stream one write, not one per login; any
+        // other event takes the waiting ones along at once, in order.
+        let mut held: Vec<wire::EncodedEvent> = Vec::new();
+        let mut deadline = tokio::time::Instant::now();
+        loop {
+            let next = if held.is_empty() {
+                Next::Item(rx.recv().await)
+            } else {
+                tokio::select! {
+                    biased;
+                    item = rx.recv() => Next::Item(item),
+                    () = tokio::time::sleep_until(deadline) => Next::Flush,
+                }
+            };
+            let item = match next {
+                Next::Flush => {
+                    for event in held.drain(..) {
+                        yield Ok(event);
+                    }
+                    continue;
+                }
+                Next::Item(None) => break,
+                Next::Item(Some(item)) => item,
+            };
+            if item.seq != 0 && item.seq <= last {
+                continue;
             }
+            if item.lazy && held.len() < MAX_HELD {
+                if held.is_empty() {
+                    deadline = tokio::time::Instant::now() + LAZY_DELAY;
+                }
+                held.push(item.event);
+                continue;
+            }
+            for event in held.drain(..) {
+                yield Ok(event);
+            }
+            yield Ok(item.event);
+        }
+        for event in held.drain(..) {
+            yield Ok(event);
         }
         if let Some(reason) = session.end_reason().filter(|_| !session.replaced(generation)) {
             yield Ok(wire::session_ended(reason));

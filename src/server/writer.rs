@@ -211,5 +211,9 @@ fn deliver(sessions: &Sessions, op: &WriteOp, outcome: &WriteOutcome, from: Opti
         return session.subscribed();
     }
     let event = wire::direct(*seq, from.unwrap_or_default(), body, message_id, *sent_ms);
-    session.push(Outbound { seq: *seq, event }) == Pushed::Queued
+    session.push(Outbound {
+        seq: *seq,
+        event,
+        lazy: false,
+    }) == Pushed::Queued
 }
