@@ -155,3 +155,20 @@ async fn a_new_subscribe_replaces_the_old_stream_and_the_session_lives_on() {
     let replay = alice.backlog().await;
     assert_eq!(replay.len(), 2, "both unacknowledged messages are replayed");
 }
+
+#[tokio::test]
+async fn a_waiting_presence_event_still_arrives_before_the_message_that_follows_it() {
+    let srv = TestServer::start().await;
+    let mut bob = srv.user("bob").await;
+    // Alice's arrival is a lazy event for bob; her message, sent at once, takes it along.
+    let mut alice = srv.user("alice").await;
+    alice.send("bob", "right after logging in").await.unwrap();
+    assert_eq!(bob.presence().await, ("alice".into(), Presence::Online));
+    assert_eq!(bob.message().await.body, "right after logging in");
+    // Several lazy events keep their order.
+    let mut carol = srv.user("carol").await;
+    carol.logout().await;
+    assert_eq!(bob.presence().await, ("carol".into(), Presence::Online));
+    assert_eq!(bob.presence().await, ("carol".into(), Presence::Offline));
+    assert_eq!(alice.presence().await, ("carol".into(), Presence::Online));
+}
