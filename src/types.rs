@@ -88,6 +88,7 @@ pub fn human_duration(d: std::time::Duration) -> String {
         0..=59 => format!("{secs}s"),
         60..=3599 if secs.is_multiple_of(60) => format!("{}m", secs / 60),
         60..=3599 => format!("{}m {}s", secs / 60, secs % 60),
+        _ if secs % 3600 < 60 => format!("{}h", secs / 3600),
         _ => format!("{}h {}m", secs / 3600, (secs % 3600) / 60),
     }
 }
@@ -120,6 +121,8 @@ mod tests {
         assert_eq!(human_duration(Duration::from_millis(59_400)), "1m");
         assert_eq!(human_duration(Duration::from_secs(5)), "5s");
         assert_eq!(human_duration(Duration::from_secs(250)), "4m 10s");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(human_duration(Duration::from_secs(5400)), "1h 30m");
     }
 
     #[test]
