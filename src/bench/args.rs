@@ -20,66 +20,66 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "CONFAB_SERVER", default_value = "http://127.0.0.1:4119")]
     server: String,
     /// The server's process id: memory and CPU figures come from /proc/PID.
-    #[arg(long)]
+    #[arg(long, env = "CONFAB_BENCH_SERVER_PID")]
     server_pid: Option<u32>,
     /// Start `confab serve` (this executable, a temporary data directory, a free port, bench
     /// limits) for the run instead of using --server.
-    #[arg(long, conflicts_with_all = ["server", "server_pid"])]
+    #[arg(long, conflicts_with_all = ["server", "server_pid"], env = "CONFAB_BENCH_SPAWN_SERVER")]
     spawn_server: bool,
     /// Also run phases 1–4 against a bare tonic relay (no auth, no storage) started for the run,
     /// and show its figures beside confab's.
-    #[arg(long)]
+    #[arg(long, env = "CONFAB_BENCH_BASELINE")]
     baseline: bool,
     /// With --baseline: measure a relay already running at this URL (`confab bench relay-server`)
     /// instead of starting one.
-    #[arg(long, requires = "baseline")]
+    #[arg(long, requires = "baseline", env = "CONFAB_BENCH_RELAY")]
     relay: Option<String>,
     /// The running relay's process id, for its memory and CPU figures.
-    #[arg(long, requires = "relay")]
+    #[arg(long, requires = "relay", env = "CONFAB_BENCH_RELAY_PID")]
     relay_pid: Option<u32>,
     /// Phases to run: 1 connect/login, 2 offered-rate latency, 3 saturation, 4 broadcast,
     /// 5 login storm, 6 peer path.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6",
-          value_parser = clap::value_parser!(u8).range(1..=6))]
+          value_parser = clap::value_parser!(u8).range(1..=6), env = "CONFAB_BENCH_PHASES")]
     phases: Vec<u8>,
     /// Simulated users, each with its own connection and stream.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, env = "CONFAB_BENCH_USERS")]
     users: usize,
     /// Offered load of phases 2 and 5, messages per second.
-    #[arg(long, default_value_t = 4000.0)]
+    #[arg(long, default_value_t = 4000.0, env = "CONFAB_BENCH_RATE")]
     rate: f64,
     /// How long each measuring phase (or window) runs.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::cli::duration, env = "CONFAB_BENCH_DURATION")]
     duration: Duration,
     /// Phase 3: users that send (the first N).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "CONFAB_BENCH_SENDERS")]
     senders: usize,
     /// Phase 3: sends each sender keeps outstanding.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, env = "CONFAB_BENCH_WINDOW")]
     window: usize,
     /// Phase 4: broadcasts (the median time to the last delivery is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, env = "CONFAB_BENCH_BROADCASTS")]
     broadcasts: usize,
     /// Phase 5: extra accounts that log in and out as fast as they can during the storm.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, env = "CONFAB_BENCH_STORM_USERS")]
     storm_users: usize,
     /// Phase 6: peer-path messages (fewer if --duration runs out first).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, env = "CONFAB_BENCH_PEER_MESSAGES")]
     peer_messages: usize,
     /// Message body size in bytes.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, env = "CONFAB_BENCH_BODY_BYTES")]
     body_bytes: usize,
     /// Logins (and registrations) in flight at once while connecting users.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, env = "CONFAB_BENCH_CONCURRENCY")]
     concurrency: usize,
     /// How long to wait for messages still in flight at the end of a phase.
-    #[arg(long, default_value = "5s", value_parser = crate::cli::duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::cli::duration, env = "CONFAB_BENCH_GRACE")]
     grace: Duration,
     /// Usernames are PREFIX00000, PREFIX00001, …; reruns against one server reuse them.
-    #[arg(long, default_value = "bench")]
+    #[arg(long, default_value = "bench", env = "CONFAB_BENCH_PREFIX")]
     prefix: String,
     /// Print the summary as JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "CONFAB_BENCH_JSON")]
     json: bool,
 }
 

@@ -26,7 +26,7 @@ pub(crate) struct RegisterArgs {
     #[arg(long, env = "CONFAB_USER")]
     user: String,
     /// Read the password from the first line of stdin instead of prompting.
-    #[arg(long)]
+    #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
     password_stdin: bool,
 }
 
@@ -42,7 +42,7 @@ pub(crate) struct AdminArgs {
     )]
     token_file: PathBuf,
     /// Print JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "CONFAB_JSON")]
     json: bool,
     #[command(subcommand)]
     command: AdminCommand,
@@ -71,7 +71,7 @@ enum AdminCommand {
         /// The new username.
         user: String,
         /// Read the password from the first line of stdin.
-        #[arg(long)]
+        #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
         password_stdin: bool,
     },
 }
