@@ -186,16 +186,14 @@ async fn sigterm_tells_streams_and_exits_cleanly() {
         Kind::SessionEnded(e) => assert_eq!(e.reason(), SessionEndReason::ServerShutdown),
         other => panic!("{other:?}"),
     }
-    let status = within("the server to exit", async {
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    // Waited for off the runtime, so this client's connection can answer the server's GOAWAY.
+    let (status, _server) = within(
+        "the server to exit",
+        tokio::task::spawn_blocking(move || (server.child.wait(), server)),
+    )
+    .await
+    .unwrap();
+    let status = status.unwrap();
     assert!(status.success(), "{status:?}");
 }
 
