@@ -268,3 +268,32 @@ async fn import_users(core: &Arc<Core>, path: &Path) -> anyhow::Result<()> {
     tracing::info!(created, "imported the users file");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_is_refused_off_loopback_unless_asked_for_or_encrypted() {
+        let config = |listen: &str| Config::new(listen.parse().unwrap(), "unused".into());
+        assert!(check_transport(&config("127.0.0.1:4119")).is_ok());
+        assert!(check_transport(&config("[::1]:4119")).is_ok());
+        let public = config("0.0.0.0:4119");
+        let refusal = check_transport(&public).unwrap_err().to_string();
+        assert!(refusal.contains("--allow-insecure"), "{refusal}");
+        assert!(check_transport(&config("192.0.2.7:4119")).is_err());
+        let insecure = Config {
+            allow_insecure: true,
+            ..public.clone()
+        };
+        assert!(check_transport(&insecure).is_ok());
+        let tls = Config {
+            tls: Some(config::TlsFiles {
+                cert: "cert.pem".into(),
+                key: "key.pem".into(),
+            }),
+            ..public
+        };
+        assert!(check_transport(&tls).is_ok());
+    }
+}

@@ -211,8 +211,8 @@ fn plaintext_on_a_public_address_is_refused() {
         stderr.contains("refusing to listen on 0.0.0.0:0 without TLS"),
         "{stderr}"
     );
-    // --allow-insecure overrides it (checked without binding a public port: the flag parses and
-    // the same rule is unit-checked in the server).
+    // --allow-insecure and TLS lift the rule: unit-tested beside it (server::tests), without
+    // binding a public address here.
 }
 
 /// grpcurl, installed by the test command (scripts/test.sh) into target/tools.
