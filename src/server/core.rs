@@ -230,7 +230,11 @@ impl Core {
         self.throttle(remote)?;
         check_username(name).map_err(|m| Error::invalid("username", m))?;
         if password.expose().len() > MAX_PASSWORD_BYTES {
-            return Err(Error::BadCredentials { attempts_left: 0 });
+            // Refused before hashing: bounds the work one request can cause.
+            return Err(Error::invalid(
+                "password",
+                format!("a password has at most {MAX_PASSWORD_BYTES} bytes"),
+            ));
         }
         let key = crate::types::username_key(name);
         if let Some(left) = self.lockout().locked(&key, Instant::now()) {

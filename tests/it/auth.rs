@@ -56,6 +56,13 @@ async fn bad_usernames_and_passwords_are_invalid_arguments() {
     }
     let r = srv.login("bob smith").await;
     assert_status(r.map(|s| s.name), Code::InvalidArgument, "may contain only");
+    let huge = "p".repeat(1025);
+    let r = srv.login_from("bob", &huge, None).await;
+    assert_status(
+        r.map(|s| s.name),
+        Code::InvalidArgument,
+        "at most 1024 bytes",
+    );
     // Nothing was created by the bad requests.
     let users = srv
         .admin()
