@@ -18,9 +18,12 @@ use std::{
 };
 
 use anyhow::{Context, anyhow, bail};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::AbortOnDropHandle,
+};
 use tonic::{Code, Streaming, transport::Channel};
 
 use super::{
@@ -179,20 +182,7 @@ struct Shared {
 pub(crate) struct ConfabUser {
     name: String,
     shared: Arc<Shared>,
-    reader: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for ConfabUser {
-    fn drop(&mut self) {
-        if let Some(reader) = self
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            reader.abort();
-        }
-    }
+    reader: Mutex<Option<AbortOnDropHandle<()>>>,
 }
 
 impl ConfabUser {
@@ -255,14 +245,11 @@ impl User for ConfabUser {
                 }
             }
         });
-        if let Some(old) = self
-            .reader
+        // Replacing (or dropping the user) aborts the previous reader.
+        self.reader
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .replace(reader)
-        {
-            old.abort();
-        }
+            .replace(AbortOnDropHandle::new(reader));
         Ok(())
     }
 

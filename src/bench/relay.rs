@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, anyhow};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::Channel;
 
 use super::{
@@ -68,20 +68,7 @@ impl Target for RelayTarget {
 pub(crate) struct RelayUser {
     name: String,
     client: RelayClient<Channel>,
-    reader: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Drop for RelayUser {
-    fn drop(&mut self) {
-        if let Some(reader) = self
-            .reader
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            reader.abort();
-        }
-    }
+    reader: Mutex<Option<AbortOnDropHandle<()>>>,
 }
 
 impl User for RelayUser {
@@ -106,14 +93,11 @@ impl User for RelayUser {
                 sink.deliver(&event.body);
             }
         });
-        if let Some(old) = self
-            .reader
+        // Replacing (or dropping the user) aborts the previous reader.
+        self.reader
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .replace(reader)
-        {
-            old.abort();
-        }
+            .replace(AbortOnDropHandle::new(reader));
         Ok(())
     }
 
