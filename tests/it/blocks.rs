@@ -1,6 +1,5 @@
 //! SPEC §5: block, unblock, list, and their effects; blocks survive a restart.
 
-use confab::pb;
 use tonic::Code;
 
 use crate::common::*;
@@ -14,52 +13,17 @@ async fn blocking_is_idempotent_listed_and_checked() {
     alice.block("bob").await;
     alice.block("BOB").await;
     alice.block("carol").await;
-    let list = alice
-        .chat
-        .list_blocked(pb::ListBlockedRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .users;
+    let list = alice.blocked().await;
     assert_eq!(list, ["bob", "Carol"]);
-    alice
-        .chat
-        .unblock(pb::UnblockRequest { user: "bob".into() })
-        .await
-        .unwrap();
-    alice
-        .chat
-        .unblock(pb::UnblockRequest { user: "bob".into() })
-        .await
-        .unwrap();
-    let list = alice
-        .chat
-        .list_blocked(pb::ListBlockedRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .users;
+    alice.try_unblock("bob").await.unwrap();
+    alice.try_unblock("bob").await.unwrap();
+    let list = alice.blocked().await;
     assert_eq!(list, ["Carol"]);
-    let r = alice
-        .chat
-        .block(pb::BlockRequest {
-            user: "nobody".into(),
-        })
-        .await;
+    let r = alice.try_block("nobody").await;
     assert_status(r, Code::NotFound, "no user called nobody");
-    let r = alice
-        .chat
-        .block(pb::BlockRequest {
-            user: "alice".into(),
-        })
-        .await;
+    let r = alice.try_block("alice").await;
     assert_status(r, Code::InvalidArgument, "you cannot block yourself");
-    let r = alice
-        .chat
-        .unblock(pb::UnblockRequest {
-            user: "Alice".into(),
-        })
-        .await;
+    let r = alice.try_unblock("Alice").await;
     assert_status(r, Code::InvalidArgument, "yourself");
 }
 
@@ -78,11 +42,7 @@ async fn a_blocked_sender_is_told_and_nothing_is_stored() {
     );
     // Alice can still write to bob, and after an unblock bob can answer.
     alice.send("bob", "one way").await.unwrap();
-    alice
-        .chat
-        .unblock(pb::UnblockRequest { user: "bob".into() })
-        .await
-        .unwrap();
+    alice.try_unblock("bob").await.unwrap();
     bob.send("alice", "thanks").await.unwrap();
     let m = alice.message().await;
     assert_eq!(
@@ -106,12 +66,6 @@ async fn blocks_survive_a_restart() {
         "alice has blocked you",
     );
     let mut alice = srv.login("alice").await.unwrap();
-    let list = alice
-        .chat
-        .list_blocked(pb::ListBlockedRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .users;
+    let list = alice.blocked().await;
     assert_eq!(list, ["bob"]);
 }

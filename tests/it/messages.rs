@@ -189,10 +189,7 @@ async fn sending_faster_than_the_rate_limit_is_refused() {
     assert_status(r, Code::ResourceExhausted, "you are sending too fast");
     use tonic_types::StatusExt;
     assert!(status.get_details_retry_info().is_some());
-    let b = alice
-        .chat
-        .broadcast(pb::BroadcastRequest { body: "hi".into() })
-        .await;
+    let b = alice.broadcast("hi").await;
     assert_status(b, Code::ResourceExhausted, "too fast");
 }
 
@@ -205,14 +202,7 @@ async fn broadcasts_reach_everyone_online_except_blockers_and_say_so() {
     carol.presence().await;
     carol.presence().await;
     bob.presence().await;
-    let r = alice
-        .chat
-        .broadcast(pb::BroadcastRequest {
-            body: "hello all".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = alice.broadcast("hello all").await.unwrap();
     assert_eq!((r.delivered, r.withheld), (2, 0));
     for user in [&mut bob, &mut carol] {
         match user.next("the broadcast").await {
@@ -223,14 +213,7 @@ async fn broadcasts_reach_everyone_online_except_blockers_and_say_so() {
         }
     }
     carol.block("alice").await;
-    let r = alice
-        .chat
-        .broadcast(pb::BroadcastRequest {
-            body: "second".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let r = alice.broadcast("second").await.unwrap();
     assert_eq!((r.delivered, r.withheld), (1, 1));
     // Ordering barrier: carol's next event is bob's message, not alice's broadcast.
     bob.send("carol", "barrier").await.unwrap();
@@ -239,16 +222,7 @@ async fn broadcasts_reach_everyone_online_except_blockers_and_say_so() {
         bob.next("the second broadcast").await,
         Kind::Broadcast(_)
     ));
-    assert_status(
-        alice
-            .chat
-            .broadcast(pb::BroadcastRequest {
-                body: String::new(),
-            })
-            .await,
-        Code::InvalidArgument,
-        "empty",
-    );
+    assert_status(alice.broadcast("").await, Code::InvalidArgument, "empty");
 }
 
 #[tokio::test]

@@ -87,6 +87,17 @@ impl TestServer {
         api::admin(self.channel().await, &self.handle.admin_token).unwrap()
     }
 
+    /// Every account, as the Admin service lists them.
+    pub async fn users(&self) -> Vec<pb::UserInfo> {
+        self.admin()
+            .await
+            .list_users(pb::ListUsersRequest {})
+            .await
+            .expect("list users")
+            .into_inner()
+            .users
+    }
+
     pub async fn register(&self, name: &str) {
         self.auth()
             .await
@@ -281,6 +292,37 @@ impl Session {
             })
             .await
             .map(|_| ())
+    }
+
+    pub async fn broadcast(&mut self, body: &str) -> Result<pb::BroadcastResponse, Status> {
+        self.chat
+            .broadcast(pb::BroadcastRequest { body: body.into() })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn try_block(&mut self, user: &str) -> Result<(), Status> {
+        self.chat
+            .block(pb::BlockRequest { user: user.into() })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn try_unblock(&mut self, user: &str) -> Result<(), Status> {
+        self.chat
+            .unblock(pb::UnblockRequest { user: user.into() })
+            .await
+            .map(|_| ())
+    }
+
+    /// The users this user has blocked.
+    pub async fn blocked(&mut self) -> Vec<String> {
+        self.chat
+            .list_blocked(pb::ListBlockedRequest {})
+            .await
+            .expect("list blocked")
+            .into_inner()
+            .users
     }
 
     pub async fn logout(&mut self) {
