@@ -8,6 +8,7 @@ mod auth;
 mod blocks;
 mod common;
 mod consent;
+mod files;
 mod messages;
 mod presence;
 mod process;
