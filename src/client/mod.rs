@@ -5,12 +5,14 @@
 //! `commands` parses a typed line, `repl` runs the one loop that owns the client's state,
 //! `events` keeps the session and its event stream alive (heartbeats, acknowledgements,
 //! reconnecting), `grants` knows who may talk to whom directly, `render` decides how things look,
-//! and `input` reads lines from a terminal or a script. The peer path itself lives in
+//! `input` reads lines from a terminal or a script, and `files` runs `sendfile` and the file
+//! offers. The peer path itself lives in
 //! [`crate::peer`]; this module glues it to the server's events.
 
 pub mod api;
 pub(crate) mod commands;
 pub(crate) mod events;
+pub(crate) mod files;
 pub(crate) mod grants;
 pub(crate) mod input;
 pub(crate) mod render;
@@ -37,6 +39,12 @@ pub(crate) struct Config {
     pub(crate) consent: Consent,
     /// Line editor on a terminal (true) or plain lines from stdin.
     pub(crate) terminal: bool,
+    /// Where received files go (`--download-dir`).
+    pub(crate) download_dir: PathBuf,
+    /// The largest file accepted (`--max-file-bytes`).
+    pub(crate) max_file_bytes: u64,
+    /// Accept every file offer without asking (`--auto-accept-files`).
+    pub(crate) auto_accept_files: bool,
 }
 
 /// How address requests are answered.

@@ -9,6 +9,7 @@ use std::io::Write as _;
 
 use serde::Serialize;
 
+use super::files::FileItem;
 use crate::{now_ms, types::human_duration};
 
 /// Which path brought or took a message.
@@ -176,6 +177,10 @@ pub(crate) enum Item {
         code: String,
         error: String,
     },
+    /// Files (`sendfile`, offers, progress): worded in `files.rs`, each with a `type` of its
+    /// own.
+    #[serde(untagged)]
+    File(FileItem),
 }
 
 impl Item {
@@ -200,6 +205,7 @@ impl Item {
     /// The line(s) a person reads, or `None` for items only programs care about.
     pub(crate) fn human(&self) -> Option<String> {
         let text = match self {
+            Item::File(item) => return item.human(),
             Item::LoggedIn {
                 user,
                 fingerprint,

@@ -33,16 +33,12 @@ pub struct Downloads {
 }
 
 impl Downloads {
-    /// Uses `dir`, creating it (and its parents) if needed.
-    ///
-    /// # Errors
-    /// The directory cannot be created.
-    pub fn open(dir: &Path) -> io::Result<Arc<Downloads>> {
-        fs::create_dir_all(dir)?;
-        Ok(Arc::new(Downloads {
+    /// Saves into `dir`, which is created (with its parents) at the first offer, not before.
+    pub fn new(dir: &Path) -> Arc<Downloads> {
+        Arc::new(Downloads {
             dir: dir.to_path_buf(),
             active: Mutex::new(HashSet::new()),
-        }))
+        })
     }
 
     /// The directory files are saved in.
@@ -91,6 +87,7 @@ impl Part {
     /// How many bytes an earlier attempt left for a file of `size` bytes, with the SHA-256
     /// state over them, ready to go on. A `.part` longer than the file is stale and emptied.
     pub(crate) fn resume(&self, size: u64) -> io::Result<(u64, Sha256)> {
+        fs::create_dir_all(&self.downloads.dir)?;
         let mut hash = Sha256::new();
         let held = match fs::symlink_metadata(&self.path) {
             Ok(meta) if meta.is_file() => meta.len(),
@@ -247,7 +244,7 @@ mod tests {
     #[test]
     fn a_finished_part_never_replaces_an_existing_file() {
         let dir = tempfile::tempdir().unwrap();
-        let downloads = Downloads::open(dir.path()).unwrap();
+        let downloads = Downloads::new(dir.path());
         fs::write(dir.path().join("a.txt"), b"mine").unwrap();
         let part = downloads.claim("alice", "t1", "../a.txt").unwrap();
         fs::write(&part.path, b"theirs").unwrap();
@@ -260,7 +257,7 @@ mod tests {
     #[test]
     fn a_transfer_is_claimed_once_and_free_again_when_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let downloads = Downloads::open(dir.path()).unwrap();
+        let downloads = Downloads::new(dir.path());
         let part = downloads.claim("alice", "t1", "a").unwrap();
         assert!(
             downloads.claim("ALICE", "t1", "a").is_none(),
@@ -277,7 +274,7 @@ mod tests {
     #[test]
     fn resume_reports_what_is_held_and_drops_a_stale_part() {
         let dir = tempfile::tempdir().unwrap();
-        let downloads = Downloads::open(dir.path()).unwrap();
+        let downloads = Downloads::new(dir.path());
         let part = downloads.claim("alice", "t1", "a").unwrap();
         assert_eq!(part.resume(10).unwrap().0, 0);
         fs::write(&part.path, b"hello").unwrap();

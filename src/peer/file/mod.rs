@@ -154,6 +154,11 @@ impl IncomingFile {
     pub fn answer(self, accept: bool) -> bool {
         self.answer.send(accept).is_ok()
     }
+
+    /// The offer is no longer waiting: it expired, or the sender gave up.
+    pub fn is_closed(&self) -> bool {
+        self.answer.is_closed()
+    }
 }
 
 /// What a connection's hello asks for.

@@ -41,7 +41,9 @@ impl Recipient {
             .await
             .expect("bind on loopback");
         let root = tempfile::tempdir().unwrap();
-        let downloads = Downloads::open(&root.path().join("downloads")).unwrap();
+        let dir = root.path().join("downloads");
+        std::fs::create_dir(&dir).unwrap();
+        let downloads = Downloads::new(&dir);
         let files = listener.receive_files(downloads, limits);
         Recipient {
             listener,
