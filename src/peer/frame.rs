@@ -77,6 +77,19 @@ pub(crate) fn read_blocking<R: Read>(
     reader: &mut R,
     max: usize,
 ) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut body = vec![0u8; max];
+    Ok(read_blocking_into(reader, &mut body)?.map(|len| {
+        body.truncate(len);
+        body
+    }))
+}
+
+/// [`read_blocking`] into `buf`, whose length is the largest frame accepted; returns the
+/// frame's length. Lets a transfer reuse one buffer for every frame.
+pub(crate) fn read_blocking_into<R: Read>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Result<Option<usize>, FrameError> {
     let mut prefix = [0u8; 2];
     if reader.read(&mut prefix[..1])? == 0 {
         return Ok(None);
@@ -88,12 +101,12 @@ pub(crate) fn read_blocking<R: Read>(
     if len == 0 {
         return Err(FrameError::Empty);
     }
+    let max = buf.len();
     if len > max {
         return Err(FrameError::TooLong { len, max });
     }
-    let mut body = vec![0u8; len];
-    match reader.read_exact(&mut body) {
-        Ok(()) => Ok(Some(body)),
+    match reader.read_exact(&mut buf[..len]) {
+        Ok(()) => Ok(Some(len)),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated),
         Err(e) => Err(e.into()),
     }

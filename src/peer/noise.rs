@@ -190,6 +190,29 @@ impl Transport {
         Ok(sealed)
     }
 
+    /// [`seal`](Self::seal) into `out` (at least `plaintext.len() + 16` bytes); returns the
+    /// sealed length. The file transfer's hot path, which reuses one buffer per transfer.
+    pub(crate) fn seal_into(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, snow::Error> {
+        if plaintext.len() > MAX_PLAINTEXT {
+            return Err(snow::Error::Input);
+        }
+        self.0.write_message(plaintext, out)
+    }
+
+    /// [`open`](Self::open) into `out` (at least as long as `sealed`); returns the plaintext's
+    /// length.
+    pub(crate) fn open_into(
+        &mut self,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, snow::Error> {
+        self.0.read_message(sealed, out)
+    }
+
     /// Decrypts and authenticates one message.
     pub(crate) fn open(&mut self, sealed: &[u8]) -> Result<Vec<u8>, snow::Error> {
         let mut plain = vec![0u8; sealed.len()];

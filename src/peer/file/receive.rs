@@ -6,7 +6,7 @@
 //! malformed frame or a stall; what was received and authenticated before a cut-off that was not
 //! a lie stays in the `.part` for a resume. Never logs names or content, only sizes and why.
 
-use std::io::{BufReader, BufWriter, ErrorKind, Write as _};
+use std::io::{BufReader, ErrorKind, Write as _};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -208,6 +208,39 @@ pub(crate) async fn receive(
     Ok(summary)
 }
 
+/// A chunk's bytes: in the plaintext buffer (the usual case) or decoded by prost.
+enum Chunk<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Chunk<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Borrowed(data) => data,
+            Chunk::Owned(data) => data,
+        }
+    }
+}
+
+/// The data of a `FilePart` that is exactly one `chunk` field (tag byte 0x0a, a varint length
+/// of at most 3 bytes, the bytes), without copying; `None` for anything else.
+fn chunk_of(plain: &[u8]) -> Option<&[u8]> {
+    let (&tag, rest) = plain.split_first()?;
+    if tag != 0x0a {
+        return None;
+    }
+    let mut len = 0usize;
+    for (i, &b) in rest.iter().take(3).enumerate() {
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            let data = &rest[i + 1..];
+            return (data.len() == len).then_some(data);
+        }
+    }
+    None
+}
+
 /// The rules an offer must meet (see `proto/chat.proto`).
 fn check(user: &str, offer: &FileOffer) -> Result<(), &'static str> {
     if !offer.from.eq_ignore_ascii_case(user) {
@@ -261,11 +294,15 @@ impl DataPhase {
             .part
             .append()
             .map_err(|e| format!("cannot write to the download directory: {e}"))?;
-        // Dropping the writer flushes it, so bytes received before a cut-off are kept.
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        // Chunks are written as they come (64 KiB each), so nothing is lost in a buffer at a
+        // cut-off.
+        let mut out = file;
+        // One buffer for the sealed frame and one for its plaintext, reused for every chunk.
+        let mut sealed = vec![0u8; frame::MAX_LEN];
+        let mut plain = vec![0u8; frame::MAX_LEN];
         loop {
-            let sealed = match frame::read_blocking(&mut reader, frame::MAX_LEN) {
-                Ok(Some(sealed)) => sealed,
+            let len = match frame::read_blocking_into(&mut reader, &mut sealed) {
+                Ok(Some(len)) => len,
                 Ok(None) | Err(FrameError::Truncated) => {
                     return Err(format!(
                         "the sender closed the connection after {} of {} bytes; sending the \
@@ -285,14 +322,26 @@ impl DataPhase {
                 }
                 Err(e) => return Err(format!("the transfer broke off: {e}")),
             };
-            let plain = self
+            let n = self
                 .transport
-                .open(&sealed)
+                .open_into(&sealed[..len], &mut plain)
                 .map_err(|_| "a part of the file did not decrypt; cut off".to_owned())?;
-            let piece = FilePart::decode(plain.as_slice())
-                .map_err(|_| "the sender broke the protocol; cut off".to_owned())?;
-            match piece.part {
-                Some(Piece::Chunk(data)) => {
+            let piece = match chunk_of(&plain[..n]) {
+                Some(data) => Some(Chunk::Borrowed(data)),
+                // Anything but a plain chunk (the checksum, or a chunk encoded unusually) goes
+                // through prost.
+                None => match FilePart::decode(&plain[..n])
+                    .map_err(|_| "the sender broke the protocol; cut off".to_owned())?
+                    .part
+                {
+                    Some(Piece::Chunk(data)) => Some(Chunk::Owned(data)),
+                    Some(Piece::Sha256(sum)) => return self.finish(out, &sum, &mut writer),
+                    None => None,
+                },
+            };
+            match piece {
+                Some(data) => {
+                    let data = data.as_slice();
                     if data.is_empty() || data.len() > MAX_CHUNK {
                         return Err("the sender sent a chunk of a wrong size; cut off".into());
                     }
@@ -306,14 +355,11 @@ impl DataPhase {
                             self.size
                         ));
                     }
-                    out.write_all(&data)
+                    out.write_all(data)
                         .map_err(|e| format!("cannot write to the download directory: {e}"))?;
-                    self.hash.update(&data);
+                    self.hash.update(data);
                     self.held += len;
                     self.progress.add(len);
-                }
-                Some(Piece::Sha256(sum)) => {
-                    return self.finish(out, &sum, &mut writer);
                 }
                 None => return Err("the sender broke the protocol; cut off".into()),
             }
@@ -322,7 +368,7 @@ impl DataPhase {
 
     fn finish(
         mut self,
-        mut out: BufWriter<std::fs::File>,
+        mut out: std::fs::File,
         sum: &[u8],
         writer: &mut std::net::TcpStream,
     ) -> Result<Saved, String> {
@@ -359,5 +405,39 @@ impl DataPhase {
             size: self.size,
             sha256: ours,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_chunks_are_read_in_place_and_anything_else_is_left_to_prost() {
+        for len in [1usize, 127, 128, 16_384, MAX_CHUNK] {
+            let data = vec![7u8; len];
+            let encoded = FilePart {
+                part: Some(Piece::Chunk(data.clone())),
+            }
+            .encode_to_vec();
+            assert_eq!(chunk_of(&encoded), Some(&data[..]), "length {len}");
+        }
+        let sum = FilePart {
+            part: Some(Piece::Sha256(vec![1; 32])),
+        }
+        .encode_to_vec();
+        assert_eq!(chunk_of(&sum), None);
+        assert_eq!(chunk_of(&[0x0a, 5, 1, 2]), None, "shorter than it says");
+        assert_eq!(
+            chunk_of(&[0x0a, 1, 1, 2]),
+            None,
+            "something after the chunk"
+        );
+        assert_eq!(
+            chunk_of(&[0x0a, 0x80, 0x80, 0x80, 0x01]),
+            None,
+            "a 4-byte length"
+        );
+        assert_eq!(chunk_of(&[]), None);
     }
 }

@@ -279,25 +279,30 @@ fn stream_file(
         .map_err(FileError::Read)?;
     let cut = |held: u64| FileError::Cut { held, size };
     let mut sent = offset;
-    let mut frame_buf = Vec::with_capacity(frame::MAX_LEN + 2);
+    // One buffer for the plaintext (the chunk read in after room for its protobuf header) and
+    // one for the frame (prefix, then the sealed message): no copies, no allocations per chunk.
+    let mut plain = vec![0u8; CHUNK_HEADER + MAX_CHUNK];
+    let mut wire = vec![0u8; 2 + frame::MAX_LEN];
     while sent < size {
-        let want = usize::try_from(size - sent).map_or(buf.len(), |n| n.min(buf.len()));
-        let n = file.read(&mut buf[..want]).map_err(FileError::Read)?;
+        let want = usize::try_from(size - sent).map_or(MAX_CHUNK, |n| n.min(MAX_CHUNK));
+        let n = file
+            .read(&mut plain[CHUNK_HEADER..CHUNK_HEADER + want])
+            .map_err(FileError::Read)?;
         if n == 0 {
             return Err(FileError::Read(io::Error::new(
                 ErrorKind::UnexpectedEof,
                 "the file got shorter while it was being sent",
             )));
         }
-        hash.update(&buf[..n]);
-        let sealed = transport
-            .seal(&encode_chunk(&buf[..n]))
+        hash.update(&plain[CHUNK_HEADER..CHUNK_HEADER + n]);
+        let start = chunk_header(n, &mut plain[..CHUNK_HEADER]);
+        let len = transport
+            .seal_into(&plain[start..CHUNK_HEADER + n], &mut wire[2..])
             .map_err(|e| FileError::Protocol(e.to_string()))?;
-        frame_buf.clear();
-        frame::write_blocking(&mut frame_buf, &sealed)
-            .map_err(|e| FileError::Protocol(e.to_string()))?;
+        // `len` <= 65535: the plaintext is at most MAX_PLAINTEXT, sealing adds the 16-byte tag.
+        wire[..2].copy_from_slice(&(len as u16).to_be_bytes());
         socket
-            .write_all(&frame_buf)
+            .write_all(&wire[..2 + len])
             .map_err(|_| cut(progress.done()))?;
         sent += n as u64;
         progress.add(n as u64);
@@ -341,17 +346,35 @@ fn stream_file(
     })
 }
 
-/// A `FilePart` with `chunk` set, encoded by hand: the hot path, and prost would need the
-/// bytes in a `Vec` of their own first. Field 1, wire type 2 (tag byte 0x0a), varint length.
-fn encode_chunk(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 4);
-    out.push(0x0a);
-    let mut len = data.len();
-    while len >= 0x80 {
-        out.push((len as u8 & 0x7f) | 0x80);
-        len >>= 7;
+/// Room before a chunk for its `FilePart` header: the tag byte and up to 3 bytes of length.
+const CHUNK_HEADER: usize = 4;
+
+/// Writes the protobuf header of a `FilePart` whose `chunk` is `len` bytes (field 1, wire type
+/// 2: tag byte 0x0a, then the varint length) at the end of `room`; returns where it starts. By
+/// hand: the hot path, and prost would want the bytes in a `Vec` of their own first.
+fn chunk_header(len: usize, room: &mut [u8]) -> usize {
+    let mut header = [0u8; CHUNK_HEADER];
+    header[0] = 0x0a;
+    let mut n = 1;
+    let mut rest = len;
+    while rest >= 0x80 {
+        header[n] = (rest as u8 & 0x7f) | 0x80;
+        rest >>= 7;
+        n += 1;
     }
-    out.push(len as u8);
+    header[n] = rest as u8;
+    n += 1;
+    let start = room.len() - n;
+    room[start..].copy_from_slice(&header[..n]);
+    start
+}
+
+/// A whole encoded chunk (tests only: the hot path writes the header in place).
+#[cfg(test)]
+fn encode_chunk(data: &[u8]) -> Vec<u8> {
+    let mut room = [0u8; CHUNK_HEADER];
+    let start = chunk_header(data.len(), &mut room);
+    let mut out = room[start..].to_vec();
     out.extend_from_slice(data);
     out
 }
