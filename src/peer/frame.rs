@@ -71,7 +71,7 @@ where
     Ok(())
 }
 
-/// [`read`] on a blocking reader: a file transfer's data phase runs on a blocking thread, with
+/// [`read()`] on a blocking reader: a file transfer's data phase runs on a blocking thread, with
 /// the socket's read timeout standing in for the deadline.
 pub(crate) fn read_blocking<R: Read>(
     reader: &mut R,
@@ -84,7 +84,7 @@ pub(crate) fn read_blocking<R: Read>(
     }))
 }
 
-/// [`read_blocking`] into `buf`, whose length is the largest frame accepted; returns the
+/// [`read_blocking()`] into `buf`, whose length is the largest frame accepted; returns the
 /// frame's length. Lets a transfer reuse one buffer for every frame.
 pub(crate) fn read_blocking_into<R: Read>(
     reader: &mut R,
@@ -112,7 +112,7 @@ pub(crate) fn read_blocking_into<R: Read>(
     }
 }
 
-/// [`write`] on a blocking writer, without the flush: the caller's writer is unbuffered or
+/// [`write()`] on a blocking writer, without the flush: the caller's writer is unbuffered or
 /// flushed by the caller.
 pub(crate) fn write_blocking<W: Write>(writer: &mut W, body: &[u8]) -> Result<(), FrameError> {
     let mut buf = Vec::with_capacity(2 + body.len());

@@ -9,7 +9,7 @@
 //! which initiator keys to [`allow`](PeerListener::allow) and [`revoke`](PeerListener::revoke),
 //! and falls back to the server when [`send()`] fails. Imports neither `server` nor `client`.
 //!
-//! Files (SPEC §13) use the same transport and allowlist; [`file`] owns that exchange and the
+//! Files (SPEC §13) use the same transport and allowlist; [`file`](mod@file) owns that exchange and the
 //! download directory. The first handshake message's payload tells a file connection from a
 //! message connection.
 //!
