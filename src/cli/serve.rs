@@ -75,6 +75,32 @@ pub(crate) struct ServeArgs {
     /// Address requests that may wait on one user.
     #[arg(long, env = "CONFAB_MAX_PENDING_REQUESTS", default_value_t = 8)]
     max_pending_requests: usize,
+    /// Open connections allowed in total; one more is closed as soon as it is accepted.
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = 16_384)]
+    max_connections: usize,
+    /// Open connections allowed from one source address (IPv6: one /64).
+    #[arg(
+        long,
+        env = "CONFAB_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    max_connections_per_address: usize,
+    /// A connection that has not sent an HTTP/2 request this long after connecting is closed.
+    #[arg(long, env = "CONFAB_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = super::duration)]
+    handshake_timeout: Duration,
+    /// A connection that has not logged in (or made an authenticated call) this long after
+    /// connecting is closed.
+    #[arg(long, env = "CONFAB_LOGIN_TIMEOUT", default_value = "60s", value_parser = super::duration)]
+    login_timeout: Duration,
+    /// An HTTP/2 PING is sent after this long without hearing from a client.
+    #[arg(long, env = "CONFAB_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = super::duration)]
+    keepalive_interval: Duration,
+    /// A PING unanswered for this long closes the connection.
+    #[arg(long, env = "CONFAB_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = super::duration)]
+    keepalive_timeout: Duration,
+    /// Concurrent calls (HTTP/2 streams) allowed on one connection.
+    #[arg(long, env = "CONFAB_MAX_STREAMS_PER_CONNECTION", default_value_t = 128)]
+    max_streams_per_connection: u32,
     /// Load tests only: a cheap password hash cost so thousands of accounts are created in
     /// seconds. Never in production.
     #[arg(long, env = "CONFAB_BENCH_FAST_HASH", hide = true)]
@@ -106,6 +132,13 @@ impl ServeArgs {
         c.consent_timeout = self.consent_timeout;
         c.consent_cooldown = self.consent_cooldown;
         c.max_pending_requests = self.max_pending_requests;
+        c.max_connections = self.max_connections;
+        c.max_connections_per_address = self.max_connections_per_address;
+        c.handshake_timeout = self.handshake_timeout;
+        c.login_timeout = self.login_timeout;
+        c.keepalive_interval = self.keepalive_interval;
+        c.keepalive_timeout = self.keepalive_timeout;
+        c.max_streams_per_connection = self.max_streams_per_connection;
         c.fast_hash = self.bench_fast_hash;
         c
     }

@@ -51,6 +51,25 @@ pub struct Config {
     pub consent_cooldown: Duration,
     /// `--max-pending-requests`: address requests waiting on one user.
     pub max_pending_requests: usize,
+    /// `--max-connections`: open gRPC connections, all addresses together; one more is closed
+    /// as soon as it is accepted.
+    pub max_connections: usize,
+    /// `--max-connections-per-address`: open gRPC connections from one source address (IPv6:
+    /// one /64), so one host cannot take every slot.
+    pub max_connections_per_address: usize,
+    /// `--handshake-timeout`: a connection that has sent no complete HTTP/2 request this long
+    /// after it was accepted is closed.
+    pub handshake_timeout: Duration,
+    /// `--login-timeout`: a connection with no successful `Login`/`Register` and no
+    /// authenticated call this long after it was accepted is closed.
+    pub login_timeout: Duration,
+    /// `--keepalive-interval`: an HTTP/2 PING after this long without hearing from the client.
+    pub keepalive_interval: Duration,
+    /// `--keepalive-timeout`: a PING unanswered this long closes the connection (a dead peer).
+    pub keepalive_timeout: Duration,
+    /// `--max-streams-per-connection`: HTTP/2 `MAX_CONCURRENT_STREAMS`; calls beyond it wait in
+    /// the client (or are refused, if it ignores the setting).
+    pub max_streams_per_connection: u32,
     /// `--bench-fast-hash`: a cheap argon2id cost so a load test can create 10 000 accounts in
     /// seconds. Never for production: it makes stolen hashes cheap to crack.
     pub fast_hash: bool,
@@ -91,6 +110,13 @@ impl Config {
             consent_timeout: Duration::from_secs(60),
             consent_cooldown: Duration::from_secs(300),
             max_pending_requests: 8,
+            max_connections: 16_384,
+            max_connections_per_address: 256,
+            handshake_timeout: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            max_streams_per_connection: 128,
             fast_hash: false,
         }
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consent;
 pub mod core;
 pub mod error;
+pub mod listen;
 pub mod lockout;
 pub mod ratelimit;
 pub mod rpc;
@@ -30,7 +31,7 @@ use std::{io::Write, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use anyhow::{Context, bail};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use config::Config;
 
@@ -157,7 +158,11 @@ async fn serve(
 
     // Requests are small; bound what one request may make the server buffer.
     let max_request = core.config.max_message_bytes + 16 * 1024;
-    let mut builder = Server::builder().tcp_nodelay(true);
+    let config = &core.config;
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .max_concurrent_streams(config.max_streams_per_connection);
     if let Some(tls) = &core.config.tls {
         let cert =
             std::fs::read(&tls.cert).with_context(|| format!("reading {}", tls.cert.display()))?;
@@ -166,7 +171,10 @@ async fn serve(
         builder =
             builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = listen::incoming(listener, listen::Limits::from(config));
+    let mut builder = builder.layer(tower::util::MapRequestLayer::new(
+        listen::note_request::<tonic::body::Body>,
+    ));
     let stop_core = core.clone();
     let stop = shutdown.clone();
     let router = builder

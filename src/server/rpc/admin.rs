@@ -4,7 +4,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use tonic::{Request, Response, Status};
 
-use super::bearer;
+use super::{admit, bearer};
 use crate::{
     pb,
     server::{core::Core, error::Error, services::admin_server::Admin},
@@ -23,6 +23,7 @@ impl AdminService {
             )
             .into());
         }
+        admit(request);
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::remote;
+use super::{connection, remote};
 use crate::{
     pb,
     server::{core::Core, error::Error, services::auth_server::Auth, sessions::PeerInfo},
@@ -28,10 +28,12 @@ impl Auth for AuthService {
         if !core.config.registration {
             return Err(Error::RegistrationClosed.into());
         }
+        let conn = connection(&request);
         let req = request.into_inner();
         let account = core
             .create_user(&req.username, Secret::new(req.password))
             .await?;
+        conn.inspect(|c| c.admit());
         Ok(Response::new(pb::RegisterResponse {
             username: account.name.to_string(),
         }))
@@ -43,11 +45,13 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let core = &self.0;
         let remote = remote(&request);
+        let conn = connection(&request);
         let req = request.into_inner();
         let peer = peer_info(&req, remote)?;
         let (session, token) = core
             .login(&req.username, Secret::new(req.password), remote, peer)
             .await?;
+        conn.inspect(|c| c.admit());
         Ok(Response::new(pb::LoginResponse {
             token,
             username: session.name().to_owned(),

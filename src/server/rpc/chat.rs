@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::bearer;
+use super::{admit, bearer};
 use crate::{
     pb,
     server::{
@@ -28,7 +28,9 @@ pub struct ChatService(pub Arc<Core>);
 
 impl ChatService {
     fn session<T>(&self, request: &Request<T>) -> Result<Arc<Session>, Status> {
-        Ok(self.0.authenticate(bearer(request.metadata()))?)
+        let session = self.0.authenticate(bearer(request.metadata()))?;
+        admit(request);
+        Ok(session)
     }
 }
 
