@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod config;
 pub mod consent;
 pub mod core;
+pub mod decode;
 pub mod error;
 pub mod listen;
 pub mod lockout;

@@ -13,6 +13,7 @@ use prost::{
     encoding::{DecodeContext, WireType, skip_field},
 };
 
+use super::decode::RequestDecoder;
 use crate::pb::{self, event::Kind};
 
 /// A protobuf-encoded `confab.v1.Event`.
@@ -60,7 +61,8 @@ const YIELD_THRESHOLD: usize = 32 * 1024;
 /// Initial size of a request decode buffer (tonic's default).
 const DECODE_BUFFER: usize = 8 * 1024;
 
-/// The server's codec: prost, with a 1 KiB first encode buffer.
+/// The server's codec: prost, with a 1 KiB first encode buffer, and requests that fail to
+/// decode answered `INVALID_ARGUMENT` ([`RequestDecoder`]).
 #[derive(Debug)]
 pub struct ServerCodec<T, U>(PhantomData<(T, U)>);
 
@@ -78,7 +80,7 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = tonic_prost::ProstEncoder<T>;
-    type Decoder = tonic_prost::ProstDecoder<U>;
+    type Decoder = RequestDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         tonic_prost::ProstCodec::<T, U>::raw_encoder(tonic::codec::BufferSettings::new(
@@ -88,7 +90,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstCodec::<T, U>::raw_decoder(tonic::codec::BufferSettings::new(
+        RequestDecoder::new(tonic::codec::BufferSettings::new(
             DECODE_BUFFER,
             YIELD_THRESHOLD,
         ))

@@ -8,6 +8,7 @@ mod auth;
 mod blocks;
 mod common;
 mod consent;
+mod decoding;
 mod limits;
 mod messages;
 mod presence;

@@ -12,6 +12,7 @@ use crate::{
     server::{
         consent::Requested,
         core::{Core, Sent},
+        decode::SendStreamItem,
         error::{Error, Result as CoreResult},
         services::chat_server::Chat,
         sessions::Session,
@@ -89,7 +90,7 @@ impl Chat for ChatService {
 
     async fn send_stream(
         &self,
-        request: Request<Streaming<pb::SendStreamRequest>>,
+        request: Request<Streaming<SendStreamItem>>,
     ) -> Result<Response<Self::SendStreamStream>, Status> {
         let session = self.session(&request)?;
         let mut inbound = request.into_inner();
@@ -111,6 +112,16 @@ impl Chat for ChatService {
                     Err(status) => return Err(status),
                 };
                 reader_session.touch();
+                let req = match req.decode() {
+                    Ok(req) => req,
+                    Err(rejected) => {
+                        let answer: SendFuture = Box::pin(std::future::ready(Err(rejected.error)));
+                        if tx.send((rejected.message_id, answer)).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                };
                 let msg = req.message.unwrap_or_default();
                 let id = msg.message_id.clone();
                 let fut: SendFuture = match core.prepare(&reader_session, msg) {
