@@ -44,7 +44,7 @@ pub(super) enum Refusal {
 
 /// One open connection's place in the [`Table`]; gives it back when dropped.
 #[derive(Debug)]
-pub struct Slot {
+pub(super) struct Slot {
     table: Arc<Table>,
     key: IpAddr,
 }

@@ -22,7 +22,7 @@ use tokio::{
 };
 use tonic::{codegen::http, transport::server::Connected};
 
-use super::{Limits, Slot};
+use super::{Limits, caps::Slot};
 
 /// How far a connection has come; decides which deadline applies.
 #[repr(u8)]

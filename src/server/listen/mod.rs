@@ -10,8 +10,8 @@
 //! It does not know users or tokens: the RPC layer calls [`ConnState::admit`] once a call on the
 //! connection proved who is calling, which lifts the deadlines for good.
 //!
-//! **Invariant:** every accepted socket holds a [`Slot`] for as long as it is open, so the counts
-//! are exact, and a connection over a cap is closed at once without being read.
+//! **Invariant:** every accepted socket holds a slot (`caps::Slot`) for as long as it is open, so
+//! the counts are exact, and a connection over a cap is closed at once without being read.
 
 mod caps;
 mod conn;
@@ -25,10 +25,7 @@ use nix::{
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 
-pub use self::{
-    caps::Slot,
-    conn::{Conn, ConnInfo, ConnState, conn_info, note_request},
-};
+pub use self::conn::{Conn, ConnInfo, ConnState, conn_info, note_request};
 use super::Config;
 use caps::Table;
 
