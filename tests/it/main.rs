@@ -11,6 +11,7 @@ mod consent;
 mod decoding;
 mod limits;
 mod messages;
+mod netns;
 mod presence;
 mod process;
 mod rawh2;
