@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Args;
 
-use crate::server::{self, Config, config::TlsFiles};
+use crate::server::{self, Config, config::TlsFiles, store::sqlite::Sync};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -75,10 +75,27 @@ pub(crate) struct ServeArgs {
     /// Address requests that may wait on one user.
     #[arg(long, env = "CONFAB_MAX_PENDING_REQUESTS", default_value_t = 8)]
     max_pending_requests: usize,
+    /// When a message counts as stored: `normal` (written; survives the server process dying)
+    /// or `full` (synced to disk at each group commit; also survives a power cut, at a cost).
+    #[arg(long, env = "CONFAB_SYNC", value_enum, default_value = "normal")]
+    sync: SyncArg,
+    /// If the store fails its checks at start, recover what is readable into a fresh database
+    /// (the damaged files are kept in DATA_DIR/damaged-TIME/) and start, instead of refusing.
+    #[arg(long, env = "CONFAB_REPAIR")]
+    repair: bool,
     /// Load tests only: a cheap password hash cost so thousands of accounts are created in
     /// seconds. Never in production.
     #[arg(long, env = "CONFAB_BENCH_FAST_HASH", hide = true)]
     bench_fast_hash: bool,
+}
+
+/// `--sync` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SyncArg {
+    /// Survives the process dying.
+    Normal,
+    /// Survives a power cut.
+    Full,
 }
 
 impl ServeArgs {
@@ -106,6 +123,11 @@ impl ServeArgs {
         c.consent_timeout = self.consent_timeout;
         c.consent_cooldown = self.consent_cooldown;
         c.max_pending_requests = self.max_pending_requests;
+        c.sync = match self.sync {
+            SyncArg::Normal => Sync::Normal,
+            SyncArg::Full => Sync::Full,
+        };
+        c.repair = self.repair;
         c.fast_hash = self.bench_fast_hash;
         c
     }

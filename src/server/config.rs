@@ -51,6 +51,12 @@ pub struct Config {
     pub consent_cooldown: Duration,
     /// `--max-pending-requests`: address requests waiting on one user.
     pub max_pending_requests: usize,
+    /// `--sync`: whether each group commit is synced to disk (survives a power cut) or only
+    /// written (survives the process dying).
+    pub sync: crate::server::store::sqlite::Sync,
+    /// `--repair`: if the store fails its checks at start, recover what is readable into a fresh
+    /// one (the damaged files are kept aside) instead of refusing to start.
+    pub repair: bool,
     /// `--bench-fast-hash`: a cheap argon2id cost so a load test can create 10 000 accounts in
     /// seconds. Never for production: it makes stolen hashes cheap to crack.
     pub fast_hash: bool,
@@ -91,6 +97,8 @@ impl Config {
             consent_timeout: Duration::from_secs(60),
             consent_cooldown: Duration::from_secs(300),
             max_pending_requests: 8,
+            sync: Default::default(),
+            repair: false,
             fast_hash: false,
         }
     }

@@ -9,11 +9,13 @@ pub mod blocks;
 pub mod config;
 pub mod consent;
 pub mod core;
+pub mod datadir;
 pub mod error;
 pub mod lockout;
 pub mod ratelimit;
 pub mod rpc;
 pub mod sessions;
+pub mod storage;
 pub mod store;
 pub mod stream;
 pub mod wire;
@@ -39,7 +41,6 @@ use self::{
     rpc::{admin::AdminService, auth::AuthService, chat::ChatService},
     services::{admin_server::AdminServer, auth_server::AuthServer, chat_server::ChatServer},
     sessions::Sessions,
-    store::{Store, sqlite::SqliteStore},
     writer::Writer,
 };
 use crate::{pb::SessionEndReason, types::Secret};
@@ -70,10 +71,15 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let core = build(config).await?;
+    let (core, data_dir) = build(config).await?;
     let admin_token = core.admin_token.expose().to_owned();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(core, listener, shutdown.clone()));
+    let serving = serve(core, listener, shutdown.clone());
+    // The data directory stays locked until the server has stopped and flushed.
+    let task = tokio::spawn(async move {
+        let _data_dir = data_dir;
+        serving.await
+    });
     tracing::info!(%addr, "confab is listening");
     Ok(Handle {
         addr,
@@ -95,10 +101,8 @@ fn check_transport(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build(config: Config) -> anyhow::Result<Arc<Core>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("confab.db"))?);
+async fn build(config: Config) -> anyhow::Result<(Arc<Core>, datadir::DataDir)> {
+    let storage::Storage { dir, store } = storage::open(&config)?;
     let admin_token = admin_token(&config.admin_token_path())?;
     let (slow_tx, mut slow_rx) = tokio::sync::mpsc::unbounded_channel();
     let sessions = Arc::new(Sessions::new(slow_tx));
@@ -134,7 +138,7 @@ async fn build(config: Config) -> anyhow::Result<Arc<Core>> {
             core.reap();
         }
     });
-    Ok(core)
+    Ok((core, dir))
 }
 
 async fn serve(
@@ -203,6 +207,8 @@ async fn serve(
         () = grace => tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     core.writer.flush().await?;
+    let store = core.store.clone();
+    tokio::task::spawn_blocking(move || store.close()).await??;
     tracing::info!("stopped; everything written is committed");
     Ok(())
 }

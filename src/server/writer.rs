@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     sessions::{Outbound, Pushed, Sessions},
-    store::{Store, WriteOp, WriteOutcome},
+    store::{DiskFull, Store, WriteOp, WriteOutcome},
     wire,
 };
 
@@ -131,6 +131,8 @@ impl Writer {
 fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, commits: &AtomicU64) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut ops: Vec<WriteOp> = Vec::with_capacity(MAX_BATCH);
+    // Said once when the disk fills and once when it has room again, not once per batch.
+    let mut disk_full = false;
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         while jobs.len() < MAX_BATCH {
@@ -158,6 +160,9 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, comm
         };
         match result {
             Ok(outcomes) => {
+                if std::mem::take(&mut disk_full) && !ops.is_empty() {
+                    tracing::info!("the disk has room again; writes are committed again");
+                }
                 let mut ops_iter = ops.drain(..).zip(outcomes);
                 for (job, had_op) in jobs.drain(..).zip(has_op) {
                     let written = if had_op {
@@ -172,6 +177,20 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, comm
                     };
                     if let Some(reply) = job.reply {
                         let _ = reply.send(Ok(written));
+                    }
+                }
+            }
+            Err(e) if e.is::<DiskFull>() => {
+                if !std::mem::replace(&mut disk_full, true) {
+                    tracing::error!(
+                        "the disk holding the database is full: writes are refused until there \
+                         is room again"
+                    );
+                }
+                ops.clear();
+                for job in jobs.drain(..) {
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Err(DiskFull.into()));
                     }
                 }
             }

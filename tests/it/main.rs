@@ -12,4 +12,5 @@ mod messages;
 mod presence;
 mod process;
 mod reflection;
+mod storage;
 mod tls;
