@@ -79,8 +79,10 @@ struct IndexHeader {
 /// The files cannot be read.
 pub fn check(db: &Path) -> anyhow::Result<WalReport> {
     let wal_path = sibling(db, "-wal");
-    let wal = read_or_empty(&wal_path)?;
+    // The index first: a writer appends frames before it counts them there, so an index read
+    // before the log never counts more than the log holds.
     let shm = read_or_empty(&sibling(db, "-shm"))?;
+    let wal = read_or_empty(&wal_path)?;
     let db_len = match std::fs::metadata(db) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == ErrorKind::NotFound => 0,
