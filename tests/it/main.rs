@@ -17,4 +17,5 @@ mod presence;
 mod process;
 mod rawh2;
 mod reflection;
+mod storage;
 mod tls;
