@@ -6,6 +6,7 @@
 //! - [`peer`]: the direct peer path: framing, Noise IK, the listener and the sender.
 //! - [`pb`]: the code generated from `proto/chat.proto`.
 //! - [`types`]: rules and newtypes both sides share (usernames, secrets).
+//! - [`signal`]: SIGINT/SIGTERM, for every subcommand.
 //! - `bench`: the load generator (`confab bench`) and the bare relay it compares confab with.
 //!
 //! `ARCHITECTURE.md` at the repository root is the map.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod peer;
 pub mod server;
+pub mod signal;
 pub mod types;
 
 /// Code generated from `proto/chat.proto`: messages and clients.

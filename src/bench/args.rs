@@ -17,7 +17,7 @@ pub(crate) struct BenchArgs {
     pub(crate) command: Option<BenchCommand>,
     /// The server to measure. Start it with --bench-fast-hash and raised --login-rate,
     /// --login-burst, --send-rate and --send-burst (or use --spawn-server).
-    #[arg(long, env = "CONFAB_SERVER", default_value = "http://127.0.0.1:4119")]
+    #[arg(long, env = "CONFAB_SERVER", default_value = crate::server::config::defaults::SERVER_URL)]
     server: String,
     /// The server's process id: memory and CPU figures come from /proc/PID.
     #[arg(long, env = "CONFAB_BENCH_SERVER_PID")]

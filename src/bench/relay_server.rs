@@ -137,7 +137,7 @@ pub(crate) async fn run(args: RelayServerArgs) -> anyhow::Result<()> {
     // nothing worth finishing.
     tokio::select! {
         served = serve => served.context("the relay failed")?,
-        () = super::spawn::signalled() => {}
+        () = crate::signal::stop_requested() => {}
     }
     Ok(())
 }

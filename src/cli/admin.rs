@@ -11,7 +11,7 @@ use crate::{client::api, pb, types::Secret};
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
     /// Server URL (`https://…` for TLS).
-    #[arg(long, env = "CONFAB_SERVER", default_value = "http://127.0.0.1:4119")]
+    #[arg(long, env = "CONFAB_SERVER", default_value = crate::server::config::defaults::SERVER_URL)]
     pub(crate) server: String,
     /// PEM certificate authority to trust for an https server.
     #[arg(long, env = "CONFAB_CA")]

@@ -5,15 +5,18 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Args;
 
-use crate::server::{self, Config, config::TlsFiles};
+use crate::server::{
+    self, Config,
+    config::{TlsFiles, defaults},
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "CONFAB_LISTEN", default_value = "127.0.0.1:4119")]
+    #[arg(long, env = "CONFAB_LISTEN", default_value_t = defaults::LISTEN)]
     listen: SocketAddr,
     /// Directory for the database and the admin token.
-    #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./confab-data")]
+    #[arg(long, env = "CONFAB_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
     /// Credentials file (`username password` per line); missing users are created at start.
     #[arg(long, env = "CONFAB_USERS")]
@@ -34,46 +37,46 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CONFAB_ALLOW_INSECURE")]
     allow_insecure: bool,
     /// Consecutive failed logins before a username is locked.
-    #[arg(long, env = "CONFAB_MAX_LOGIN_ATTEMPTS", default_value_t = 3)]
+    #[arg(long, env = "CONFAB_MAX_LOGIN_ATTEMPTS", default_value_t = defaults::MAX_LOGIN_ATTEMPTS)]
     max_login_attempts: u32,
     /// How long a lockout lasts.
-    #[arg(long, env = "CONFAB_BLOCK_DURATION", default_value = "60s", value_parser = super::duration)]
-    block_duration: Duration,
+    #[arg(long, env = "CONFAB_BLOCK_DURATION", default_value_t = defaults::BLOCK_DURATION.into(), value_parser = duration)]
+    block_duration: humantime::Duration,
     /// Login and register attempts per second allowed from one address.
-    #[arg(long, env = "CONFAB_LOGIN_RATE", default_value_t = 5.0)]
+    #[arg(long, env = "CONFAB_LOGIN_RATE", default_value_t = defaults::LOGIN_RATE)]
     login_rate: f64,
     /// Burst of login attempts allowed from one address.
-    #[arg(long, env = "CONFAB_LOGIN_BURST", default_value_t = 30.0)]
+    #[arg(long, env = "CONFAB_LOGIN_BURST", default_value_t = defaults::LOGIN_BURST)]
     login_burst: f64,
     /// How often clients send heartbeats.
-    #[arg(long, env = "CONFAB_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = super::duration)]
-    heartbeat_interval: Duration,
+    #[arg(long, env = "CONFAB_HEARTBEAT_INTERVAL", default_value_t = defaults::HEARTBEAT_INTERVAL.into(), value_parser = duration)]
+    heartbeat_interval: humantime::Duration,
     /// A session with no call for this long is ended (default: 3 × the heartbeat interval).
     #[arg(long, env = "CONFAB_SESSION_TIMEOUT", value_parser = super::duration)]
     session_timeout: Option<Duration>,
     /// Largest message body in bytes.
-    #[arg(long, env = "CONFAB_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    #[arg(long, env = "CONFAB_MAX_MESSAGE_BYTES", default_value_t = defaults::MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
     /// Unacknowledged messages kept per user; further messages are refused.
-    #[arg(long, env = "CONFAB_MAX_INBOX", default_value_t = 10_000)]
+    #[arg(long, env = "CONFAB_MAX_INBOX", default_value_t = defaults::MAX_INBOX)]
     max_inbox: u64,
     /// Events queued for one stream before a client that stopped reading is disconnected.
-    #[arg(long, env = "CONFAB_STREAM_QUEUE", default_value_t = 1024)]
+    #[arg(long, env = "CONFAB_STREAM_QUEUE", default_value_t = defaults::STREAM_QUEUE)]
     stream_queue: usize,
     /// Messages and broadcasts per second per session.
-    #[arg(long, env = "CONFAB_SEND_RATE", default_value_t = 50.0)]
+    #[arg(long, env = "CONFAB_SEND_RATE", default_value_t = defaults::SEND_RATE)]
     send_rate: f64,
     /// Burst of messages per session.
-    #[arg(long, env = "CONFAB_SEND_BURST", default_value_t = 100.0)]
+    #[arg(long, env = "CONFAB_SEND_BURST", default_value_t = defaults::SEND_BURST)]
     send_burst: f64,
     /// An address request nobody answers is denied after this.
-    #[arg(long, env = "CONFAB_CONSENT_TIMEOUT", default_value = "60s", value_parser = super::duration)]
-    consent_timeout: Duration,
+    #[arg(long, env = "CONFAB_CONSENT_TIMEOUT", default_value_t = defaults::CONSENT_TIMEOUT.into(), value_parser = duration)]
+    consent_timeout: humantime::Duration,
     /// After a decline, the same requester may not ask the same user again for this long.
-    #[arg(long, env = "CONFAB_CONSENT_COOLDOWN", default_value = "5m", value_parser = super::duration)]
-    consent_cooldown: Duration,
+    #[arg(long, env = "CONFAB_CONSENT_COOLDOWN", default_value_t = defaults::CONSENT_COOLDOWN.into(), value_parser = duration)]
+    consent_cooldown: humantime::Duration,
     /// Address requests that may wait on one user.
-    #[arg(long, env = "CONFAB_MAX_PENDING_REQUESTS", default_value_t = 8)]
+    #[arg(long, env = "CONFAB_MAX_PENDING_REQUESTS", default_value_t = defaults::MAX_PENDING_REQUESTS)]
     max_pending_requests: usize,
     /// Load tests only: a cheap password hash cost so thousands of accounts are created in
     /// seconds. Never in production.
@@ -93,18 +96,20 @@ impl ServeArgs {
             .map(|(cert, key)| TlsFiles { cert, key });
         c.allow_insecure = self.allow_insecure;
         c.max_login_attempts = self.max_login_attempts;
-        c.block_duration = self.block_duration;
+        c.block_duration = self.block_duration.into();
         c.login_rate = self.login_rate;
         c.login_burst = self.login_burst;
-        c.heartbeat_interval = self.heartbeat_interval;
-        c.session_timeout = self.session_timeout.unwrap_or(self.heartbeat_interval * 3);
+        c.heartbeat_interval = self.heartbeat_interval.into();
+        c.session_timeout = self
+            .session_timeout
+            .unwrap_or(c.heartbeat_interval * defaults::SESSION_TIMEOUT_HEARTBEATS);
         c.max_message_bytes = self.max_message_bytes;
         c.max_inbox = self.max_inbox;
         c.stream_queue = self.stream_queue;
         c.send_rate = self.send_rate;
         c.send_burst = self.send_burst;
-        c.consent_timeout = self.consent_timeout;
-        c.consent_cooldown = self.consent_cooldown;
+        c.consent_timeout = self.consent_timeout.into();
+        c.consent_cooldown = self.consent_cooldown.into();
         c.max_pending_requests = self.max_pending_requests;
         c.fast_hash = self.bench_fast_hash;
         c
@@ -121,25 +126,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("confab listening on {}", handle.addr);
     let shutdown = handle.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::signal::stop_requested().await;
         shutdown.cancel();
     });
     handle.task.await.context("the server task failed")?
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut term) = signal(SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+/// A duration flag whose default `--help` can print (`1m`, `30s`).
+fn duration(s: &str) -> Result<humantime::Duration, String> {
+    super::duration(s).map(Into::into)
 }

@@ -124,7 +124,9 @@ impl Repl {
     ) -> anyhow::Result<()> {
         let mut inflight: Option<Pending> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut signals = Signals::new();
+        // SIGINT and SIGTERM log out cleanly instead of killing the session mid-way. (On a
+        // terminal the line editor reads Ctrl-C as a key and reports it as input instead.)
+        let mut signals = crate::signal::Signals::new();
         let exit = loop {
             tokio::select! {
                 done = async { inflight.as_mut().expect("guarded by is_some").await }, if inflight.is_some() => {
@@ -352,52 +354,6 @@ impl Repl {
                 via: Via::Direct,
                 replayed: false,
             });
-        }
-    }
-}
-
-/// SIGINT and SIGTERM, which log out cleanly instead of killing the session mid-way. (On a
-/// terminal the line editor reads Ctrl-C as a key and reports it as input instead.)
-struct Signals {
-    #[cfg(unix)]
-    int: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn new() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Signals {
-                int: signal(SignalKind::interrupt()).ok(),
-                term: signal(SignalKind::terminate()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        {
-            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
-                match s {
-                    Some(s) => {
-                        s.recv().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            }
-            tokio::select! {
-                () = next(&mut self.int) => {}
-                () = next(&mut self.term) => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

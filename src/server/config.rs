@@ -3,7 +3,56 @@
 //! `confab serve` builds it from flags (each with an environment fallback); tests build it with
 //! [`Config::for_tests`] and change the one limit they exercise.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::PathBuf,
+    time::Duration,
+};
+
+/// The production defaults: [`Config::new`] and the flags of `confab serve` (their `--help`)
+/// both read these, so a default is written once.
+pub mod defaults {
+    use super::*;
+
+    /// SPEC §1: the port confab listens on by default.
+    pub const PORT: u16 = 4119;
+    /// `--listen`: loopback only until told otherwise.
+    pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, PORT));
+    /// The server URL clients use by default.
+    pub const SERVER_URL: &str = "http://127.0.0.1:4119";
+    /// `--data-dir`.
+    pub const DATA_DIR: &str = "./confab-data";
+    /// The admin token's file inside the data directory.
+    pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+    /// `--max-login-attempts` (SPEC §2).
+    pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
+    /// `--block-duration` (SPEC §2).
+    pub const BLOCK_DURATION: Duration = Duration::from_secs(60);
+    /// `--login-rate`.
+    pub const LOGIN_RATE: f64 = 5.0;
+    /// `--login-burst`.
+    pub const LOGIN_BURST: f64 = 30.0;
+    /// `--heartbeat-interval` (SPEC §3).
+    pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+    /// `--session-timeout` is this many heartbeat intervals unless given (SPEC §3).
+    pub const SESSION_TIMEOUT_HEARTBEATS: u32 = 3;
+    /// `--max-message-bytes` (SPEC §4).
+    pub const MAX_MESSAGE_BYTES: usize = 4096;
+    /// `--max-inbox` (SPEC §4).
+    pub const MAX_INBOX: u64 = 10_000;
+    /// `--stream-queue`.
+    pub const STREAM_QUEUE: usize = 1024;
+    /// `--send-rate`.
+    pub const SEND_RATE: f64 = 50.0;
+    /// `--send-burst`.
+    pub const SEND_BURST: f64 = 100.0;
+    /// `--consent-timeout` (SPEC §6).
+    pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `--consent-cooldown` (SPEC §6).
+    pub const CONSENT_COOLDOWN: Duration = Duration::from_secs(300);
+    /// `--max-pending-requests`.
+    pub const MAX_PENDING_REQUESTS: usize = 8;
+}
 
 /// The server's settings. Field docs name the flag that sets each one.
 #[derive(Debug, Clone)]
@@ -68,7 +117,7 @@ pub struct TlsFiles {
 impl Config {
     /// The production defaults of SPEC §2–6 for a server on `listen` keeping data in `data_dir`.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        let heartbeat_interval = Duration::from_secs(30);
+        use defaults as d;
         Config {
             listen,
             data_dir,
@@ -77,20 +126,20 @@ impl Config {
             admin_token_file: None,
             tls: None,
             allow_insecure: false,
-            max_login_attempts: 3,
-            block_duration: Duration::from_secs(60),
-            login_rate: 5.0,
-            login_burst: 30.0,
-            heartbeat_interval,
-            session_timeout: heartbeat_interval * 3,
-            max_message_bytes: 4096,
-            max_inbox: 10_000,
-            stream_queue: 1024,
-            send_rate: 50.0,
-            send_burst: 100.0,
-            consent_timeout: Duration::from_secs(60),
-            consent_cooldown: Duration::from_secs(300),
-            max_pending_requests: 8,
+            max_login_attempts: d::MAX_LOGIN_ATTEMPTS,
+            block_duration: d::BLOCK_DURATION,
+            login_rate: d::LOGIN_RATE,
+            login_burst: d::LOGIN_BURST,
+            heartbeat_interval: d::HEARTBEAT_INTERVAL,
+            session_timeout: d::HEARTBEAT_INTERVAL * d::SESSION_TIMEOUT_HEARTBEATS,
+            max_message_bytes: d::MAX_MESSAGE_BYTES,
+            max_inbox: d::MAX_INBOX,
+            stream_queue: d::STREAM_QUEUE,
+            send_rate: d::SEND_RATE,
+            send_burst: d::SEND_BURST,
+            consent_timeout: d::CONSENT_TIMEOUT,
+            consent_cooldown: d::CONSENT_COOLDOWN,
+            max_pending_requests: d::MAX_PENDING_REQUESTS,
             fast_hash: false,
         }
     }
@@ -112,6 +161,6 @@ impl Config {
     pub fn admin_token_path(&self) -> PathBuf {
         self.admin_token_file
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("admin.token"))
+            .unwrap_or_else(|| self.data_dir.join(defaults::ADMIN_TOKEN_FILE))
     }
 }

@@ -2,9 +2,10 @@
 //! the address handshake and the Admin service, served over gRPC.
 //!
 //! Start here: [`start`] opens the store, builds the [`core::Core`] and serves the three services
-//! plus reflection and health on one port until its shutdown token is cancelled.
+//! plus reflection and health on one port (`serve.rs`) until its shutdown token is cancelled.
 
 pub mod accounts;
+mod admin_token;
 pub mod blocks;
 pub mod config;
 pub mod consent;
@@ -13,39 +14,24 @@ pub mod error;
 pub mod lockout;
 pub mod ratelimit;
 pub mod rpc;
-pub mod sessions;
+mod serve;
 pub mod store;
 pub mod stream;
 pub mod wire;
 pub mod writer;
 
-/// Server traits generated from `proto/chat.proto` (see `build.rs`).
-#[allow(clippy::all, unreachable_pub, missing_docs)] // generated code
-pub mod services {
-    include!(concat!(env!("OUT_DIR"), "/server/confab.v1.rs"));
-}
-
-use std::{io::Write, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::{Context, bail};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 pub use config::Config;
 
 use self::{
     core::Core,
-    rpc::{admin::AdminService, auth::AuthService, chat::ChatService},
-    services::{admin_server::AdminServer, auth_server::AuthServer, chat_server::ChatServer},
-    sessions::Sessions,
     store::{Store, sqlite::SqliteStore},
-    writer::Writer,
 };
-use crate::{pb::SessionEndReason, types::Secret};
-
-/// How long a graceful shutdown waits for connections to close.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// A running server.
 pub struct Handle {
@@ -73,7 +59,7 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
     let core = build(config).await?;
     let admin_token = core.admin_token.expose().to_owned();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(core, listener, shutdown.clone()));
+    let task = tokio::spawn(serve::serve(core, listener, shutdown.clone()));
     tracing::info!(%addr, "confab is listening");
     Ok(Handle {
         addr,
@@ -99,174 +85,13 @@ async fn build(config: Config) -> anyhow::Result<Arc<Core>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("confab.db"))?);
-    let admin_token = admin_token(&config.admin_token_path())?;
-    let (slow_tx, mut slow_rx) = tokio::sync::mpsc::unbounded_channel();
-    let sessions = Arc::new(Sessions::new(slow_tx));
-    let (writer, _thread) = Writer::start(store.clone(), sessions.clone());
-    let core = Arc::new(Core::new(config, store, writer, sessions, admin_token)?);
-    if let Some(path) = core.config.users_file.clone() {
-        import_users(&core, &path).await?;
+    let admin_token = admin_token::load_or_create(&config.admin_token_path())?;
+    let users_file = config.users_file.clone();
+    let core = Core::start(config, store, admin_token)?;
+    if let Some(path) = users_file {
+        core.import_users(&path).await?;
     }
-
-    // Sessions whose stream queue overflowed are ended here, outside the pushing code's locks.
-    let slow_core = Arc::downgrade(&core);
-    tokio::spawn(async move {
-        while let Some(session) = slow_rx.recv().await {
-            let Some(core) = slow_core.upgrade() else {
-                break;
-            };
-            if core.end_session(&session, SessionEndReason::TooSlow) {
-                tracing::warn!(user = %session.name(), "stream stopped reading; session ended");
-            }
-        }
-    });
-    // The session reaper.
-    let reap_core = Arc::downgrade(&core);
-    let tick =
-        (core.config.session_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(tick);
-        loop {
-            interval.tick().await;
-            let Some(core) = reap_core.upgrade() else {
-                break;
-            };
-            core.reap();
-        }
-    });
     Ok(core)
-}
-
-async fn serve(
-    core: Arc<Core>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AuthServer<AuthService>>().await;
-    health.set_serving::<ChatServer<ChatService>>().await;
-    health.set_serving::<AdminServer<AdminService>>().await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    // Requests are small; bound what one request may make the server buffer.
-    let max_request = core.config.max_message_bytes + 16 * 1024;
-    let mut builder = Server::builder().tcp_nodelay(true);
-    if let Some(tls) = &core.config.tls {
-        let cert =
-            std::fs::read(&tls.cert).with_context(|| format!("reading {}", tls.cert.display()))?;
-        let key =
-            std::fs::read(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?;
-        builder =
-            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
-    }
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let stop_core = core.clone();
-    let stop = shutdown.clone();
-    let router = builder
-        .add_service(
-            AuthServer::new(AuthService(core.clone())).max_decoding_message_size(max_request),
-        )
-        .add_service(
-            ChatServer::new(ChatService(core.clone())).max_decoding_message_size(max_request),
-        )
-        .add_service(
-            AdminServer::new(AdminService(core.clone())).max_decoding_message_size(max_request),
-        )
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
-    let serving = router.serve_with_incoming_shutdown(incoming, async move {
-        stop.cancelled().await;
-        tracing::info!("shutting down");
-        health.set_not_serving::<AuthServer<AuthService>>().await;
-        health.set_not_serving::<ChatServer<ChatService>>().await;
-        // Streams end once told, which lets the server's graceful shutdown finish.
-        for s in stop_core.sessions.all() {
-            stop_core.end_session(&s, SessionEndReason::ServerShutdown);
-        }
-    });
-    // A client that stopped reading can hold its stream (and so the graceful shutdown) open
-    // forever; after the grace period the server stops without it.
-    let grace = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        served = serving => served?,
-        () = grace => tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; stopping anyway"),
-    }
-    core.writer.flush().await?;
-    tracing::info!("stopped; everything written is committed");
-    Ok(())
-}
-
-/// Reads the admin token from `path`, or creates one there readable by the owner only.
-fn admin_token(path: &Path) -> anyhow::Result<Secret> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let token = text.trim();
-        if token.len() < 16 {
-            bail!(
-                "the admin token in {} is shorter than 16 characters",
-                path.display()
-            );
-        }
-        return Ok(Secret::new(token));
-    }
-    let token: String = (0..32)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating the admin token file {}", path.display()))?;
-    writeln!(file, "{token}")?;
-    tracing::info!(path = %path.display(), "generated the admin token");
-    Ok(Secret::new(token))
-}
-
-/// Creates the accounts of an assignment-style credentials file that do not exist yet.
-async fn import_users(core: &Arc<Core>, path: &Path) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut jobs = tokio::task::JoinSet::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((name, password)) = line.split_once(char::is_whitespace) else {
-            bail!("{}:{}: expected `username password`", path.display(), n + 1);
-        };
-        let (name, password) = (name.to_owned(), password.trim().to_owned());
-        if core.accounts.get(&name).is_some() {
-            continue;
-        }
-        let core = core.clone();
-        let where_ = format!("{}:{}", path.display(), n + 1);
-        jobs.spawn(async move {
-            match core.create_user(&name, Secret::new(password)).await {
-                Ok(_) | Err(error::Error::NameTaken(_)) => Ok(()),
-                Err(e) => Err(anyhow::anyhow!("{where_}: {e}")),
-            }
-        });
-    }
-    let mut created = 0usize;
-    while let Some(result) = jobs.join_next().await {
-        result??;
-        created += 1;
-    }
-    tracing::info!(created, "imported the users file");
-    Ok(())
 }
 
 #[cfg(test)]

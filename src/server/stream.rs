@@ -6,7 +6,10 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::{core::Core, sessions::Session, wire};
+use super::{
+    core::{Core, Outbound, Session},
+    wire,
+};
 use crate::pb::{self, event::Kind};
 
 /// Messages read from the store per page while replaying.
@@ -19,7 +22,7 @@ const MAX_HELD: usize = 256;
 
 /// What woke the live loop.
 enum Next {
-    Item(Option<super::sessions::Outbound>),
+    Item(Option<Outbound>),
     Flush,
 }
 
@@ -44,7 +47,7 @@ pub fn subscribe(
     core.ack(&session, resume_after);
     // Attach before reading the inbox: a message committed meanwhile is then either in the
     // replay or in the queue (or both, and the seq check below drops the second copy).
-    let (generation, mut rx) = session.attach(core.config.stream_queue);
+    let (generation, mut rx) = session.attach(core.config().stream_queue);
     async_stream::stream! {
         let _detach = Detach { session: session.clone(), generation };
         // Acknowledgements (this one and earlier heartbeats') are committed before the replay

@@ -1,4 +1,6 @@
-//! Events as the server sends them: encoded once into shared bytes.
+//! Events as the server sends them, encoded once into shared bytes, and the translation of the
+//! core's domain values into their protobuf form. With `rpc/`, the only server code that knows
+//! protobuf.
 //!
 //! The generated server code treats `confab.v1.Event` as [`EncodedEvent`] (see `build.rs`), so a
 //! broadcast to 10 000 streams encodes the event once and every stream writes the same
@@ -13,6 +15,10 @@ use prost::{
     encoding::{DecodeContext, WireType, skip_field},
 };
 
+use super::{
+    consent::{Denial, Grant},
+    core::{Delivery, EndReason, OnlineUser},
+};
 use crate::pb::{self, event::Kind};
 
 /// A protobuf-encoded `confab.v1.Event`.
@@ -125,10 +131,70 @@ pub fn presence(user: &str, online: bool) -> EncodedEvent {
 }
 
 /// The end of a session.
-pub fn session_ended(reason: pb::SessionEndReason) -> EncodedEvent {
+pub fn session_ended(reason: EndReason) -> EncodedEvent {
     encode(Kind::SessionEnded(pb::SessionEnded {
-        reason: reason as i32,
+        reason: end_reason(reason) as i32,
     }))
+}
+
+/// The proto's name for why a session ended.
+pub fn end_reason(reason: EndReason) -> pb::SessionEndReason {
+    match reason {
+        EndReason::LoggedOut => pb::SessionEndReason::LoggedOut,
+        EndReason::LoggedInElsewhere => pb::SessionEndReason::LoggedInElsewhere,
+        EndReason::TimedOut => pb::SessionEndReason::TimedOut,
+        EndReason::Kicked => pb::SessionEndReason::Kicked,
+        EndReason::TooSlow => pb::SessionEndReason::TooSlow,
+        EndReason::ServerShutdown => pb::SessionEndReason::ServerShutdown,
+    }
+}
+
+/// Failed logins for the live session's user, from `source`.
+pub fn login_failed(failures: u32, locked_until_ms: i64, source: std::net::IpAddr) -> EncodedEvent {
+    encode(Kind::LoginFailed(pb::LoginFailed {
+        failed_attempts: failures,
+        locked_until_ms,
+        source: source.to_string(),
+    }))
+}
+
+/// A broadcast from `from`.
+pub fn broadcast(from: &str, body: String, sent_at_ms: i64) -> EncodedEvent {
+    encode(Kind::Broadcast(pb::BroadcastMessage {
+        from: from.to_owned(),
+        body,
+        sent_at_ms,
+    }))
+}
+
+/// `from` asks for the address (request `id`).
+pub fn address_requested(
+    request_id: String,
+    from: &str,
+    from_public_key: Vec<u8>,
+    expires_at_ms: i64,
+) -> EncodedEvent {
+    encode(Kind::AddressRequested(pb::AddressRequested {
+        request_id,
+        from: from.to_owned(),
+        from_public_key,
+        expires_at_ms,
+    }))
+}
+
+/// A grant as the proto carries it.
+pub fn grant(grant: &Grant) -> pb::AddressGranted {
+    pb::AddressGranted {
+        user: grant.user.to_string(),
+        host: grant.address.host.clone(),
+        port: u32::from(grant.address.port),
+        public_key: grant.address.public_key.clone(),
+    }
+}
+
+/// The requester may dial the granted address.
+pub fn address_granted(g: &Grant) -> EncodedEvent {
+    encode(Kind::AddressGranted(grant(g)))
 }
 
 /// A grant with `user` is over.
@@ -139,11 +205,33 @@ pub fn address_revoked(user: &str) -> EncodedEvent {
 }
 
 /// `user` did not grant the address.
-pub fn address_denied(user: &str, reason: pb::DenyReason) -> EncodedEvent {
+pub fn address_denied(user: &str, why: Denial) -> EncodedEvent {
+    let reason = match why {
+        Denial::Declined => pb::DenyReason::Declined,
+        Denial::Timeout => pb::DenyReason::Timeout,
+        Denial::Offline => pb::DenyReason::Offline,
+    };
     encode(Kind::AddressDenied(pb::AddressDenied {
         user: user.to_owned(),
         reason: reason as i32,
     }))
+}
+
+/// `DELIVERED` or `STORED`.
+pub fn delivery(delivery: Delivery) -> pb::DeliveryStatus {
+    match delivery {
+        Delivery::Delivered => pb::DeliveryStatus::Delivered,
+        Delivery::Stored => pb::DeliveryStatus::Stored,
+    }
+}
+
+/// A row of `ListOnline`.
+pub fn online_user(user: OnlineUser) -> pb::OnlineUser {
+    pb::OnlineUser {
+        username: user.name,
+        online: user.online,
+        last_login_ms: user.last_login_ms,
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! The writer: one OS thread that owns every write to the store and commits them in groups.
 //!
 //! Requests queue on a channel; the thread takes whatever has queued (up to [`MAX_BATCH`]),
-//! applies it in one transaction, and only after the commit pushes the new direct messages onto
-//! their recipients' live streams, in seq order, and answers the callers. While one commit runs
-//! the next batch gathers, so a thousand concurrent senders pay a handful of fsyncs, not a
-//! thousand.
+//! applies it in one transaction, and only after the commit hands the batch's new direct
+//! messages, in seq order, to a [`Deliver`] it does not know (live streams on this node, or a bus
+//! to other nodes), then answers the callers. While one commit runs the next batch gathers, so a
+//! thousand concurrent senders pay a handful of fsyncs, not a thousand.
+//!
+//! **Invariant:** durable before visible: nothing reaches [`Deliver`] (nor a caller) before its
+//! commit.
 
 use std::{
     sync::{
@@ -17,16 +20,38 @@ use std::{
 use anyhow::anyhow;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    sessions::{Outbound, Pushed, Sessions},
-    store::{Store, WriteOp, WriteOutcome},
-    wire,
-};
+use super::store::{Store, UserId, WriteOp, WriteOutcome};
 
 /// Most operations committed together.
 pub const MAX_BATCH: usize = 1024;
 /// Requests waiting for the writer before senders wait (backpressure).
 const QUEUE: usize = 16 * 1024;
+
+/// A direct message just committed, as the writer hands it to delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed<'a> {
+    /// Whose inbox.
+    pub recipient: UserId,
+    /// The sender's name as registered.
+    pub from: &'a str,
+    /// Its seq in the recipient's inbox.
+    pub seq: u64,
+    /// The sender's id for it.
+    pub message_id: &'a str,
+    /// UTF-8 body.
+    pub body: &'a str,
+    /// Send time, Unix ms.
+    pub sent_ms: i64,
+    /// It was in the inbox already (a resend); nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// The step after a commit. Runs on the writer thread, so it must not block.
+pub trait Deliver: Send + Sync + 'static {
+    /// Takes a committed batch's messages, in commit order, and says for each whether it
+    /// reached a live stream (the `DELIVERED`/`STORED` its sender is told).
+    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool>;
+}
 
 /// The outcome of a write, and for an `Append` whether it reached a live stream.
 #[derive(Debug, Clone)]
@@ -52,17 +77,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread over `store`, delivering new messages through `sessions`.
+    /// Starts the writer thread over `store`, handing committed messages to `deliver`.
     pub fn start(
         store: Arc<dyn Store>,
-        sessions: Arc<Sessions>,
+        deliver: Arc<dyn Deliver>,
     ) -> (Writer, thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let handle = thread::Builder::new()
             .name("confab-writer".into())
-            .spawn(move || run(rx, store.as_ref(), &sessions, &counter))
+            .spawn(move || run(rx, store.as_ref(), deliver.as_ref(), &counter))
             .expect("spawning the writer thread");
         (Writer { tx, commits }, handle)
     }
@@ -128,7 +153,7 @@ impl Writer {
     }
 }
 
-fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, commits: &AtomicU64) {
+fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, deliver: &dyn Deliver, commits: &AtomicU64) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut ops: Vec<WriteOp> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -139,13 +164,15 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, comm
                 Err(_) => break,
             }
         }
-        // Ops move into the batch and come back out for delivery, so bodies are not cloned.
-        let mut has_op = Vec::with_capacity(jobs.len());
+        // Ops move into the batch and stay there for delivery, so bodies are not cloned.
+        let mut op_of: Vec<Option<usize>> = Vec::with_capacity(jobs.len());
+        let mut from_of: Vec<Option<Arc<str>>> = Vec::with_capacity(jobs.len());
         for job in &mut jobs {
-            has_op.push(job.op.is_some());
-            if let Some(op) = job.op.take() {
+            op_of.push(job.op.take().map(|op| {
                 ops.push(op);
-            }
+                ops.len() - 1
+            }));
+            from_of.push(job.from.take());
         }
         let result = if ops.is_empty() {
             Ok(Vec::new())
@@ -158,17 +185,17 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, comm
         };
         match result {
             Ok(outcomes) => {
-                let mut ops_iter = ops.drain(..).zip(outcomes);
-                for (job, had_op) in jobs.drain(..).zip(has_op) {
-                    let written = if had_op {
-                        let (op, outcome) = ops_iter.next().expect("one outcome per op");
-                        let live = deliver(sessions, &op, &outcome, job.from.as_deref());
-                        Written { outcome, live }
-                    } else {
-                        Written {
+                let live = hand_over(deliver, &ops, &outcomes, &op_of, &from_of);
+                for (job, index) in jobs.drain(..).zip(&op_of) {
+                    let written = match index {
+                        Some(i) => Written {
+                            outcome: outcomes[*i].clone(),
+                            live: live[*i],
+                        },
+                        None => Written {
                             outcome: WriteOutcome::Done,
                             live: false,
-                        }
+                        },
                     };
                     if let Some(reply) = job.reply {
                         let _ = reply.send(Ok(written));
@@ -177,7 +204,6 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, comm
             }
             Err(e) => {
                 tracing::error!("committing a batch of {} writes failed: {e:#}", ops.len());
-                ops.clear();
                 for job in jobs.drain(..) {
                     if let Some(reply) = job.reply {
                         let _ = reply.send(Err(anyhow!("storage failure: {e:#}")));
@@ -185,35 +211,195 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, sessions: &Sessions, comm
                 }
             }
         }
+        ops.clear();
     }
 }
 
-/// Pushes a newly stored message onto its recipient's stream. Returns whether it was queued
-/// live (for a duplicate: whether the recipient is online, since it has or will get it).
-fn deliver(sessions: &Sessions, op: &WriteOp, outcome: &WriteOutcome, from: Option<&str>) -> bool {
-    let (
+/// Gives the batch's appended messages to `deliver`; per op, whether it reached a live stream.
+fn hand_over(
+    deliver: &dyn Deliver,
+    ops: &[WriteOp],
+    outcomes: &[WriteOutcome],
+    op_of: &[Option<usize>],
+    from_of: &[Option<Arc<str>>],
+) -> Vec<bool> {
+    let mut from = vec![""; ops.len()];
+    for (index, name) in op_of.iter().zip(from_of) {
+        if let (Some(i), Some(name)) = (index, name) {
+            from[*i] = name;
+        }
+    }
+    let mut which = Vec::new();
+    let mut batch = Vec::new();
+    for (i, (op, outcome)) in ops.iter().zip(outcomes).enumerate() {
+        if let (
+            WriteOp::Append {
+                recipient,
+                message_id,
+                body,
+                sent_ms,
+                ..
+            },
+            WriteOutcome::Appended { seq, duplicate },
+        ) = (op, outcome)
+        {
+            which.push(i);
+            batch.push(Committed {
+                recipient: *recipient,
+                from: from[i],
+                seq: *seq,
+                message_id,
+                body,
+                sent_ms: *sent_ms,
+                duplicate: *duplicate,
+            });
+        }
+    }
+    let mut live = vec![false; ops.len()];
+    if !batch.is_empty() {
+        for (i, reached) in which.into_iter().zip(deliver.deliver(&batch)) {
+            live[i] = reached;
+        }
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::server::store::sqlite::SqliteStore;
+
+    /// (seq, from, body, duplicate, already in the store) of one delivered message.
+    type Seen = (u64, String, String, bool, bool);
+
+    /// Records what delivery saw, and whether the store already held it then.
+    struct Recorder {
+        store: Arc<dyn Store>,
+        seen: Mutex<Vec<Seen>>,
+    }
+
+    impl Deliver for Recorder {
+        fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool> {
+            let mut seen = self.seen.lock().unwrap();
+            for m in batch {
+                let stored = self
+                    .store
+                    .inbox_page(m.recipient, m.seq - 1, 1)
+                    .unwrap()
+                    .iter()
+                    .any(|row| row.seq == m.seq && row.body == m.body);
+                seen.push((m.seq, m.from.into(), m.body.into(), m.duplicate, stored));
+            }
+            // Say "live" for even seqs, so the answer can be traced back to the caller.
+            batch.iter().map(|m| m.seq % 2 == 0).collect()
+        }
+    }
+
+    async fn user(writer: &Writer, name: &str) -> UserId {
+        match writer
+            .write(WriteOp::CreateUser {
+                name: name.into(),
+                name_key: name.into(),
+                password_hash: "x".into(),
+                created_ms: 0,
+            })
+            .await
+            .unwrap()
+        {
+            WriteOutcome::Created(id) => id,
+            other => panic!("creating {name}: {other:?}"),
+        }
+    }
+
+    fn append(recipient: UserId, sender: UserId, id: &str, body: &str) -> WriteOp {
         WriteOp::Append {
             recipient,
-            message_id,
-            body,
-            sent_ms,
-            ..
-        },
-        WriteOutcome::Appended { seq, duplicate },
-    ) = (op, outcome)
-    else {
-        return false;
-    };
-    let Some(session) = sessions.by_user(*recipient) else {
-        return false;
-    };
-    if *duplicate {
-        return session.subscribed();
+            sender,
+            message_id: id.into(),
+            body: body.into(),
+            sent_ms: 1,
+            max_inbox: 100,
+        }
     }
-    let event = wire::direct(*seq, from.unwrap_or_default(), body, message_id, *sent_ms);
-    session.push(Outbound {
-        seq: *seq,
-        event,
-        lazy: false,
-    }) == Pushed::Queued
+
+    #[tokio::test]
+    async fn delivery_sees_each_message_after_its_commit_and_its_answer_reaches_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+        let recorder = Arc::new(Recorder {
+            store: store.clone(),
+            seen: Mutex::default(),
+        });
+        let (writer, _thread) = Writer::start(store, recorder.clone());
+        let (alice, bob) = (user(&writer, "alice").await, user(&writer, "bob").await);
+        let mut pending = Vec::new();
+        for (id, body) in [("m1", "one"), ("m2", "two"), ("m1", "one again")] {
+            let rx = writer
+                .submit(append(bob, alice, id, body), Some("alice".into()))
+                .await
+                .unwrap();
+            pending.push(rx);
+        }
+        writer.spawn(WriteOp::Ack { user: bob, upto: 0 });
+        let mut answers = Vec::new();
+        for rx in pending {
+            answers.push(rx.await.unwrap().unwrap());
+        }
+        writer.flush().await.unwrap();
+        let outcomes: Vec<_> = answers
+            .iter()
+            .map(|w| (w.outcome.clone(), w.live))
+            .collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                (
+                    WriteOutcome::Appended {
+                        seq: 1,
+                        duplicate: false
+                    },
+                    false
+                ),
+                (
+                    WriteOutcome::Appended {
+                        seq: 2,
+                        duplicate: false
+                    },
+                    true
+                ),
+                (
+                    WriteOutcome::Appended {
+                        seq: 1,
+                        duplicate: true
+                    },
+                    false
+                ),
+            ]
+        );
+        let seen = recorder.seen.lock().unwrap().clone();
+        let expect = |seq: u64, body: &str, duplicate: bool| {
+            (
+                seq,
+                "alice".to_owned(),
+                body.to_owned(),
+                duplicate,
+                !duplicate,
+            )
+        };
+        // The duplicate carries the resent body; the stored one is the first.
+        assert_eq!(
+            seen,
+            vec![
+                expect(1, "one", false),
+                expect(2, "two", false),
+                expect(1, "one again", true)
+            ]
+        );
+        assert!(
+            writer.commits() >= 2,
+            "user creation and the appends were committed"
+        );
+    }
 }

@@ -4,10 +4,13 @@ use std::{collections::HashMap, sync::Arc};
 
 use tonic::{Request, Response, Status};
 
-use super::bearer;
+use super::{bearer, services::admin_server::Admin};
 use crate::{
     pb,
-    server::{core::Core, error::Error, services::admin_server::Admin},
+    server::{
+        core::{Core, EndReason},
+        error::Error,
+    },
     types::Secret,
 };
 
@@ -124,7 +127,7 @@ impl Admin for AdminService {
         let was_online = core
             .sessions
             .by_user(account.id)
-            .is_some_and(|s| core.end_session(&s, pb::SessionEndReason::Kicked));
+            .is_some_and(|s| core.end_session(&s, EndReason::Kicked));
         tracing::info!(user = %account.name, was_online, "kicked by an operator");
         Ok(Response::new(pb::KickUserResponse { was_online }))
     }

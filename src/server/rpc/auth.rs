@@ -4,10 +4,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::remote;
+use super::{remote, services::auth_server::Auth};
 use crate::{
     pb,
-    server::{core::Core, error::Error, services::auth_server::Auth, sessions::PeerInfo},
+    server::{
+        core::{Core, PeerInfo},
+        error::Error,
+    },
     types::Secret,
 };
 
@@ -25,7 +28,7 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let core = &self.0;
         core.throttle(remote(&request))?;
-        if !core.config.registration {
+        if !core.config().registration {
             return Err(Error::RegistrationClosed.into());
         }
         let req = request.into_inner();
@@ -51,9 +54,9 @@ impl Auth for AuthService {
         Ok(Response::new(pb::LoginResponse {
             token,
             username: session.name().to_owned(),
-            heartbeat_interval_ms: core.config.heartbeat_interval.as_millis() as u64,
-            session_timeout_ms: core.config.session_timeout.as_millis() as u64,
-            max_message_bytes: core.config.max_message_bytes as u32,
+            heartbeat_interval_ms: core.config().heartbeat_interval.as_millis() as u64,
+            session_timeout_ms: core.config().session_timeout.as_millis() as u64,
+            max_message_bytes: core.config().max_message_bytes as u32,
         }))
     }
 }

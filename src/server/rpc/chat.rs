@@ -6,15 +6,13 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::bearer;
+use super::{bearer, services::chat_server::Chat};
 use crate::{
     pb,
     server::{
         consent::Requested,
-        core::{Core, Sent},
+        core::{Core, EndReason, Sent, Session, messages::Draft},
         error::{Error, Result as CoreResult},
-        services::chat_server::Chat,
-        sessions::Session,
         stream, wire,
     },
 };
@@ -67,8 +65,7 @@ impl Chat for ChatService {
         self.0.ack(&session, request.into_inner().ack_seq);
         // The acknowledgement is committed before the session is reported gone.
         self.0.writer.flush().await.map_err(Error::from)?;
-        self.0
-            .end_session(&session, pb::SessionEndReason::LoggedOut);
+        self.0.end_session(&session, EndReason::LoggedOut);
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
@@ -77,9 +74,9 @@ impl Chat for ChatService {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, Status> {
         let session = self.session(&request)?;
-        let sent = self.0.send(&session, request.into_inner()).await?;
+        let sent = self.0.send(&session, draft(request.into_inner())).await?;
         Ok(Response::new(pb::SendMessageResponse {
-            status: sent.status as i32,
+            status: wire::delivery(sent.delivery) as i32,
             seq: sent.seq,
             duplicate: sent.duplicate,
         }))
@@ -109,7 +106,7 @@ impl Chat for ChatService {
                     Err(status) => return Err(status),
                 };
                 reader_session.touch();
-                let msg = req.message.unwrap_or_default();
+                let msg = draft(req.message.unwrap_or_default());
                 let id = msg.message_id.clone();
                 let fut: SendFuture = match core.prepare(&reader_session, msg) {
                     Ok(out) => match core.submit(&reader_session, out).await {
@@ -134,7 +131,7 @@ impl Chat for ChatService {
                     if let Some(reason) = session.end_reason() {
                         yield Err(Status::unauthenticated(format!(
                             "the session has ended ({})",
-                            reason.as_str_name()
+                            wire::end_reason(reason).as_str_name()
                         )));
                     }
                 }
@@ -162,7 +159,12 @@ impl Chat for ChatService {
         let session = self.session(&request)?;
         let since = Duration::from_secs(request.into_inner().since_seconds);
         Ok(Response::new(pb::ListOnlineResponse {
-            users: self.0.online(&session, since),
+            users: self
+                .0
+                .online(&session, since)
+                .into_iter()
+                .map(wire::online_user)
+                .collect(),
         }))
     }
 
@@ -205,7 +207,7 @@ impl Chat for ChatService {
         {
             Requested::Granted(grant) => pb::RequestAddressResponse {
                 request_id: String::new(),
-                grant: Some(grant),
+                grant: Some(wire::grant(&grant)),
             },
             Requested::Pending { id, .. } => pb::RequestAddressResponse {
                 request_id: id,
@@ -227,13 +229,21 @@ impl Chat for ChatService {
     }
 }
 
+fn draft(req: pb::SendMessageRequest) -> Draft {
+    Draft {
+        to: req.to,
+        body: req.body,
+        message_id: req.message_id,
+    }
+}
+
 fn response(message_id: String, result: CoreResult<Sent>) -> pb::SendStreamResponse {
     match result {
         Ok(sent) => pb::SendStreamResponse {
             message_id,
             code: 0,
             error: String::new(),
-            status: sent.status as i32,
+            status: wire::delivery(sent.delivery) as i32,
             seq: sent.seq,
             duplicate: sent.duplicate,
         },

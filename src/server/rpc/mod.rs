@@ -7,6 +7,12 @@ pub mod admin;
 pub mod auth;
 pub mod chat;
 
+/// Server traits generated from `proto/chat.proto` (see `build.rs`).
+#[allow(clippy::all, unreachable_pub, missing_docs)] // generated code
+pub mod services {
+    include!(concat!(env!("OUT_DIR"), "/server/confab.v1.rs"));
+}
+
 use std::net::SocketAddr;
 
 use tonic::metadata::MetadataMap;

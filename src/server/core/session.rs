@@ -2,7 +2,9 @@
 //! limiter and its one attached event stream with a bounded queue.
 //!
 //! Pushing an event never blocks: a full queue means the client stopped reading, and the session
-//! is handed to the core's slow-reader channel to be ended `TOO_SLOW` by the core (outside any lock here).
+//! is handed to the core's slow-reader channel to be ended `TOO_SLOW` by the core (outside any
+//! lock here). Only the core creates and removes sessions (`Sessions::create` and
+//! `Sessions::remove` are private to it), so every ending goes through `Core::end_session`.
 
 use std::{
     collections::HashMap,
@@ -16,8 +18,41 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{accounts::Account, ratelimit::TokenBucket, store::UserId, wire::EncodedEvent};
-use crate::{now_ms, pb::SessionEndReason};
+use crate::{
+    now_ms,
+    server::{accounts::Account, ratelimit::TokenBucket, store::UserId, wire::EncodedEvent},
+};
+
+/// Why a session ended (SPEC §2–3); told to its stream as `SessionEnded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// `Logout`.
+    LoggedOut,
+    /// A new login of the same user replaced it.
+    LoggedInElsewhere,
+    /// No call within the session timeout.
+    TimedOut,
+    /// An operator ended it.
+    Kicked,
+    /// Its stream's queue filled up: the client stopped reading.
+    TooSlow,
+    /// The server is stopping.
+    ServerShutdown,
+}
+
+impl EndReason {
+    /// The reason as the proto names it, for logs and sentences.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::LoggedOut => "LOGGED_OUT",
+            EndReason::LoggedInElsewhere => "LOGGED_IN_ELSEWHERE",
+            EndReason::TimedOut => "TIMED_OUT",
+            EndReason::Kicked => "KICKED",
+            EndReason::TooSlow => "TOO_SLOW",
+            EndReason::ServerShutdown => "SERVER_SHUTDOWN",
+        }
+    }
+}
 
 /// Where peers reach this session's client, from `Login`.
 #[derive(Debug, Clone)]
@@ -84,7 +119,7 @@ pub struct Session {
     last_activity_ms: AtomicI64,
     /// Cancelled when the session ends (for waits outside the stream, e.g. `SendStream`).
     pub ended: CancellationToken,
-    end_reason: OnceLock<SessionEndReason>,
+    end_reason: OnceLock<EndReason>,
     stream: Mutex<Option<Slot>>,
     generations: AtomicU64,
     /// Per-session send rate limit.
@@ -125,7 +160,7 @@ impl Session {
     }
 
     /// Why the session ended, once it has.
-    pub fn end_reason(&self) -> Option<SessionEndReason> {
+    pub fn end_reason(&self) -> Option<EndReason> {
         self.end_reason.get().copied()
     }
 
@@ -190,7 +225,7 @@ impl Session {
     }
 
     /// Marks the session ended for `reason`; false if it had ended already.
-    fn finish(&self, reason: SessionEndReason) -> bool {
+    fn finish(&self, reason: EndReason) -> bool {
         if self.end_reason.set(reason).is_err() {
             return false;
         }
@@ -241,7 +276,7 @@ impl Sessions {
     /// Creates a session with a fresh token and installs it as the user's only session.
     /// Returns it, its token, and the session it replaced (already marked ended
     /// `LOGGED_IN_ELSEWHERE`; the caller does the rest of the ending).
-    pub fn create(&self, new: NewSession) -> (Arc<Session>, String, Option<Arc<Session>>) {
+    pub(super) fn create(&self, new: NewSession) -> (Arc<Session>, String, Option<Arc<Session>>) {
         let token = new_token();
         let now = now_ms();
         let session = Arc::new_cyclic(|this| Session {
@@ -273,12 +308,12 @@ impl Sessions {
             }
             old
         };
-        let old = old.filter(|o| o.finish(SessionEndReason::LoggedInElsewhere));
+        let old = old.filter(|o| o.finish(EndReason::LoggedInElsewhere));
         (session, token, old)
     }
 
     /// Removes `session` from the table and marks it ended; false if it had ended already.
-    pub fn remove(&self, session: &Session, reason: SessionEndReason) -> bool {
+    pub(super) fn remove(&self, session: &Session, reason: EndReason) -> bool {
         {
             let mut t = self.inner.write().unwrap_or_else(|p| p.into_inner());
             if t.by_token
@@ -336,4 +371,128 @@ fn new_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{accounts::Directory, store::UserRow, wire};
+
+    fn account(id: UserId, name: &str) -> Arc<Account> {
+        Directory::default().insert(UserRow {
+            id,
+            name: name.into(),
+            password_hash: String::new(),
+            created_ms: 0,
+            last_login_ms: 0,
+        })
+    }
+
+    fn table() -> (Sessions, mpsc::UnboundedReceiver<Arc<Session>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Sessions::new(tx), rx)
+    }
+
+    fn login(
+        sessions: &Sessions,
+        user: &Arc<Account>,
+    ) -> (Arc<Session>, String, Option<Arc<Session>>) {
+        sessions.create(NewSession {
+            user: user.clone(),
+            remote: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            peer: None,
+            send_rate: 10.0,
+            send_burst: 10.0,
+        })
+    }
+
+    fn event() -> Outbound {
+        Outbound::now(wire::presence("carol", true))
+    }
+
+    #[test]
+    fn a_second_login_replaces_the_first_and_kills_its_token() {
+        let (sessions, _slow) = table();
+        let alice = account(1, "alice");
+        let (first, first_token, replaced) = login(&sessions, &alice);
+        assert!(replaced.is_none());
+        let (second, second_token, replaced) = login(&sessions, &alice);
+        let replaced = replaced.expect("the first session is replaced");
+        assert_eq!(replaced.id, first.id);
+        assert_eq!(first.end_reason(), Some(EndReason::LoggedInElsewhere));
+        assert!(first.ended.is_cancelled());
+        assert!(sessions.by_token(&first_token).is_none());
+        assert_eq!(sessions.by_token(&second_token).unwrap().id, second.id);
+        assert_eq!(sessions.by_user(alice.id).unwrap().id, second.id);
+        assert_eq!(sessions.len(), 1);
+        // Ending the replaced session again changes nothing for the new one.
+        assert!(!sessions.remove(&first, EndReason::LoggedOut));
+        assert_eq!(sessions.by_user(alice.id).unwrap().id, second.id);
+    }
+
+    #[test]
+    fn a_session_ends_once() {
+        let (sessions, _slow) = table();
+        let (session, token, _) = login(&sessions, &account(1, "alice"));
+        assert!(sessions.remove(&session, EndReason::Kicked));
+        assert!(!sessions.remove(&session, EndReason::TimedOut));
+        assert_eq!(session.end_reason(), Some(EndReason::Kicked));
+        assert!(sessions.by_token(&token).is_none());
+        assert!(sessions.is_empty());
+    }
+
+    #[test]
+    fn pushes_reach_the_attached_stream_and_a_full_queue_reports_a_slow_reader() {
+        let (sessions, mut slow) = table();
+        let (session, _, _) = login(&sessions, &account(1, "alice"));
+        assert_eq!(session.push(event()), Pushed::NoStream);
+        let (_generation, mut rx) = session.attach(2);
+        assert!(session.subscribed());
+        assert_eq!(session.push(event()), Pushed::Queued);
+        assert_eq!(session.push(event()), Pushed::Queued);
+        assert!(slow.try_recv().is_err());
+        assert_eq!(session.push(event()), Pushed::Full);
+        assert_eq!(slow.try_recv().unwrap().id, session.id);
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn a_replaced_streams_late_detach_leaves_the_new_one_attached() {
+        let (sessions, _slow) = table();
+        let (session, _, _) = login(&sessions, &account(1, "alice"));
+        let (old, mut old_rx) = session.attach(4);
+        let (new, mut new_rx) = session.attach(4);
+        assert!(session.replaced(old));
+        assert!(!session.replaced(new));
+        // The old queue closed when the new stream took the slot.
+        assert!(matches!(
+            old_rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        session.detach(old);
+        assert_eq!(session.push(event()), Pushed::Queued);
+        assert!(new_rx.try_recv().is_ok());
+        session.detach(new);
+        assert_eq!(session.push(event()), Pushed::NoStream);
+    }
+
+    #[test]
+    fn ending_a_session_closes_its_queue_after_what_was_queued() {
+        let (sessions, _slow) = table();
+        let (session, _, _) = login(&sessions, &account(1, "alice"));
+        let (_, mut rx) = session.attach(4);
+        assert_eq!(session.push(event()), Pushed::Queued);
+        assert!(sessions.remove(&session, EndReason::TooSlow));
+        assert!(rx.try_recv().is_ok());
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+        // A stream attached after the end starts closed.
+        let (_, mut late) = session.attach(4);
+        assert!(matches!(
+            late.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
 }

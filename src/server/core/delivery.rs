@@ -1,0 +1,50 @@
+//! What happens to direct messages after their commit on this node: each goes onto its
+//! recipient's live stream, if the recipient has one here.
+//!
+//! The writer calls [`Local`] through [`Deliver`] without knowing what it does, which is where a
+//! bus between nodes plugs in: a cluster node publishes the committed batch instead.
+
+use std::sync::Arc;
+
+use super::session::{Outbound, Pushed, Sessions};
+use crate::server::{
+    wire,
+    writer::{Committed, Deliver},
+};
+
+/// Delivery to this node's own streams.
+pub struct Local {
+    sessions: Arc<Sessions>,
+}
+
+impl Local {
+    /// Delivers through `sessions`.
+    pub fn new(sessions: Arc<Sessions>) -> Self {
+        Local { sessions }
+    }
+}
+
+impl Deliver for Local {
+    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool> {
+        batch.iter().map(|m| self.one(m)).collect()
+    }
+}
+
+impl Local {
+    /// Pushes one message onto its recipient's stream. Whether it was queued live; for a
+    /// duplicate, whether the recipient has a stream, since it has or will get the first copy.
+    fn one(&self, m: &Committed<'_>) -> bool {
+        let Some(session) = self.sessions.by_user(m.recipient) else {
+            return false;
+        };
+        if m.duplicate {
+            return session.subscribed();
+        }
+        let event = wire::direct(m.seq, m.from, m.body, m.message_id, m.sent_ms);
+        session.push(Outbound {
+            seq: m.seq,
+            event,
+            lazy: false,
+        }) == Pushed::Queued
+    }
+}

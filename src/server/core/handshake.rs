@@ -1,0 +1,113 @@
+//! SPEC §6: the address/consent handshake. [`crate::server::consent`] decides; this file checks
+//! the request against accounts, blocks and presence, arms the timeout and delivers the notices.
+
+use std::{sync::Arc, time::Instant};
+
+use super::{
+    Core,
+    session::{Outbound, Session},
+    stats::bump,
+};
+use crate::{
+    now_ms,
+    server::{
+        consent::{Address, Notice, Party, Requested},
+        error::{Error, Result},
+        wire,
+    },
+};
+
+/// `session` as a side of the handshake.
+pub(super) fn party(session: &Session) -> Party {
+    Party {
+        user: session.user_id(),
+        session: session.id,
+        name: session.user.name.clone(),
+    }
+}
+
+impl Core {
+    /// `me` asks for `name`'s address.
+    pub fn request_address(self: &Arc<Self>, me: &Arc<Session>, name: &str) -> Result<Requested> {
+        let target = self.other(me, name, "user", "ask for the address of")?;
+        if self.blocks.blocks(target.id, me.user_id()) {
+            return Err(Error::BlockedAddress(target.name.to_string()));
+        }
+        let Some(my_peer) = &me.peer else {
+            return Err(Error::invalid(
+                "peer_public_key",
+                "your session has no peer key: log in with peer_public_key to use direct messages",
+            ));
+        };
+        let Some(to) = self.sessions.by_user(target.id) else {
+            return Err(Error::Offline(target.name.to_string()));
+        };
+        let Some(to_peer) = to.peer.as_ref().filter(|p| p.port != 0) else {
+            return Err(Error::NoPeerListener(target.name.to_string()));
+        };
+        let to_address = Address {
+            host: to_peer.host.clone(),
+            port: to_peer.port,
+            public_key: to_peer.public_key.clone(),
+        };
+        let (requested, notices) = self.consent.request(
+            &party(me),
+            &my_peer.public_key,
+            &party(&to),
+            &to_address,
+            Instant::now(),
+            now_ms(),
+        )?;
+        self.notify(notices);
+        if let Requested::Pending { id, new: true } = &requested {
+            bump(&self.stats.address_requests);
+            let (core, id) = (Arc::downgrade(self), id.clone());
+            let timeout = self.config.consent_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(core) = core.upgrade() {
+                    core.notify(core.consent.expire(&id));
+                }
+            });
+        }
+        Ok(requested)
+    }
+
+    /// `me` answers request `id`.
+    pub fn respond_address(&self, me: &Arc<Session>, id: &str, accept: bool) -> Result<()> {
+        let notices = self
+            .consent
+            .respond(&party(me), id, accept, Instant::now())?;
+        if accept {
+            bump(&self.stats.address_grants);
+        }
+        self.notify(notices);
+        Ok(())
+    }
+
+    /// Pushes each notice to its party's session, if that session is still the live one.
+    pub(super) fn notify(&self, notices: Vec<Notice>) {
+        for notice in notices {
+            let (to, event) = match notice {
+                Notice::Asked {
+                    to,
+                    id,
+                    from,
+                    from_key,
+                    expires_at_ms,
+                } => (
+                    to,
+                    wire::address_requested(id, &from, from_key, expires_at_ms),
+                ),
+                Notice::Granted { to, grant } => (to, wire::address_granted(&grant)),
+                Notice::Denied { to, by, why } => (to, wire::address_denied(&by, why)),
+                Notice::Revoked { to, with } => (to, wire::address_revoked(&with)),
+            };
+            if let Some(session) = self.sessions.by_user(to.user)
+                && session.id == to.session
+            {
+                session.push(Outbound::now(event));
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! SPEC §3: how sessions end, who is told, who is online, and acknowledgements.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{
+    Core, EndReason,
+    session::{Outbound, Session},
+    stats::bump,
+};
+use crate::{
+    now_ms,
+    server::{store::WriteOp, wire},
+};
+
+/// A row of `ListOnline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineUser {
+    /// The name as registered.
+    pub name: String,
+    /// Online now.
+    pub online: bool,
+    /// Last successful login, Unix ms.
+    pub last_login_ms: i64,
+}
+
+impl Core {
+    /// Ends `session` for `reason`: its stream is told, its grants revoked, others see it leave.
+    /// The one way a session ends; false if it had ended already.
+    pub fn end_session(&self, session: &Arc<Session>, reason: EndReason) -> bool {
+        if !self.sessions.remove(session, reason) {
+            return false;
+        }
+        self.after_end(session, reason);
+        true
+    }
+
+    /// The rest of ending a session already removed from the table (by `end_session`, or by
+    /// a newer login of the same user).
+    pub(super) fn after_end(&self, session: &Arc<Session>, reason: EndReason) {
+        tracing::info!(user = %session.name(), session = session.id, reason = reason.as_str(), "session ended");
+        if reason == EndReason::TooSlow {
+            bump(&self.stats.streams_too_slow);
+        }
+        self.notify(self.consent.session_ended(session.id));
+        // A replaced session's user is still online under the new one.
+        if reason != EndReason::LoggedInElsewhere {
+            self.presence(session, false);
+        }
+    }
+
+    /// Tells every online user, except those `subject` blocks, that it came or went.
+    pub(super) fn presence(&self, subject: &Session, online: bool) {
+        let hidden = self.blocks.blocked_by_user(subject.user_id());
+        let event = wire::presence(subject.name(), online);
+        for s in self.sessions.all() {
+            if s.user_id() != subject.user_id() && !hidden.contains(&s.user_id()) {
+                // Lazy: a login storm would otherwise cost every stream one write per login.
+                s.push(Outbound {
+                    seq: 0,
+                    event: event.clone(),
+                    lazy: true,
+                });
+            }
+        }
+    }
+
+    /// Ends every session whose last call is older than the session timeout.
+    pub fn reap(&self) {
+        let cutoff = now_ms() - self.config.session_timeout.as_millis() as i64;
+        for s in self.sessions.all() {
+            if s.last_activity() < cutoff {
+                self.end_session(&s, EndReason::TimedOut);
+            }
+        }
+    }
+
+    /// Acknowledges `session`'s user's messages up to `upto` (committed with the next group).
+    pub fn ack(&self, session: &Session, upto: u64) {
+        if upto > 0 {
+            self.writer.spawn(WriteOp::Ack {
+                user: session.user_id(),
+                upto,
+            });
+        }
+    }
+
+    /// Users online now (`since` zero) or who logged in within `since`, hiding the caller and
+    /// users who block the caller; sorted by name.
+    pub fn online(&self, me: &Session, since: Duration) -> Vec<OnlineUser> {
+        let blockers = self.blocks.blockers_of(me.user_id());
+        let visible = |id| id != me.user_id() && !blockers.contains(&id);
+        let mut users: Vec<OnlineUser> = if since.is_zero() {
+            self.sessions
+                .all()
+                .into_iter()
+                .filter(|s| visible(s.user_id()))
+                .map(|s| OnlineUser {
+                    name: s.name().to_owned(),
+                    online: true,
+                    last_login_ms: s.user.last_login(),
+                })
+                .collect()
+        } else {
+            let cutoff = now_ms() - since.as_millis() as i64;
+            self.accounts
+                .all()
+                .into_iter()
+                .filter(|a| visible(a.id) && a.last_login() >= cutoff && a.last_login() > 0)
+                .map(|a| OnlineUser {
+                    name: a.name.to_string(),
+                    online: self.sessions.by_user(a.id).is_some(),
+                    last_login_ms: a.last_login(),
+                })
+                .collect()
+        };
+        users.sort_by_key(|u| u.name.to_ascii_lowercase());
+        users
+    }
+}

@@ -1,0 +1,91 @@
+//! Serving: the gRPC services, reflection and health on one port, TLS, and the graceful
+//! shutdown that tells every stream before the connections close.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
+
+use super::{
+    core::Core,
+    rpc::{
+        admin::AdminService,
+        auth::AuthService,
+        chat::ChatService,
+        services::{admin_server::AdminServer, auth_server::AuthServer, chat_server::ChatServer},
+    },
+};
+
+/// How long a graceful shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `core` on `listener` until `shutdown` is cancelled, then flushes the writer.
+pub(super) async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AuthServer<AuthService>>().await;
+    health.set_serving::<ChatServer<ChatService>>().await;
+    health.set_serving::<AdminServer<AdminService>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    // Requests are small; bound what one request may make the server buffer.
+    let max_request = core.config().max_message_bytes + 16 * 1024;
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &core.config().tls {
+        let cert =
+            std::fs::read(&tls.cert).with_context(|| format!("reading {}", tls.cert.display()))?;
+        let key =
+            std::fs::read(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?;
+        builder =
+            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+    }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let stop_core = core.clone();
+    let stop = shutdown.clone();
+    let router = builder
+        .add_service(
+            AuthServer::new(AuthService(core.clone())).max_decoding_message_size(max_request),
+        )
+        .add_service(
+            ChatServer::new(ChatService(core.clone())).max_decoding_message_size(max_request),
+        )
+        .add_service(
+            AdminServer::new(AdminService(core.clone())).max_decoding_message_size(max_request),
+        )
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let serving = router.serve_with_incoming_shutdown(incoming, async move {
+        stop.cancelled().await;
+        tracing::info!("shutting down");
+        health.set_not_serving::<AuthServer<AuthService>>().await;
+        health.set_not_serving::<ChatServer<ChatService>>().await;
+        // Streams end once told, which lets the server's graceful shutdown finish.
+        stop_core.shut_down();
+    });
+    // A client that stopped reading can hold its stream (and so the graceful shutdown) open
+    // forever; after the grace period the server stops without it.
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = grace => tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
+    core.writer.flush().await?;
+    tracing::info!("stopped; everything written is committed");
+    Ok(())
+}
