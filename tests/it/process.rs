@@ -1,14 +1,14 @@
 //! The real `confab serve` process: durability across SIGKILL, graceful SIGTERM, the plaintext
 //! rule, and grpcurl against reflection, health and the Admin service.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{path::Path, process::Command};
 
 use confab::pb::{self, SessionEndReason, event::Kind};
 
-use crate::common::{process::ServerProcess, *};
+use crate::common::{
+    process::{BIN, ServerProcess, run_with_stdin},
+    *,
+};
 
 #[tokio::test]
 async fn unacknowledged_messages_survive_sigkill_and_restart() {
@@ -173,30 +173,22 @@ async fn grpcurl_lists_describes_and_calls_by_reflection() {
 async fn register_and_admin_commands_talk_to_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let confab = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(args)
-            .env("CONFAB_SERVER", &server.url)
-            .env("CONFAB_ADMIN_TOKEN_FILE", dir.path().join("admin.token"))
-            .env_remove("CONFAB_PASSWORD")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+    let confab = async |args: &[&str], stdin: &str| {
+        run_with_stdin(
+            tokio::process::Command::new(BIN)
+                .args(args)
+                .env("CONFAB_SERVER", &server.url)
+                .env("CONFAB_ADMIN_TOKEN_FILE", dir.path().join("admin.token"))
+                .env_remove("CONFAB_PASSWORD"),
+            stdin,
+        )
+        .await
     };
     let out = confab(
         &["register", "--user", "alice", "--password-stdin"],
         "a good password\n",
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -210,39 +202,42 @@ async fn register_and_admin_commands_talk_to_the_server() {
     let out = confab(
         &["register", "--user", "ALICE", "--password-stdin"],
         "a good password\n",
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the name ALICE is already taken"));
     let out = confab(
         &["register", "--user", "bob", "--password-stdin"],
         "short\n",
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8 characters"));
 
     let out = confab(
         &["admin", "create-user", "carol", "--password-stdin"],
         &format!("{PASSWORD}\n"),
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let _carol = server.login("carol").await;
-    let out = confab(&["admin", "--json", "sessions"], "");
+    let out = confab(&["admin", "--json", "sessions"], "").await;
     let line = String::from_utf8_lossy(&out.stdout).into_owned();
     let session: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON session");
     assert_eq!(session["username"], "carol");
-    let out = confab(&["admin", "--json", "stats"], "");
+    let out = confab(&["admin", "--json", "stats"], "").await;
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (stats["users"].as_u64(), stats["logins"].as_u64()),
         (Some(2), Some(1))
     );
-    let out = confab(&["admin", "kick", "carol"], "");
+    let out = confab(&["admin", "kick", "carol"], "").await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kicked carol");
-    let out = confab(&["admin", "users"], "");
+    let out = confab(&["admin", "users"], "").await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("alice") && text.contains("carol"), "{text}");
     // A wrong token is refused with the server's sentence.

@@ -221,20 +221,6 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_acceptance_takes_the_key_off_the_listener() {
-        let allowlist = Recorded::default();
-        let mut grants = Grants::new(allowlist.clone());
-        let request = grants.requested(&requested("carol", "r1", 5, 0));
-        grants.accept(&request);
-        assert!(allowlist.0.borrow().contains_key("carol"));
-        let undo = Effect::UndoAccept {
-            user: "carol".into(),
-        };
-        done(1, vec![undo]).apply(1, &mut grants);
-        assert!(allowlist.0.borrow().is_empty());
-    }
-
-    #[test]
     fn a_fingerprint_names_where_the_key_came_from_or_how_to_get_one() {
         let mut grants = Grants::new(Recorded::default());
         match fingerprint_of(&grants, "bob".into()) {
