@@ -41,10 +41,6 @@ impl Local {
             return session.subscribed();
         }
         let event = wire::direct(m.seq, m.from, m.body, m.message_id, m.sent_ms);
-        session.push(Outbound {
-            seq: m.seq,
-            event,
-            lazy: false,
-        }) == Pushed::Queued
+        session.push(Outbound::stored(m.seq, event)) == Pushed::Queued
     }
 }

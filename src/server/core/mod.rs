@@ -7,6 +7,7 @@
 //! - [`handshake`]: §6 the address/consent handshake;
 //! - [`session`]: the session table and each session's stream queue;
 //! - [`delivery`]: what happens to a direct message after its commit;
+//! - [`feed`]: the presence feed every stream reads, coalesced per window;
 //! - [`stats`]: the counters of `Admin/GetStats`.
 //!
 //! Nothing here knows protobuf requests or tonic: operations take and return domain values
@@ -15,6 +16,7 @@
 
 pub mod blocks;
 pub mod delivery;
+pub mod feed;
 pub mod handshake;
 pub mod login;
 pub mod messages;
@@ -63,6 +65,8 @@ pub struct Core {
     blocks: Blocks,
     /// Live sessions.
     pub(super) sessions: Arc<Sessions>,
+    /// Logins and logouts, for every stream to read.
+    pub(super) presence: Arc<feed::PresenceFeed>,
     /// The address handshake.
     consent: Consent,
     /// Login lockout and throttling.
@@ -88,7 +92,8 @@ impl Core {
         admin_token: Secret,
     ) -> anyhow::Result<Arc<Self>> {
         let (slow_tx, slow_rx) = mpsc::unbounded_channel();
-        let sessions = Arc::new(Sessions::new(slow_tx));
+        let presence = feed::PresenceFeed::new();
+        let sessions = Arc::new(Sessions::new(slow_tx, presence.position()));
         let (writer, _thread) = Writer::start(
             store.clone(),
             Arc::new(delivery::Local::new(sessions.clone())),
@@ -114,6 +119,7 @@ impl Core {
             accounts,
             blocks,
             sessions,
+            presence: presence.clone(),
             consent,
             lockout: std::sync::Mutex::new(lockout),
             stats: Stats::default(),
@@ -122,6 +128,7 @@ impl Core {
         });
         tokio::spawn(end_slow_readers(Arc::downgrade(&core), slow_rx));
         tokio::spawn(reap(Arc::downgrade(&core)));
+        tokio::spawn(feed::PresenceFeed::run(Arc::downgrade(&presence)));
         Ok(core)
     }
 
