@@ -51,7 +51,8 @@ impl ServerProcess {
     }
 
     async fn spawn(dir: &Path, listen: &str, extra: &[&str], level: &str, log: Stdio) -> Self {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args([
                 "serve",
                 "--listen",
@@ -62,9 +63,16 @@ impl ServerProcess {
             .arg(dir)
             .args(extra)
             .env("RUST_LOG", level)
+            .stderr(log);
+        Self::from_command(command, dir).await
+    }
+
+    /// Starts a `confab serve` command the caller prepared (under a wrapper that lowers a
+    /// limit, say) with its data in `dir`, and waits for its listening line.
+    pub async fn from_command(mut command: Command, dir: &Path) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("start confab serve");
@@ -87,9 +95,14 @@ impl ServerProcess {
         }
     }
 
+    /// The process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
     /// Sends `signal` (`-TERM`, `-KILL`) with kill(1).
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the server is running").to_string();
+        let pid = self.pid().to_string();
         let status = std::process::Command::new("kill")
             .args([signal, &pid])
             .status()
