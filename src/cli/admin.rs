@@ -74,6 +74,20 @@ enum AdminCommand {
         #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
         password_stdin: bool,
     },
+    /// Check a stopped server's store (offline): the write-ahead log, the schema, SQLite's
+    /// quick_check. Exits non-zero if it cannot be trusted.
+    Check {
+        /// The server's data directory.
+        #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./confab-data")]
+        data_dir: PathBuf,
+    },
+    /// Recover what is readable from a stopped server's damaged store into a fresh one, keeping
+    /// the damaged files in DATA_DIR/damaged-TIME/ (offline; does nothing to a healthy store).
+    Repair {
+        /// The server's data directory.
+        #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./confab-data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Reads a password: `CONFAB_PASSWORD`, the first line of stdin, or a prompt without echo.
@@ -121,13 +135,35 @@ fn ms(t: i64) -> String {
 }
 
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading the admin token from {}", args.token_file.display()))?;
-    let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
+    let AdminArgs {
+        server,
+        token_file,
+        json,
+        command,
+    } = args;
+    match command {
+        // Offline: they work on the files of a stopped server, never through one.
+        AdminCommand::Check { data_dir } => super::storage::check(&data_dir, json),
+        AdminCommand::Repair { data_dir } => super::storage::repair(&data_dir, json),
+        command => online(&server, &token_file, json, command).await,
+    }
+}
+
+async fn online(
+    server: &ServerArgs,
+    token_file: &std::path::Path,
+    json: bool,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("reading the admin token from {}", token_file.display()))?;
+    let channel = api::connect(&server.server, server.ca.as_deref()).await?;
     let mut admin = api::admin(channel, token.trim())?;
     let fail = |s: tonic::Status| anyhow::anyhow!(api::sentence(&s));
-    let json = args.json;
-    match args.command {
+    match command {
+        AdminCommand::Check { .. } | AdminCommand::Repair { .. } => {
+            anyhow::bail!("check and repair work offline, on the data directory")
+        }
         AdminCommand::Users => {
             let users = admin
                 .list_users(pb::ListUsersRequest {})

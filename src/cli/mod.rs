@@ -4,6 +4,7 @@
 mod admin;
 mod chat;
 mod serve;
+mod storage;
 
 use clap::{Parser, Subcommand};
 // The subcommands' `value_parser = super::duration`; `bench` uses the same parser directly.

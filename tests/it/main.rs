@@ -20,4 +20,5 @@ mod presence;
 mod process;
 mod rawh2;
 mod reflection;
+mod storage;
 mod tls;
