@@ -2,7 +2,7 @@
 //! signals, what it logs, grpcurl, the CLI's own commands, and `confab chat` talking to it.
 //!
 //! Started on a free loopback port (`127.0.0.1:0`, read back from its first line), so tests run
-//! side by side; killed when dropped. Anything that waits has a deadline ([`within`]).
+//! side by side; killed (and waited for) when dropped. Anything that waits has a deadline ([`within`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -31,6 +31,18 @@ pub struct ServerProcess {
     pub url: String,
     /// Its data dir (the store, `admin.token`).
     pub dir: PathBuf,
+}
+
+impl Drop for ServerProcess {
+    /// SIGKILL, and wait until the process is gone: the next server a test starts on the same
+    /// data directory must not meet this one still holding it.
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        // `Drop` cannot await; the exit of a killed process is a matter of milliseconds.
+        while let Ok(None) = self.child.try_wait() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
 }
 
 impl ServerProcess {
