@@ -2,6 +2,11 @@
 
 use std::fmt;
 
+/// SPEC §1: the port a server listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 4119;
+/// The server clients (chat, admin, bench) talk to unless told otherwise.
+pub const DEFAULT_SERVER_URL: &str = "http://127.0.0.1:4119";
+
 /// Longest username, in characters (all ASCII).
 pub const MAX_USERNAME_LEN: usize = 32;
 /// Shortest password `Register` accepts.
