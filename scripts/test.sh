@@ -19,7 +19,7 @@ buf="$tools/node_modules/.bin/buf"
 if [ "$("$buf" --version 2>/dev/null || true)" != "$buf_version" ]; then
     npm install --prefix "$tools" --no-save --no-audit --no-fund --silent "@bufbuild/buf@$buf_version"
 fi
-# tests/chat.rs drives `confab chat` in a real terminal through tmux; Debian's package, if missing.
+# tests/it/chat.rs drives `confab chat` in a real terminal through tmux; Debian's package, if missing.
 if ! command -v tmux >/dev/null; then
     apt-get update -qq && apt-get install -y -qq tmux >/dev/null
 fi

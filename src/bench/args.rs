@@ -17,7 +17,7 @@ pub(crate) struct BenchArgs {
     pub(crate) command: Option<BenchCommand>,
     /// The server to measure. Start it with --bench-fast-hash and raised --login-rate,
     /// --login-burst, --send-rate and --send-burst (or use --spawn-server).
-    #[arg(long, env = "CONFAB_SERVER", default_value = crate::server::config::defaults::SERVER_URL)]
+    #[arg(long, env = "CONFAB_SERVER", default_value = crate::types::DEFAULT_SERVER_URL)]
     server: String,
     /// The server's process id: memory and CPU figures come from /proc/PID.
     #[arg(long, env = "CONFAB_BENCH_SERVER_PID")]
@@ -50,7 +50,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 4000.0, env = "CONFAB_BENCH_RATE")]
     rate: f64,
     /// How long each measuring phase (or window) runs.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::duration, env = "CONFAB_BENCH_DURATION")]
+    #[arg(long, default_value = "10s", value_parser = crate::types::parse_duration, env = "CONFAB_BENCH_DURATION")]
     duration: Duration,
     /// Phase 3: users that send (the first N).
     #[arg(long, default_value_t = 100, env = "CONFAB_BENCH_SENDERS")]
@@ -77,7 +77,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 64, env = "CONFAB_BENCH_CONCURRENCY")]
     concurrency: usize,
     /// How long to wait for messages still in flight at the end of a phase.
-    #[arg(long, default_value = "5s", value_parser = crate::cli::duration, env = "CONFAB_BENCH_GRACE")]
+    #[arg(long, default_value = "5s", value_parser = crate::types::parse_duration, env = "CONFAB_BENCH_GRACE")]
     grace: Duration,
     /// Usernames are PREFIX00000, PREFIX00001, …; reruns against one server reuse them.
     #[arg(long, default_value = "bench", env = "CONFAB_BENCH_PREFIX")]
@@ -85,6 +85,10 @@ pub(crate) struct BenchArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long, env = "CONFAB_BENCH_JSON")]
     json: bool,
+    /// An earlier run's `--json` output: print every figure both runs have, with the ratio
+    /// new ÷ old (on stderr with --json, so stdout stays JSON).
+    #[arg(long, value_name = "FILE.json", env = "CONFAB_BENCH_COMPARE")]
+    compare: Option<std::path::PathBuf>,
 }
 
 /// Hidden helpers of `confab bench`.
@@ -130,6 +134,9 @@ pub(crate) struct Settings {
     pub(crate) prefix: String,
     #[serde(skip)]
     pub(crate) json: bool,
+    /// `--compare`: the earlier run, read and parsed before anything is measured.
+    #[serde(skip)]
+    pub(crate) compare: Option<serde_json::Value>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -170,6 +177,20 @@ impl Settings {
                     MAX_USERNAME_LEN - "-peer-a".len()
                 )
             })?;
+        let compare = args
+            .compare
+            .as_ref()
+            .map(|path| {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--compare: reading {}", path.display()))?;
+                serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "--compare: {} is not the JSON of `confab bench --json`",
+                        path.display()
+                    )
+                })
+            })
+            .transpose()?;
         let server = if args.spawn_server {
             ServerSource::Spawn
         } else {
@@ -197,6 +218,7 @@ impl Settings {
             grace: args.grace,
             prefix: args.prefix,
             json: args.json,
+            compare,
         })
     }
 

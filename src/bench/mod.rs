@@ -5,18 +5,21 @@
 //!
 //! - `args.rs`: flags → checked `Settings`.
 //! - `target.rs`: the `Target`/`User` traits the phases drive. `confab.rs` implements them for
-//!   confab; `relay.rs` for the baseline that `relay_server.rs` serves.
+//!   confab (with `send_stream.rs`, its streaming send path); `relay.rs` for the baseline that
+//!   `relay_server.rs` serves.
 //! - `phases/`: one file per phase, written once against the traits.
 //! - `stats.rs`: one clock, bodies that carry their scheduled send time, histograms;
 //!   `schedule.rs`: the open-loop pacer.
 //! - `proc.rs`: server memory and CPU from /proc, the open-file limit; `spawn.rs`: servers
 //!   started for the run.
-//! - `report.rs`: the table and the JSON; `progress.rs`: the progress line on stderr.
+//! - `report.rs`: the table and the JSON; `compare.rs`: ratios against an earlier run's JSON;
+//!   `progress.rs`: the progress line on stderr.
 //!
 //! Deliberately a client only: it knows the server through `proto/chat.proto` and /proc, never
 //! through `crate::server`, so it measures exactly what any other client would meet.
 
 mod args;
+mod compare;
 mod confab;
 mod phases;
 mod proc;
@@ -25,6 +28,7 @@ mod relay;
 mod relay_server;
 mod report;
 mod schedule;
+mod send_stream;
 mod spawn;
 mod stats;
 mod target;
@@ -114,6 +118,18 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", report.json());
     } else {
         print!("{}", report.table());
+    }
+    if let Some(old) = &report.settings.compare {
+        let new: serde_json::Value = serde_json::from_str(&report.json())?;
+        let table = format!(
+            "\ncompared with --compare (new ÷ old)\n{}",
+            compare::table(old, &new)
+        );
+        if report.settings.json {
+            eprint!("{table}");
+        } else {
+            print!("{table}");
+        }
     }
     Ok(())
 }

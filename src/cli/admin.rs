@@ -11,7 +11,7 @@ use crate::{client::api, pb, types::Secret};
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
     /// Server URL (`https://…` for TLS).
-    #[arg(long, env = "CONFAB_SERVER", default_value = crate::server::config::defaults::SERVER_URL)]
+    #[arg(long, env = "CONFAB_SERVER", default_value = crate::types::DEFAULT_SERVER_URL)]
     pub(crate) server: String,
     /// PEM certificate authority to trust for an https server.
     #[arg(long, env = "CONFAB_CA")]

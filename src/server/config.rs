@@ -15,11 +15,9 @@ pub mod defaults {
     use super::*;
 
     /// SPEC §1: the port confab listens on by default.
-    pub const PORT: u16 = 4119;
+    pub const PORT: u16 = crate::types::DEFAULT_PORT;
     /// `--listen`: loopback only until told otherwise.
     pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, PORT));
-    /// The server URL clients use by default.
-    pub const SERVER_URL: &str = "http://127.0.0.1:4119";
     /// `--data-dir`.
     pub const DATA_DIR: &str = "./confab-data";
     /// The admin token's file inside the data directory.

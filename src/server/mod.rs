@@ -12,6 +12,7 @@ pub mod consent;
 pub mod core;
 pub mod datadir;
 pub mod decode;
+pub mod domain;
 pub mod error;
 pub mod listen;
 pub mod lockout;

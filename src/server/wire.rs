@@ -17,8 +17,8 @@ use prost::{
 
 use super::{
     consent::{Denial, Grant},
-    core::{Delivery, EndReason, OnlineUser},
     decode::RequestDecoder,
+    domain::{Delivery, EndReason, OnlineUser},
 };
 use crate::pb::{self, event::Kind};
 

@@ -29,15 +29,16 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
 pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>) -> anyhow::Result<FileTransfer> {
     let s = ctx.settings;
-    let target = ctx
+    let url = ctx
         .target
-        .confab()
-        .context("the file phase needs a confab server")?;
+        .confab_url()
+        .context("the file phase needs a confab server")?
+        .to_owned();
     let (a_name, b_name) = (
         format!("{}-file-a", s.prefix),
         format!("{}-file-b", s.prefix),
     );
-    target
+    ctx.target
         .register(&[a_name.clone(), b_name.clone()], 2)
         .await?;
     let dir = tempfile::Builder::new()
@@ -47,7 +48,7 @@ pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>) -> anyhow::Result<FileTrans
     write_payload(&source, s.file_bytes)?;
 
     let receiver = ChatProc::start(
-        target.url(),
+        &url,
         &b_name,
         &[
             "--auto-accept",
@@ -57,7 +58,7 @@ pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>) -> anyhow::Result<FileTrans
         ],
     )
     .await?;
-    let mut sender = ChatProc::start(target.url(), &a_name, &[]).await?;
+    let mut sender = ChatProc::start(&url, &a_name, &[]).await?;
     let mut receiver = receiver;
     sender.send(&format!("getaddress {b_name}")).await?;
     sender.expect("address_granted").await?;

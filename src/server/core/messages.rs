@@ -7,6 +7,7 @@ use super::{
     session::{Outbound, Pushed, Session},
     stats::{add, bump},
 };
+pub use crate::server::domain::Delivery;
 use crate::{
     now_ms,
     server::{
@@ -27,15 +28,6 @@ pub struct Draft {
     pub body: String,
     /// The sender's id for it, used to drop duplicates.
     pub message_id: String,
-}
-
-/// Where a stored direct message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Queued on the recipient's live stream.
-    Delivered,
-    /// The recipient has no live stream; it waits in the inbox.
-    Stored,
 }
 
 /// The outcome of a direct send.

@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{Core, EndReason, feed::Lagged, session::Session, stats::bump};
+pub use crate::server::domain::OnlineUser;
 use crate::{
     now_ms,
     server::{
@@ -10,17 +11,6 @@ use crate::{
         wire::{self, EncodedEvent},
     },
 };
-
-/// A row of `ListOnline`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnlineUser {
-    /// The name as registered.
-    pub name: String,
-    /// Online now.
-    pub online: bool,
-    /// Last successful login, Unix ms.
-    pub last_login_ms: i64,
-}
 
 impl Core {
     /// Ends `session` for `reason`: its stream is told, its grants revoked, others see it leave.

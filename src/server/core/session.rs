@@ -18,41 +18,11 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::server::domain::EndReason;
 use crate::{
     now_ms,
     server::{accounts::Account, ratelimit::TokenBucket, store::UserId, wire::EncodedEvent},
 };
-
-/// Why a session ended (SPEC §2–3); told to its stream as `SessionEnded`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// `Logout`.
-    LoggedOut,
-    /// A new login of the same user replaced it.
-    LoggedInElsewhere,
-    /// No call within the session timeout.
-    TimedOut,
-    /// An operator ended it.
-    Kicked,
-    /// Its stream's queue filled up: the client stopped reading.
-    TooSlow,
-    /// The server is stopping.
-    ServerShutdown,
-}
-
-impl EndReason {
-    /// The reason as the proto names it, for logs and sentences.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::LoggedOut => "LOGGED_OUT",
-            EndReason::LoggedInElsewhere => "LOGGED_IN_ELSEWHERE",
-            EndReason::TimedOut => "TIMED_OUT",
-            EndReason::Kicked => "KICKED",
-            EndReason::TooSlow => "TOO_SLOW",
-            EndReason::ServerShutdown => "SERVER_SHUTDOWN",
-        }
-    }
-}
 
 /// Where peers reach this session's client, from `Login`.
 #[derive(Debug, Clone)]

@@ -172,3 +172,49 @@ fn bad_settings_are_refused_with_the_flag_to_change() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
+
+#[test]
+fn compare_prints_the_ratio_of_each_figure_to_an_earlier_run() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--spawn-server",
+            "--users",
+            "4",
+            "--phases",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = confab(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "confab bench failed:\n{stderr}");
+        (String::from_utf8(out.stdout).unwrap(), stderr)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let earlier = dir.path().join("earlier.json");
+    std::fs::write(&earlier, run(&[]).0).unwrap();
+    let (stdout, stderr) = run(&["--compare", earlier.to_str().unwrap()]);
+    // stdout stays one JSON document; the comparison goes to stderr beside it.
+    let _: Value = serde_json::from_str(&stdout).expect("stdout is the JSON report");
+    assert!(stderr.contains("new ÷ old"), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("targets.confab.connect.login_per_s"))
+        .unwrap_or_else(|| panic!("no login rate compared in\n{stderr}"));
+    assert!(line.trim_end().ends_with('×'), "{line}");
+
+    // A file that is not a report is refused before anything runs.
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "not json").unwrap();
+    let out = confab(&[
+        "bench",
+        "--spawn-server",
+        "--compare",
+        junk.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not the JSON of `confab bench --json`")
+    );
+}
