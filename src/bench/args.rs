@@ -38,9 +38,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, requires = "relay", env = "CONFAB_BENCH_RELAY_PID")]
     relay_pid: Option<u32>,
     /// Phases to run: 1 connect/login, 2 offered-rate latency, 3 saturation, 4 broadcast,
-    /// 5 login storm, 6 peer path.
+    /// 5 login storm, 6 peer path, 7 a file over the peer path (two `confab chat`s, scp as the
+    /// anchor; not run unless asked for: it writes --file-bytes three times to disk).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6",
-          value_parser = clap::value_parser!(u8).range(1..=6), env = "CONFAB_BENCH_PHASES")]
+          value_parser = clap::value_parser!(u8).range(1..=7), env = "CONFAB_BENCH_PHASES")]
     phases: Vec<u8>,
     /// Simulated users, each with its own connection and stream.
     #[arg(long, default_value_t = 1000, env = "CONFAB_BENCH_USERS")]
@@ -66,6 +67,9 @@ pub(crate) struct BenchArgs {
     /// Phase 6: peer-path messages (fewer if --duration runs out first).
     #[arg(long, default_value_t = 2000, env = "CONFAB_BENCH_PEER_MESSAGES")]
     peer_messages: usize,
+    /// Phase 7: the file's size in bytes (default 1 GiB).
+    #[arg(long, default_value_t = 1 << 30, env = "CONFAB_BENCH_FILE_BYTES")]
+    file_bytes: u64,
     /// Message body size in bytes.
     #[arg(long, default_value_t = 64, env = "CONFAB_BENCH_BODY_BYTES")]
     body_bytes: usize,
@@ -122,6 +126,7 @@ pub(crate) struct Settings {
     pub(crate) broadcasts: usize,
     pub(crate) storm_users: usize,
     pub(crate) peer_messages: usize,
+    pub(crate) file_bytes: u64,
     pub(crate) body_bytes: usize,
     pub(crate) concurrency: usize,
     #[serde(serialize_with = "secs")]
@@ -207,6 +212,7 @@ impl Settings {
             broadcasts: args.broadcasts,
             storm_users: args.storm_users,
             peer_messages: args.peer_messages,
+            file_bytes: args.file_bytes,
             body_bytes: args.body_bytes,
             concurrency: args.concurrency,
             grace: args.grace,

@@ -105,6 +105,23 @@ pub(crate) struct Peer {
     pub(crate) first_error: Option<String>,
 }
 
+/// Phase 7: one file between two `confab chat`s, and scp as the anchor.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FileTransfer {
+    pub(crate) bytes: u64,
+    /// From the `sendfile` line to the sender's `file_sent`.
+    pub(crate) seconds: f64,
+    /// Megabytes (10^6 bytes) per second.
+    pub(crate) mb_per_s: f64,
+    /// Resident memory before the transfer and its peak during it.
+    pub(crate) sender_rss_kib: (u64, u64),
+    pub(crate) receiver_rss_kib: (u64, u64),
+    /// The same file through scp to localhost, in the same run.
+    pub(crate) scp_mb_per_s: Option<f64>,
+    /// Why there is no scp figure.
+    pub(crate) scp_missing: Option<String>,
+}
+
 /// Everything measured on one target.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TargetReport {
@@ -115,6 +132,7 @@ pub(crate) struct TargetReport {
     pub(crate) broadcast: Option<Broadcast>,
     pub(crate) storm: Option<Storm>,
     pub(crate) peer: Option<Peer>,
+    pub(crate) file: Option<FileTransfer>,
     /// Simulated users' sessions the server ended (should be 0: e.g. `TOO_SLOW`).
     pub(crate) sessions_ended_by_server: u64,
     /// Arrivals outside any measurement (late messages of an earlier phase, old inbox).
@@ -132,6 +150,7 @@ impl TargetReport {
             broadcast: None,
             storm: None,
             peer: None,
+            file: None,
             sessions_ended_by_server: 0,
             stray_messages: 0,
         }
@@ -348,6 +367,54 @@ impl Report {
                     .as_ref()
                     .map(|p| format!("{} ({})", p.messages, p.errors))
             }));
+        }
+        if s.runs(7) {
+            section(
+                format!("7 file over the peer path ({} bytes)", s.file_bytes),
+                &mut rows,
+            );
+            rows.push(row(
+                t,
+                "confab chat → confab chat",
+                "≥ scp, ≥ 400 MB/s",
+                |r| {
+                    r.file
+                        .as_ref()
+                        .map(|f| format!("{:.0} MB/s ({:.2} s)", f.mb_per_s, f.seconds))
+                },
+            ));
+            rows.push(row(t, "scp to localhost, same run", "", |r| {
+                let f = r.file.as_ref()?;
+                Some(match (f.scp_mb_per_s, &f.scp_missing) {
+                    (Some(mb), _) => format!("{mb:.0} MB/s"),
+                    (None, Some(why)) => format!("missing: {why}"),
+                    (None, None) => "missing".into(),
+                })
+            }));
+            rows.push(row(
+                t,
+                "sender RSS before → peak, MiB",
+                "a few MiB more",
+                |r| {
+                    r.file.as_ref().map(|f| {
+                        format!("{} → {}", mib(f.sender_rss_kib.0), mib(f.sender_rss_kib.1))
+                    })
+                },
+            ));
+            rows.push(row(
+                t,
+                "receiver RSS before → peak, MiB",
+                "a few MiB more",
+                |r| {
+                    r.file.as_ref().map(|f| {
+                        format!(
+                            "{} → {}",
+                            mib(f.receiver_rss_kib.0),
+                            mib(f.receiver_rss_kib.1)
+                        )
+                    })
+                },
+            ));
         }
         let ended: Vec<String> = t
             .iter()

@@ -1,7 +1,7 @@
 //! `confab chat`: raw flags in, a checked [`Config`](crate::client::Config) out. Deciding
 //! whether the input is a terminal happens here too, once.
 
-use std::{io::IsTerminal as _, net::SocketAddr};
+use std::{io::IsTerminal as _, net::SocketAddr, path::PathBuf};
 
 use anyhow::anyhow;
 use clap::Args;
@@ -9,6 +9,7 @@ use clap::Args;
 use super::admin::{ServerArgs, read_password};
 use crate::{
     client::{self, Consent, login::Credentials},
+    peer::file::DEFAULT_MAX_FILE_BYTES,
     types::check_username,
 };
 
@@ -39,6 +40,15 @@ pub(crate) struct ChatArgs {
     /// Refuse every address request without a prompt.
     #[arg(long, env = "CONFAB_AUTO_DENY")]
     auto_deny: bool,
+    /// Where files sent to you are saved (created at the first one), and nowhere else.
+    #[arg(long, env = "CONFAB_DOWNLOAD_DIR", default_value = "confab-downloads")]
+    download_dir: PathBuf,
+    /// The largest file you accept, in bytes; larger offers are refused without asking.
+    #[arg(long, env = "CONFAB_MAX_FILE_BYTES", default_value_t = DEFAULT_MAX_FILE_BYTES)]
+    max_file_bytes: u64,
+    /// Accept every file offered by a user you gave your address to, without asking (bots).
+    #[arg(long, env = "CONFAB_AUTO_ACCEPT_FILES")]
+    auto_accept_files: bool,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
@@ -67,6 +77,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         json: args.json,
         consent,
         terminal,
+        download_dir: args.download_dir,
+        max_file_bytes: args.max_file_bytes,
+        auto_accept_files: args.auto_accept_files,
     })
     .await
 }

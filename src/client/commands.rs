@@ -26,6 +26,8 @@ pub(crate) enum Command {
     GetAddress { user: String },
     /// `private <user> <text>`: straight to the peer, falling back to the server.
     Private { to: String, text: String },
+    /// `sendfile <user> <path>`: a file straight to the peer (the path is the rest of the line).
+    SendFile { to: String, path: String },
     /// `accept <user>` / `deny <user>`, or `y` / `n` (`user: None`) for the single outstanding
     /// address request.
     Answer { user: Option<String>, accept: bool },
@@ -53,6 +55,7 @@ impl Command {
             Command::Blocked => "blocked",
             Command::GetAddress { .. } => "getaddress",
             Command::Private { .. } => "private",
+            Command::SendFile { .. } => "sendfile",
             Command::Answer { accept: true, .. } => "accept",
             Command::Answer { accept: false, .. } => "deny",
             Command::Fingerprint { .. } => "fingerprint",
@@ -75,7 +78,9 @@ commands:
   blocked                   the users you block
   getaddress <user>         ask a user for their address, for private messages
   private <user> <text>     send a message straight to a user (after getaddress)
-  accept <user>             give your address to a user who asked for it (or: y)
+  sendfile <user> <path>    send a file straight to a user (after getaddress)
+  accept <user>             give your address to a user who asked for it, or take the file
+                            they offer (or: y)
   deny <user>               refuse (or: n)
   fingerprint <user>        the fingerprint of the key you hold for a user
   whoami                    your name and your own key's fingerprint
@@ -98,6 +103,12 @@ pub(crate) fn parse(line: &str) -> Result<Command, String> {
         "private" => {
             let (to, text) = user_and_text(rest, "private <user> <text>")?;
             Command::Private { to, text }
+        }
+        "sendfile" => {
+            let (to, path) = user_and_text(rest, "sendfile <user> <path>")?;
+            // Spaces inside a path are kept; trailing ones are a typing accident.
+            let path = path.trim_end().to_owned();
+            Command::SendFile { to, path }
         }
         "broadcast" => Command::Broadcast {
             text: text(rest, "broadcast <text>")?,
@@ -270,6 +281,19 @@ mod tests {
         assert!(err("message bob").contains("usage: message <user> <text>"));
         assert!(err("message bob    ").contains("cannot be empty"));
         assert!(err("message b@d hi").contains("only letters, digits"));
+    }
+
+    #[test]
+    fn sendfile_takes_the_rest_of_the_line_as_the_path() {
+        assert_eq!(
+            ok("sendfile bob /tmp/my report.pdf  "),
+            Command::SendFile {
+                to: "bob".into(),
+                path: "/tmp/my report.pdf".into()
+            }
+        );
+        assert!(err("sendfile bob").contains("usage: sendfile <user> <path>"));
+        assert!(err("sendfile").contains("usage: sendfile <user> <path>"));
     }
 
     #[test]

@@ -157,6 +157,11 @@ impl<A: Allowlist> Grants<A> {
     ///
     /// # Errors
     /// No such request, or several when `None` cannot choose; a sentence.
+    /// Whether any address request waits for an answer (so a bare `y`/`n` may be about it).
+    pub(crate) fn requests_waiting(&self) -> bool {
+        !self.requests.is_empty()
+    }
+
     pub(crate) fn take_request(
         &mut self,
         user: Option<&str>,

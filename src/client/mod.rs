@@ -6,8 +6,9 @@
 //! owns the client's state; `login` logs in with fresh peer keys, `events` keeps the session and
 //! its event stream alive (heartbeats, acknowledgements, reconnecting), `call` puts one call
 //! under a deadline and words its failure; `grants` knows who may talk to whom directly, `seen`
-//! shows each message once; `render` decides how things look and where they are printed, and
-//! `input` reads lines from a terminal or a script. The peer path itself lives in
+//! shows each message once; `render` decides how things look and where they are printed,
+//! `input` reads lines from a terminal or a script, and `files` runs `sendfile` and the file
+//! offers. The peer path itself lives in
 //! [`crate::peer`]; this module glues it to the server's events.
 
 pub(crate) mod actions;
@@ -15,6 +16,7 @@ pub mod api;
 pub(crate) mod call;
 pub(crate) mod commands;
 pub(crate) mod events;
+pub(crate) mod files;
 pub(crate) mod grants;
 pub(crate) mod input;
 pub(crate) mod login;
@@ -43,6 +45,12 @@ pub(crate) struct Config {
     pub(crate) consent: Consent,
     /// Line editor on a terminal (true) or plain lines from stdin.
     pub(crate) terminal: bool,
+    /// Where received files go (`--download-dir`).
+    pub(crate) download_dir: PathBuf,
+    /// The largest file accepted (`--max-file-bytes`).
+    pub(crate) max_file_bytes: u64,
+    /// Accept every file offer without asking (`--auto-accept-files`).
+    pub(crate) auto_accept_files: bool,
 }
 
 /// How address requests are answered.

@@ -23,6 +23,7 @@ use super::{
     call::{failed, is_connection_failure, timed},
     commands::{self, Command},
     events::{self, Events, Notice, reason_words},
+    files::{self, Files},
     grants::Grants,
     input::{self, Input, Lines},
     login::{Live, login},
@@ -32,7 +33,10 @@ use super::{
 use crate::{
     now_ms,
     pb::{self, DenyReason, Presence, event::Kind},
-    peer::{Inbound, PeerKeys, PeerListener},
+    peer::{
+        Inbound, PeerKeys, PeerListener,
+        file::{Downloads, FileEvent, FileLimits},
+    },
     types::fingerprint,
 };
 
@@ -59,6 +63,13 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 config.peer_listen
             )
         })?;
+    let file_rx = listener.receive_files(
+        Downloads::new(&config.download_dir),
+        FileLimits {
+            max_bytes: config.max_file_bytes,
+            ..FileLimits::default()
+        },
+    );
     let live = login(&channel, &config.credentials, &listener, 1)
         .await
         .map_err(|status| {
@@ -96,8 +107,9 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         listener,
         consent: config.consent,
         background: JoinSet::new(),
+        files: Files::new(config.json, config.terminal, config.auto_accept_files),
     };
-    repl.run(lines, events, peer_rx).await
+    repl.run(lines, events, peer_rx, file_rx).await
 }
 
 struct Repl {
@@ -113,6 +125,8 @@ struct Repl {
     consent: Consent,
     /// Automatic consent answers, which must not wait for the user's command in flight.
     background: JoinSet<Done>,
+    /// File offers and transfers, both ways.
+    files: Files,
 }
 
 impl Repl {
@@ -121,9 +135,11 @@ impl Repl {
         mut lines: Lines,
         mut events: Events,
         mut peer_rx: mpsc::Receiver<Inbound>,
+        mut file_rx: mpsc::Receiver<FileEvent>,
     ) -> anyhow::Result<()> {
         let mut inflight: Option<Pending> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut progress = tokio::time::interval(files::JSON_PROGRESS_EVERY / 2);
         // SIGINT and SIGTERM log out cleanly instead of killing the session mid-way. (On a
         // terminal the line editor reads Ctrl-C as a key and reports it as input instead.)
         let mut signals = crate::signal::Signals::new();
@@ -164,6 +180,19 @@ impl Repl {
                     None => break Exit::Over,
                 },
                 Some(inbound) = peer_rx.recv() => self.on_private(inbound),
+                Some(event) = file_rx.recv() => {
+                    for item in self.files.on_event(event) {
+                        self.show(Item::File(item));
+                    }
+                }
+                item = self.files.next_outgoing(), if self.files.sending() => {
+                    self.show(Item::File(item));
+                }
+                _ = progress.tick(), if self.files.busy() => {
+                    for item in self.files.tick(std::time::Instant::now()) {
+                        self.show(Item::File(item));
+                    }
+                }
                 _ = tick.tick() => self.grants.expire(now_ms()),
                 () = signals.recv() => break Exit::Logout,
             }
@@ -190,9 +219,47 @@ impl Repl {
         result
     }
 
+    /// Handles `sendfile` and the answer to a file offer; any other command comes back.
+    fn files_command(&mut self, command: Command) -> Option<Command> {
+        let name = command.name();
+        let item = match command {
+            Command::Answer { user, accept }
+                if self
+                    .files
+                    .answers_a_file(user.as_deref(), self.grants.requests_waiting()) =>
+            {
+                match self.files.answer(user.as_deref(), accept) {
+                    Ok(item) => Item::File(item),
+                    Err(why) => Item::refused(name, why),
+                }
+            }
+            Command::SendFile { to, path } => match self.grants.outbound(&to) {
+                None => Item::refused(
+                    name,
+                    format!("you have no address for {to}; run getaddress {to} first"),
+                ),
+                Some(grant) => {
+                    let path = std::path::Path::new(&path);
+                    match self
+                        .files
+                        .send(grant, &self.live.keys, &self.live.user, path)
+                    {
+                        Ok(item) => Item::File(item),
+                        Err(why) => Item::refused(name, why),
+                    }
+                }
+            },
+            other => return Some(other),
+        };
+        self.show(item);
+        None
+    }
+
     /// Starts what a typed command asks for: shows its answer at once, or returns the future
     /// that will.
     fn start(&mut self, command: Command) -> Option<Pending> {
+        // Files are the loop's own business (their transfers run beside it), not an action's.
+        let command = self.files_command(command)?;
         let context = Context {
             live: &self.live,
             grants: &mut self.grants,

@@ -5,6 +5,8 @@
 //! to accept at this point of the exchange, so an oversize prefix is refused before anything is
 //! allocated or read; deadlines are the caller's too (the whole exchange runs under one).
 
+use std::io::{Read, Write};
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest frame body the 2-byte prefix can describe; also Noise's own message limit.
@@ -66,6 +68,57 @@ where
     buf.extend_from_slice(body);
     writer.write_all(&buf).await?;
     writer.flush().await?;
+    Ok(())
+}
+
+/// [`read()`] on a blocking reader: a file transfer's data phase runs on a blocking thread, with
+/// the socket's read timeout standing in for the deadline.
+pub(crate) fn read_blocking<R: Read>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut body = vec![0u8; max];
+    Ok(read_blocking_into(reader, &mut body)?.map(|len| {
+        body.truncate(len);
+        body
+    }))
+}
+
+/// [`read_blocking()`] into `buf`, whose length is the largest frame accepted; returns the
+/// frame's length. Lets a transfer reuse one buffer for every frame.
+pub(crate) fn read_blocking_into<R: Read>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Result<Option<usize>, FrameError> {
+    let mut prefix = [0u8; 2];
+    if reader.read(&mut prefix[..1])? == 0 {
+        return Ok(None);
+    }
+    if reader.read(&mut prefix[1..])? == 0 {
+        return Err(FrameError::Truncated);
+    }
+    let len = usize::from(u16::from_be_bytes(prefix));
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    let max = buf.len();
+    if len > max {
+        return Err(FrameError::TooLong { len, max });
+    }
+    match reader.read_exact(&mut buf[..len]) {
+        Ok(()) => Ok(Some(len)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`write()`] on a blocking writer, without the flush: the caller's writer is unbuffered or
+/// flushed by the caller.
+pub(crate) fn write_blocking<W: Write>(writer: &mut W, body: &[u8]) -> Result<(), FrameError> {
+    let mut buf = Vec::with_capacity(2 + body.len());
+    buf.extend_from_slice(&prefix(body.len())?);
+    buf.extend_from_slice(body);
+    writer.write_all(&buf)?;
     Ok(())
 }
 
@@ -144,6 +197,26 @@ mod tests {
                 "input {wire:?}"
             );
         }
+    }
+
+    #[test]
+    fn blocking_frames_match_the_async_ones() {
+        let mut wire = Vec::new();
+        write_blocking(&mut wire, b"hello").unwrap();
+        assert_eq!(wire, b"\x00\x05hello");
+        let mut reader = wire.as_slice();
+        assert_eq!(read_blocking(&mut reader, 5).unwrap().unwrap(), b"hello");
+        assert!(read_blocking(&mut reader, 5).unwrap().is_none());
+        let mut cut: &[u8] = b"\x00\x05hel";
+        assert!(matches!(
+            read_blocking(&mut cut, 5),
+            Err(FrameError::Truncated)
+        ));
+        let mut long: &[u8] = b"\x00\x06";
+        assert!(matches!(
+            read_blocking(&mut long, 5),
+            Err(FrameError::TooLong { .. })
+        ));
     }
 
     #[tokio::test]

@@ -17,8 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::debug;
 
+use super::file::{self, Downloads, Exchange, FileEvent, FileLimits, FileReceiving};
 use super::frame::{self, FrameError};
-use super::noise::{self, KEY_LEN, PeerKeys, Responder};
+use super::noise::{self, KEY_LEN, PeerKeys, Responder, Transport};
 use crate::pb::{PeerAck, PeerMessage};
 
 /// How long one connection may take, from accept to ack, before the listener closes it.
@@ -83,6 +84,8 @@ impl Default for ListenerLimits {
 #[derive(Clone, Debug)]
 pub struct PeerListener {
     keyring: Arc<Keyring>,
+    /// Set by [`receive_files`](Self::receive_files); until then file offers are closed.
+    files: Files,
     local_addr: SocketAddr,
     stop: CancellationToken,
     /// Cancels `stop` when the last handle goes; the accept task holds no handle, so this works.
@@ -108,6 +111,7 @@ impl PeerListener {
         let socket = TcpListener::bind(addr).await?;
         let local_addr = socket.local_addr()?;
         let keyring = Arc::new(Keyring::new(keys));
+        let files = Files::default();
         let stop = CancellationToken::new();
         // Clamped: tokio panics on a zero or absurdly large count.
         let (inbound, receiver) =
@@ -115,6 +119,7 @@ impl PeerListener {
         let accept = AcceptLoop {
             socket,
             keyring: keyring.clone(),
+            files: files.clone(),
             inbound,
             slots: Arc::new(Semaphore::new(
                 limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -126,6 +131,7 @@ impl PeerListener {
         debug!(%local_addr, "peer listener bound");
         let listener = PeerListener {
             keyring,
+            files,
             local_addr,
             _stop_on_drop: Arc::new(stop.clone().drop_guard()),
             stop,
@@ -158,11 +164,37 @@ impl PeerListener {
         self.keyring.revoke(user);
     }
 
+    /// Starts taking file offers from allowed peers (SPEC §13): they arrive on the returned
+    /// receiver, to be answered, and are saved into `downloads` only. Calling it again replaces
+    /// the earlier settings for offers to come.
+    pub fn receive_files(
+        &self,
+        downloads: Arc<Downloads>,
+        limits: FileLimits,
+    ) -> mpsc::Receiver<FileEvent> {
+        let (events, receiver) = mpsc::channel(INBOUND_QUEUE);
+        let slots = Arc::new(Semaphore::new(
+            limits.max_transfers.clamp(1, Semaphore::MAX_PERMITS),
+        ));
+        *self.files.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::new(FileReceiving {
+                downloads,
+                events,
+                limits,
+                slots,
+                next_id: Default::default(),
+            }));
+        receiver
+    }
+
     /// Stops accepting and closes the connections in progress, without acks.
     pub fn shutdown(&self) {
         self.stop.cancel();
     }
 }
+
+/// How files are received, once the client asked for them; shared by every connection.
+type Files = Arc<Mutex<Option<Arc<FileReceiving>>>>;
 
 /// Our current static keys and the initiators allowed to use them.
 ///
@@ -240,6 +272,7 @@ impl Keyring {
 struct AcceptLoop {
     socket: TcpListener,
     keyring: Arc<Keyring>,
+    files: Files,
     inbound: mpsc::Sender<Inbound>,
     /// One permit per connection being served (mini-redis `Listener`).
     slots: Arc<Semaphore>,
@@ -271,6 +304,7 @@ impl AcceptLoop {
             };
             let connection = Connection {
                 keyring: self.keyring.clone(),
+                files: self.files.clone(),
                 inbound: self.inbound.clone(),
                 stop: self.stop.clone(),
                 deadline: self.deadline,
@@ -284,6 +318,7 @@ impl AcceptLoop {
 /// What one connection's task needs; each runs on its own so a slow peer delays nobody else.
 struct Connection {
     keyring: Arc<Keyring>,
+    files: Files,
     inbound: mpsc::Sender<Inbound>,
     stop: CancellationToken,
     deadline: Duration,
@@ -291,11 +326,28 @@ struct Connection {
 
 impl Connection {
     async fn serve(self, mut stream: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit) {
-        let exchange = respond(&mut stream, &self.keyring, &self.inbound);
-        let outcome = tokio::select! {
+        let until = tokio::time::Instant::now() + self.deadline;
+        let handshake = tokio::select! {
             _ = self.stop.cancelled() => Err(Refusal::Shutdown),
-            r = tokio::time::timeout(self.deadline, exchange) =>
+            r = tokio::time::timeout_at(until, handshake(&mut stream, &self.keyring)) =>
                 r.unwrap_or(Err(Refusal::Deadline(self.deadline))),
+        };
+        let outcome = match handshake {
+            Ok(done) if done.exchange == Exchange::File => {
+                // A transfer lasts long: it leaves the message slots to private messages and
+                // counts against the file slots instead (in `file::receive`).
+                drop(slot);
+                return self.serve_file(stream, peer, done).await;
+            }
+            Ok(done) => {
+                let exchange = deliver(&mut stream, done, &self.inbound);
+                tokio::select! {
+                    _ = self.stop.cancelled() => Err(Refusal::Shutdown),
+                    r = tokio::time::timeout_at(until, exchange) =>
+                        r.unwrap_or(Err(Refusal::Deadline(self.deadline))),
+                }
+            }
+            Err(why) => Err(why),
         };
         // Free the slot before the peer can see the close, so a peer that reconnects as soon
         // as it sees EOF finds the slot free.
@@ -306,6 +358,41 @@ impl Connection {
         }
         drop(stream);
     }
+}
+
+impl Connection {
+    async fn serve_file(self, stream: TcpStream, peer: SocketAddr, done: Handshake) {
+        let files = self
+            .files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(files) = files else {
+            debug!(%peer, "peer file offer closed: this client takes no files");
+            return;
+        };
+        let received = file::receive(
+            stream,
+            done.transport,
+            done.user,
+            done.key,
+            files,
+            self.stop.clone(),
+        )
+        .await;
+        match received {
+            Ok(what) => debug!(%peer, "peer file connection: {what}"),
+            Err(why) => debug!(%peer, "peer file connection closed: {why}"),
+        }
+    }
+}
+
+/// A finished handshake with an allowed initiator.
+struct Handshake {
+    user: String,
+    key: Vec<u8>,
+    exchange: Exchange,
+    transport: Transport,
 }
 
 /// Why the listener closed a connection without an ack (for the `debug!` line only).
@@ -319,6 +406,8 @@ enum Refusal {
     Noise(#[from] snow::Error),
     #[error("initiator key not allowed")]
     UnknownKey,
+    #[error("the handshake asked for an exchange this listener does not know")]
+    UnknownExchange,
     #[error("PeerMessage did not decode: {0}")]
     Decode(#[from] prost::DecodeError),
     #[error("PeerMessage rejected: {0}")]
@@ -331,17 +420,14 @@ enum Refusal {
     Shutdown,
 }
 
-/// The responder's half of one exchange; returns the delivered message's id.
-async fn respond(
-    stream: &mut TcpStream,
-    keyring: &Keyring,
-    inbound: &mpsc::Sender<Inbound>,
-) -> Result<String, Refusal> {
+/// The responder's half of the handshake, for any exchange.
+async fn handshake(stream: &mut TcpStream, keyring: &Keyring) -> Result<Handshake, Refusal> {
     // Latency: the ack must not wait for a delayed-ACK timer on the other side.
     stream.set_nodelay(true).map_err(FrameError::Io)?;
 
-    // IK's first message has a fixed size; anything longer is refused before it is read.
-    let first = frame::read(stream, noise::HANDSHAKE_1_LEN)
+    // IK's first message has a fixed size plus a short hello; anything longer is refused
+    // before it is read.
+    let first = frame::read(stream, noise::HANDSHAKE_1_LEN + noise::MAX_HELLO)
         .await?
         .ok_or(Refusal::Closed("the handshake"))?;
     let (keys, generation) = keyring.current();
@@ -349,9 +435,30 @@ async fn respond(
     let user = keyring
         .user_for(generation, responder.initiator_key())
         .ok_or(Refusal::UnknownKey)?;
+    let exchange = file::exchange_of(responder.hello()).ok_or(Refusal::UnknownExchange)?;
+    let key = responder.initiator_key().to_vec();
 
-    let (reply, mut transport) = responder.reply()?;
+    let (reply, transport) = responder.reply()?;
     frame::write(stream, &reply).await?;
+    Ok(Handshake {
+        user,
+        key,
+        exchange,
+        transport,
+    })
+}
+
+/// The rest of a private message's exchange; returns the delivered message's id.
+async fn deliver(
+    stream: &mut TcpStream,
+    done: Handshake,
+    inbound: &mpsc::Sender<Inbound>,
+) -> Result<String, Refusal> {
+    let Handshake {
+        user,
+        mut transport,
+        ..
+    } = done;
 
     let sealed = frame::read(stream, frame::MAX_LEN)
         .await?

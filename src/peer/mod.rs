@@ -9,10 +9,15 @@
 //! which initiator keys to [`allow`](PeerListener::allow) and [`revoke`](PeerListener::revoke),
 //! and falls back to the server when [`send()`] fails. Imports neither `server` nor `client`.
 //!
+//! Files (SPEC §13) use the same transport and allowlist; [`file`](mod@file) owns that exchange and the
+//! download directory. The first handshake message's payload tells a file connection from a
+//! message connection.
+//!
 //! Invariant: a peer can cost the listener at most one connection slot for at most one
 //! exchange deadline, and a [`PeerAck`](crate::pb::PeerAck) is only sent once the message is in
 //! the client's inbound channel.
 
+pub mod file;
 mod frame;
 mod listener;
 mod noise;

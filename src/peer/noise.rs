@@ -25,6 +25,9 @@ pub(crate) const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 /// `-> e, es, s, ss` with an empty payload: e (32) + encrypted s (32 + 16) + tag of the payload (16).
 pub(crate) const HANDSHAKE_1_LEN: usize = KEY_LEN + (KEY_LEN + TAG_LEN) + TAG_LEN;
+/// The longest payload the first handshake message may carry: a `PeerHello` (2 bytes today),
+/// with room for fields to come.
+pub(crate) const MAX_HELLO: usize = 32;
 /// `<- e, ee, se` with an empty payload: e (32) + tag of the payload (16).
 pub(crate) const HANDSHAKE_2_LEN: usize = KEY_LEN + TAG_LEN;
 /// The largest plaintext one transport message (one frame) can carry.
@@ -84,6 +87,20 @@ impl Initiator {
         keys: &PeerKeys,
         remote: &[u8],
     ) -> Result<(Initiator, Vec<u8>), snow::Error> {
+        Self::start_with(keys, remote, &[])
+    }
+
+    /// [`start`](Self::start) with `hello` (at most [`MAX_HELLO`] bytes) as the first message's
+    /// payload, encrypted and authenticated like the rest: it tells the responder which exchange
+    /// follows.
+    pub(crate) fn start_with(
+        keys: &PeerKeys,
+        remote: &[u8],
+        hello: &[u8],
+    ) -> Result<(Initiator, Vec<u8>), snow::Error> {
+        if hello.len() > MAX_HELLO {
+            return Err(snow::Error::Input);
+        }
         // snow copies the remote key into a fixed buffer and would panic on a longer one.
         if remote.len() != KEY_LEN {
             return Err(snow::Error::Input);
@@ -92,9 +109,9 @@ impl Initiator {
             .local_private_key(&keys.private)?
             .remote_public_key(remote)?
             .build_initiator()?;
-        // -> e, es, s, ss  (empty payload)
-        let mut first = vec![0u8; HANDSHAKE_1_LEN];
-        let len = state.write_message(&[], &mut first)?;
+        // -> e, es, s, ss  (payload: the hello, usually empty)
+        let mut first = vec![0u8; HANDSHAKE_1_LEN + hello.len()];
+        let len = state.write_message(hello, &mut first)?;
         first.truncate(len);
         Ok((Initiator(state), first))
     }
@@ -111,7 +128,11 @@ impl Initiator {
 }
 
 /// The listener's side of the handshake, after the first message and before its reply.
-pub(crate) struct Responder(HandshakeState);
+pub(crate) struct Responder {
+    state: HandshakeState,
+    /// The first message's payload: empty, or a `PeerHello`.
+    hello: Vec<u8>,
+}
 
 impl Responder {
     /// Reads the initiator's first message. Fails unless it was made for `keys`.
@@ -119,27 +140,38 @@ impl Responder {
         let mut state = Builder::new(PARAMS.clone())
             .local_private_key(&keys.private)?
             .build_responder()?;
-        // -> e, es, s, ss  (empty payload)
+        // -> e, es, s, ss  (payload: empty, or a PeerHello)
         let mut payload = vec![0u8; first.len()];
-        if state.read_message(first, &mut payload)? != 0 {
+        let len = state.read_message(first, &mut payload)?;
+        if len > MAX_HELLO {
             return Err(snow::Error::Input);
         }
-        Ok(Responder(state))
+        payload.truncate(len);
+        Ok(Responder {
+            state,
+            hello: payload,
+        })
     }
 
     /// The initiator's static public key, authenticated by the first message (`s`, `ss`).
     pub(crate) fn initiator_key(&self) -> &[u8] {
         // IK's first message always carries `s`, and `accept` only returns after reading it.
-        self.0.get_remote_static().unwrap_or_default()
+        self.state.get_remote_static().unwrap_or_default()
+    }
+
+    /// The first message's payload, authenticated with the initiator's key: empty for a
+    /// private message, a `PeerHello` otherwise.
+    pub(crate) fn hello(&self) -> &[u8] {
+        &self.hello
     }
 
     /// Writes the reply (`HANDSHAKE_2_LEN` bytes) and switches to transport mode.
     pub(crate) fn reply(mut self) -> Result<(Vec<u8>, Transport), snow::Error> {
         // <- e, ee, se  (empty payload)
         let mut reply = vec![0u8; HANDSHAKE_2_LEN];
-        let len = self.0.write_message(&[], &mut reply)?;
+        let len = self.state.write_message(&[], &mut reply)?;
         reply.truncate(len);
-        Ok((reply, Transport(self.0.into_transport_mode()?)))
+        Ok((reply, Transport(self.state.into_transport_mode()?)))
     }
 }
 
@@ -156,6 +188,29 @@ impl Transport {
         let len = self.0.write_message(plaintext, &mut sealed)?;
         sealed.truncate(len);
         Ok(sealed)
+    }
+
+    /// [`seal`](Self::seal) into `out` (at least `plaintext.len() + 16` bytes); returns the
+    /// sealed length. The file transfer's hot path, which reuses one buffer per transfer.
+    pub(crate) fn seal_into(
+        &mut self,
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, snow::Error> {
+        if plaintext.len() > MAX_PLAINTEXT {
+            return Err(snow::Error::Input);
+        }
+        self.0.write_message(plaintext, out)
+    }
+
+    /// [`open`](Self::open) into `out` (at least as long as `sealed`); returns the plaintext's
+    /// length.
+    pub(crate) fn open_into(
+        &mut self,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, snow::Error> {
+        self.0.read_message(sealed, out)
     }
 
     /// Decrypts and authenticates one message.
@@ -187,6 +242,17 @@ mod tests {
         assert_eq!(bob_t.open(&sealed).unwrap(), b"hi bob");
         let sealed = bob_t.seal(b"ack").unwrap();
         assert_eq!(alice_t.open(&sealed).unwrap(), b"ack");
+    }
+
+    #[test]
+    fn the_hello_reaches_the_responder_and_an_oversize_one_is_refused() {
+        let (alice, bob) = (PeerKeys::generate(), PeerKeys::generate());
+        let (_, first) = Initiator::start_with(&alice, bob.public(), &[8, 1]).unwrap();
+        assert_eq!(first.len(), HANDSHAKE_1_LEN + 2);
+        assert_eq!(Responder::accept(&bob, &first).unwrap().hello(), &[8, 1]);
+        let (_, plain) = Initiator::start(&alice, bob.public()).unwrap();
+        assert!(Responder::accept(&bob, &plain).unwrap().hello().is_empty());
+        assert!(Initiator::start_with(&alice, bob.public(), &[0; MAX_HELLO + 1]).is_err());
     }
 
     #[test]

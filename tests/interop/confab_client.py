@@ -497,6 +497,8 @@ class EventStream:
 NOISE_PROTOCOL = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
 # -> e, es, s, ss with an empty payload: 32 (e) + 48 (encrypted s) + 16 (payload tag).
 FIRST_HANDSHAKE_LEN = 96
+# The first handshake message may carry a PeerHello of at most this many bytes (files).
+MAX_HELLO = 32
 # <- e, ee, se with an empty payload: 32 (e) + 16 (payload tag).
 SECOND_HANDSHAKE_LEN = 48
 MAX_FRAME = 65535
@@ -619,7 +621,9 @@ class PeerListener:
     """The responder: accepts peer connections and allows only keys of accepted requests.
 
     Messages arrive in `inbound`, a `Timeline` of `Inbound`. `rejected` counts connections
-    closed without a PeerAck (bad frames, unknown keys, invalid messages).
+    closed without a PeerAck (bad frames, unknown keys, invalid messages). A connection whose
+    hello asks for a file goes to `on_file(conn, noise, sender)` when set (see confab_files),
+    and is closed otherwise.
     """
 
     def __init__(self, keys: Optional[PeerKeys] = None, host: str = "127.0.0.1") -> None:
@@ -633,6 +637,7 @@ class PeerListener:
         self._sock = socket.create_server((host, 0))
         self.port: int = self._sock.getsockname()[1]
         self._slots = threading.BoundedSemaphore(64)
+        self.on_file: Optional[Callable[[socket.socket, NoiseConnection, str], None]] = None
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -678,15 +683,16 @@ class PeerListener:
 
     def _exchange(self, conn: socket.socket) -> None:
         deadline = time.monotonic() + PEER_DEADLINE
-        first = read_frame(conn, deadline, "handshake", FIRST_HANDSHAKE_LEN)
-        if len(first) != FIRST_HANDSHAKE_LEN:
+        first = read_frame(conn, deadline, "handshake", FIRST_HANDSHAKE_LEN + MAX_HELLO)
+        if len(first) < FIRST_HANDSHAKE_LEN:
             raise PeerError(f"handshake: a first frame of {len(first)} bytes")
         noise = NoiseConnection.from_name(NOISE_PROTOCOL)
         noise.set_as_responder()
         noise.set_keypair_from_private_bytes(Keypair.STATIC, self.keys.private)
         noise.start_handshake()
         try:
-            noise.read_message(first)  # -> e, es, s, ss: reveals the initiator's static key
+            # -> e, es, s, ss: reveals the initiator's static key; the payload is the hello
+            hello = pb.PeerHello.FromString(bytes(noise.read_message(first)))
         except Exception as e:
             raise PeerError(f"handshake: {e}") from e
         their_key = bytes(noise.noise_protocol.handshake_state.rs.public_bytes)
@@ -694,7 +700,15 @@ class PeerListener:
             sender = self._allowed.get(their_key)
         if sender is None:
             raise PeerError("handshake: a key we never accepted")
+        if hello.exchange not in (pb.PEER_EXCHANGE_UNSPECIFIED, pb.PEER_EXCHANGE_FILE):
+            raise PeerError(f"handshake: unknown exchange {hello.exchange}")
+        if hello.exchange == pb.PEER_EXCHANGE_FILE and self.on_file is None:
+            raise PeerError("handshake: this listener takes no files")
         write_frame(conn, noise.write_message())  # <- e, ee, se
+        if hello.exchange == pb.PEER_EXCHANGE_FILE:
+            assert self.on_file is not None
+            self.on_file(conn, noise, sender)
+            return
         try:
             message = pb.PeerMessage.FromString(
                 noise.decrypt(read_frame(conn, deadline, "message"))

@@ -56,19 +56,19 @@ def login(server: ServerProcess) -> Iterator[Callable[..., Session]]:
 
 
 @pytest.fixture
-def chat(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[[str], ChatProcess]]:
-    """`chat("carol")` registers carol (through the Python client) and runs `confab chat --json`
+def chat(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., ChatProcess]]:
+    """`chat("carol", *flags)` registers carol (through the Python client) and runs `confab chat --json`
     as carol, waiting until it is logged in with a live stream. At the end of the test its input
     is closed, which must make it exit 0."""
     started: list[ChatProcess] = []
 
-    def make(name: str) -> ChatProcess:
+    def make(name: str, *extra: str) -> ChatProcess:
         client = Client(server.address)
         try:
             client.register(name, PASSWORD)
         finally:
             client.close()
-        proc = ChatProcess(server.url, name, PASSWORD, tmp_path)
+        proc = ChatProcess(server.url, name, PASSWORD, tmp_path, *extra)
         started.append(proc)
         logged_in = proc.expect("logged_in")
         assert logged_in["user"] == name and logged_in["peer_port"] > 0, logged_in

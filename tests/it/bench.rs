@@ -207,7 +207,12 @@ fn compare_prints_the_ratio_of_each_figure_to_an_earlier_run() {
     // A file that is not a report is refused before anything runs.
     let junk = dir.path().join("junk.json");
     std::fs::write(&junk, "not json").unwrap();
-    let out = confab(&["bench", "--spawn-server", "--compare", junk.to_str().unwrap()]);
+    let out = confab(&[
+        "bench",
+        "--spawn-server",
+        "--compare",
+        junk.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is not the JSON of `confab bench --json`")

@@ -12,6 +12,7 @@ mod chat;
 mod common;
 mod consent;
 mod decoding;
+mod files;
 mod limits;
 mod messages;
 mod netns;

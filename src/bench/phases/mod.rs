@@ -1,12 +1,13 @@
 //! The six phases, one file each, written once against [`Target`] so confab and the relay run
 //! the same code. [`run`] runs the selected ones in order on one target.
 //!
-//! Phases 1–4 run on any target; 5 (login storm) and 6 (peer path) need logins and peer keys,
-//! which only confab has. Every phase that needs users gets the ones phase 1 connected, even
+//! Phases 1–4 run on any target; 5 (login storm), 6 (peer path) and 7 (a file over it) need
+//! logins and peer keys, which only confab has. Every phase that needs users gets the ones phase 1 connected, even
 //! when phase 1 itself was not asked to be reported.
 
 mod broadcast;
 mod connect;
+mod file;
 mod offered;
 mod peer;
 mod saturation;
@@ -93,6 +94,9 @@ pub(crate) async fn run<T: Target>(
     }
     if runs(6) {
         report.peer = Some(peer::run(&ctx).await?);
+    }
+    if runs(7) {
+        report.file = Some(file::run(&ctx).await?);
     }
     report.sessions_ended_by_server = ctx.sink.ended();
     report.stray_messages = ctx.sink.stray();

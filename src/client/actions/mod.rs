@@ -101,7 +101,8 @@ pub(super) fn start<A: Allowlist>(command: Command, cx: Context<'_, A>) -> Start
     let name = command.name();
     let live = cx.live;
     match command {
-        Command::Nothing | Command::Logout => Start::Nothing,
+        // Logout is the loop's; sendfile (and answers to file offers) go to `files.rs` first.
+        Command::Nothing | Command::Logout | Command::SendFile { .. } => Start::Nothing,
         Command::Help => Start::Show(Item::Help {
             text: commands::HELP.into(),
         }),

@@ -9,6 +9,8 @@ mod text;
 
 use serde::Serialize;
 
+use super::files::FileItem;
+
 pub(crate) use printer::{Printer, Sink};
 
 /// Which path brought or took a message.
@@ -176,6 +178,10 @@ pub(crate) enum Item {
         code: String,
         error: String,
     },
+    /// Files (`sendfile`, offers, progress): worded in `files.rs`, each with a `type` of its
+    /// own.
+    #[serde(untagged)]
+    File(FileItem),
 }
 
 impl Item {

@@ -8,6 +8,7 @@ impl Item {
     /// The line(s) a person reads, or `None` for items only programs care about.
     pub(crate) fn human(&self) -> Option<String> {
         let text = match self {
+            Item::File(item) => return item.human(),
             Item::LoggedIn {
                 user,
                 fingerprint,

@@ -1,0 +1,545 @@
+//! `sendfile` and the file offers `confab chat` receives (SPEC §13): the offers waiting for the
+//! user's answer, the transfers running in both directions, their progress, and what is shown.
+//!
+//! Owns no socket and no file: the transfers run in [`crate::peer::file`], each in a task of
+//! its own, so answering, transferring and showing progress never hold up the prompt or other
+//! messages. The loop calls in here between awaits, so nothing needs a lock.
+//!
+//! Progress: indicatif bars (rate, ETA) on a terminal, nothing when stderr is not one; with
+//! `--json`, `file_progress` lines at most [`JSON_PROGRESS_EVERY`] apart per transfer, and a
+//! `file_sent` / `file_received` line with the SHA-256 at the end.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use super::grants::Grant;
+use crate::peer::PeerKeys;
+use crate::peer::file::{
+    FileError, FileEvent, FileSent, FileToSend, IncomingFile, Progress, Saved, hex, send_file,
+};
+use crate::types::fingerprint;
+
+/// How often `--json` reports a running transfer, at most.
+pub(crate) const JSON_PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Which way a transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Direction {
+    Send,
+    Receive,
+}
+
+/// What the file side shows; one JSON `type` each.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum FileItem {
+    /// We offered a file; the receiver is being asked.
+    #[serde(rename = "file_offered")]
+    Offered { to: String, name: String, size: u64 },
+    /// Somebody offers us a file: the prompt.
+    #[serde(rename = "file_offer")]
+    Offer {
+        from: String,
+        name: String,
+        size: u64,
+        fingerprint: String,
+        /// Bytes kept from an earlier attempt; the transfer resumes there.
+        resume_from: u64,
+    },
+    /// We answered an offer (`auto` with `--auto-accept-files`).
+    #[serde(rename = "file_answered")]
+    Answered {
+        from: String,
+        name: String,
+        accept: bool,
+        auto: bool,
+    },
+    /// A running transfer (`--json` only).
+    #[serde(rename = "file_progress")]
+    Progress {
+        direction: Direction,
+        user: String,
+        name: String,
+        bytes: u64,
+        size: u64,
+        bytes_per_second: u64,
+    },
+    #[serde(rename = "file_sent")]
+    Sent {
+        to: String,
+        name: String,
+        size: u64,
+        /// Bytes the receiver already held, not sent again.
+        resumed_from: u64,
+        sha256: String,
+    },
+    #[serde(rename = "file_received")]
+    Received {
+        from: String,
+        name: String,
+        path: String,
+        size: u64,
+        sha256: String,
+    },
+    /// A transfer did not complete; `error` says why and whether sending again resumes.
+    #[serde(rename = "file_failed")]
+    Failed {
+        direction: Direction,
+        user: String,
+        name: String,
+        error: String,
+    },
+}
+
+impl FileItem {
+    /// The line a person reads, or `None` for items only programs care about.
+    pub(crate) fn human(&self) -> Option<String> {
+        Some(match self {
+            FileItem::Offered { to, name, size } => {
+                format!(
+                    "offering {name} ({}) to {to}; waiting for their answer",
+                    bytes(*size)
+                )
+            }
+            FileItem::Offer {
+                from,
+                name,
+                size,
+                fingerprint,
+                resume_from,
+            } => {
+                let resume = if *resume_from > 0 {
+                    format!(", resuming after {}", bytes(*resume_from))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{from} (key {fingerprint}) offers you a file: {name} ({}{resume}). \
+                     accept {from} / deny {from} (or y / n)",
+                    bytes(*size)
+                )
+            }
+            FileItem::Answered {
+                from,
+                name,
+                accept: true,
+                auto,
+            } => format!(
+                "receiving {name} from {from}{}",
+                if *auto { " (--auto-accept-files)" } else { "" }
+            ),
+            FileItem::Answered { from, name, .. } => format!("declined {name} from {from}"),
+            FileItem::Progress { .. } => return None,
+            FileItem::Sent {
+                to,
+                name,
+                size,
+                resumed_from,
+                sha256,
+            } => {
+                let resumed = if *resumed_from > 0 {
+                    format!(", resumed after {}", bytes(*resumed_from))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "sent {name} ({}) to {to}{resumed}; sha256 {sha256}",
+                    bytes(*size)
+                )
+            }
+            FileItem::Received {
+                from,
+                path,
+                size,
+                sha256,
+                ..
+            } => format!(
+                "received {path} ({}) from {from}; sha256 {sha256}",
+                bytes(*size)
+            ),
+            FileItem::Failed {
+                direction: Direction::Send,
+                user,
+                name,
+                error,
+            } => format!("{name} was not sent to {user}: {error}"),
+            FileItem::Failed {
+                direction: Direction::Receive,
+                user,
+                name,
+                error,
+            } => format!("{name} from {user} was not received: {error}"),
+        })
+    }
+}
+
+/// `1234567` → `1.2 MiB`.
+fn bytes(n: u64) -> String {
+    indicatif::BinaryBytes(n).to_string()
+}
+
+/// One running transfer's progress, for the bar or the JSON lines.
+struct Running {
+    direction: Direction,
+    user: String,
+    name: String,
+    size: u64,
+    progress: Arc<Progress>,
+    /// A terminal bar, when there is a terminal.
+    bar: Option<ProgressBar>,
+    /// When and where the last JSON line was, for the rate.
+    last: (Instant, u64),
+}
+
+/// The result of a `send_file` task.
+pub(crate) struct Outgoing {
+    id: u64,
+    result: Result<FileSent, FileError>,
+}
+
+/// The file side of one `confab chat`.
+pub(crate) struct Files {
+    json: bool,
+    auto_accept: bool,
+    /// Bars on stderr when it is a terminal (hidden otherwise, by indicatif itself).
+    bars: Option<MultiProgress>,
+    /// Offers waiting for the user's answer, oldest first.
+    waiting: VecDeque<IncomingFile>,
+    /// Transfers in either direction, by a local id (receiving: the listener's offer id;
+    /// sending: our own, counting down from `u64::MAX` so the two never meet).
+    running: HashMap<u64, Running>,
+    next_send: u64,
+    /// The `send_file` tasks; the loop awaits [`Files::next_outgoing`].
+    outgoing: JoinSet<Outgoing>,
+}
+
+impl Files {
+    /// `terminal`: draw bars (only if `json` is off).
+    pub(crate) fn new(json: bool, terminal: bool, auto_accept: bool) -> Files {
+        Files {
+            json,
+            auto_accept,
+            bars: (terminal && !json)
+                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            waiting: VecDeque::new(),
+            running: HashMap::new(),
+            next_send: u64::MAX,
+            outgoing: JoinSet::new(),
+        }
+    }
+
+    /// `sendfile <user> <path>` over `grant`: checks the file and starts the transfer in the
+    /// background. Returns what to show now.
+    pub(crate) fn send(
+        &mut self,
+        grant: &Grant,
+        keys: &PeerKeys,
+        from: &str,
+        path: &Path,
+    ) -> Result<FileItem, String> {
+        let file =
+            FileToSend::open(path).map_err(|e| format!("cannot send {}: {e}", path.display()))?;
+        let id = self.next_send;
+        self.next_send -= 1;
+        let progress = Progress::new();
+        self.track(
+            id,
+            Direction::Send,
+            &grant.user,
+            &file.name,
+            file.size,
+            &progress,
+        );
+        let item = FileItem::Offered {
+            to: grant.user.clone(),
+            name: file.name.clone(),
+            size: file.size,
+        };
+        let (grant, keys, from) = (grant.clone(), keys.clone(), from.to_owned());
+        self.outgoing.spawn(async move {
+            let result = send_file(
+                &grant.host,
+                grant.port,
+                &grant.key,
+                &keys,
+                &from,
+                &grant.user,
+                &file,
+                progress,
+            )
+            .await;
+            Outgoing { id, result }
+        });
+        Ok(item)
+    }
+
+    /// The next finished `send_file`, shown as an item; pending forever when none runs (for
+    /// `select!`).
+    pub(crate) async fn next_outgoing(&mut self) -> FileItem {
+        let Some(Ok(done)) = self.outgoing.join_next().await else {
+            return std::future::pending().await;
+        };
+        let running = self.untrack(done.id);
+        let (user, name) = running.map(|r| (r.user, r.name)).unwrap_or_default();
+        match done.result {
+            Ok(sent) => FileItem::Sent {
+                to: user,
+                name,
+                size: sent.size,
+                resumed_from: sent.offset,
+                sha256: hex(&sent.sha256),
+            },
+            Err(e) => FileItem::Failed {
+                direction: Direction::Send,
+                user,
+                name,
+                error: e.to_string(),
+            },
+        }
+    }
+
+    /// Whether a `send_file` task is running (the loop polls [`Files::next_outgoing`] then).
+    pub(crate) fn sending(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
+    /// Something from the listener: an offer (answered now with `--auto-accept-files`, else
+    /// kept for the user) or the end of a transfer.
+    pub(crate) fn on_event(&mut self, event: FileEvent) -> Vec<FileItem> {
+        match event {
+            FileEvent::Offered(offer) => {
+                let prompt = FileItem::Offer {
+                    from: offer.from.clone(),
+                    name: offer.name.clone(),
+                    size: offer.size,
+                    fingerprint: fingerprint(&offer.from_key),
+                    resume_from: offer.offset,
+                };
+                if self.auto_accept {
+                    return vec![prompt, self.answer_offer(offer, true, true)];
+                }
+                self.waiting.push_back(offer);
+                vec![prompt]
+            }
+            FileEvent::Finished { id, outcome } => {
+                let running = self.untrack(id);
+                let (user, name) = running.map(|r| (r.user, r.name)).unwrap_or_default();
+                vec![match outcome {
+                    Ok(Saved { path, size, sha256 }) => FileItem::Received {
+                        from: user,
+                        name,
+                        path: path.display().to_string(),
+                        size,
+                        sha256: hex(&sha256),
+                    },
+                    Err(error) => FileItem::Failed {
+                        direction: Direction::Receive,
+                        user,
+                        name,
+                        error,
+                    },
+                }]
+            }
+        }
+    }
+
+    /// Whether `accept`/`deny` (for `user`, or `y`/`n` for `None`) is about a file offer rather
+    /// than an address request: a waiting offer from `user`, or for `y`/`n` any waiting offer
+    /// when no address request is (`requests_waiting`).
+    pub(crate) fn answers_a_file(&mut self, user: Option<&str>, requests_waiting: bool) -> bool {
+        self.waiting.retain(|offer| !offer.is_closed());
+        match user {
+            Some(user) => self
+                .waiting
+                .iter()
+                .any(|o| o.from.eq_ignore_ascii_case(user)),
+            None => !self.waiting.is_empty() && !requests_waiting,
+        }
+    }
+
+    /// `accept`/`deny` for the oldest waiting offer from `user` (or the single waiting offer).
+    pub(crate) fn answer(&mut self, user: Option<&str>, accept: bool) -> Result<FileItem, String> {
+        let position = match user {
+            Some(user) => self
+                .waiting
+                .iter()
+                .position(|o| o.from.eq_ignore_ascii_case(user))
+                .ok_or_else(|| format!("{user} is not offering you a file"))?,
+            None if self.waiting.len() == 1 => 0,
+            None if self.waiting.is_empty() => return Err("nobody is offering you a file".into()),
+            None => {
+                let mut names: Vec<&str> = self.waiting.iter().map(|o| o.from.as_str()).collect();
+                names.dedup();
+                return Err(format!(
+                    "{} files are waiting for an answer (from {}); type accept <user> or deny \
+                     <user>",
+                    self.waiting.len(),
+                    names.join(", ")
+                ));
+            }
+        };
+        let offer = self.waiting.remove(position).expect("position is in range");
+        Ok(self.answer_offer(offer, accept, false))
+    }
+
+    fn answer_offer(&mut self, offer: IncomingFile, accept: bool, auto: bool) -> FileItem {
+        let (id, from, name, size) = (offer.id, offer.from.clone(), offer.name.clone(), offer.size);
+        let progress = offer.progress.clone();
+        if !offer.answer(accept) {
+            return FileItem::Failed {
+                direction: Direction::Receive,
+                user: from,
+                name,
+                error: "the offer expired before the answer".into(),
+            };
+        }
+        if accept {
+            self.track(id, Direction::Receive, &from, &name, size, &progress);
+        }
+        FileItem::Answered {
+            from,
+            name,
+            accept,
+            auto,
+        }
+    }
+
+    /// Moves the bars on, and returns the `--json` progress lines that are due.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<FileItem> {
+        let mut due = Vec::new();
+        for running in self.running.values_mut() {
+            let done = running.progress.done();
+            if let Some(bar) = &running.bar {
+                bar.set_position(done);
+                continue;
+            }
+            if !self.json || now.duration_since(running.last.0) < JSON_PROGRESS_EVERY {
+                continue;
+            }
+            let (then, before) = running.last;
+            let secs = now.duration_since(then).as_secs_f64();
+            let rate = (done.saturating_sub(before)) as f64 / secs.max(1e-3);
+            running.last = (now, done);
+            due.push(FileItem::Progress {
+                direction: running.direction,
+                user: running.user.clone(),
+                name: running.name.clone(),
+                bytes: done,
+                size: running.size,
+                bytes_per_second: rate as u64,
+            });
+        }
+        due
+    }
+
+    /// Whether anything is running, so the loop ticks only then.
+    pub(crate) fn busy(&self) -> bool {
+        !self.running.is_empty()
+    }
+
+    fn track(
+        &mut self,
+        id: u64,
+        direction: Direction,
+        user: &str,
+        name: &str,
+        size: u64,
+        progress: &Arc<Progress>,
+    ) {
+        let bar = self.bars.as_ref().map(|bars| {
+            let bar = bars.add(ProgressBar::new(size));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:24}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            let arrow = match direction {
+                Direction::Send => format!("{name} → {user}"),
+                Direction::Receive => format!("{name} ← {user}"),
+            };
+            bar.set_prefix(arrow);
+            bar
+        });
+        self.running.insert(
+            id,
+            Running {
+                direction,
+                user: user.to_owned(),
+                name: name.to_owned(),
+                size,
+                progress: progress.clone(),
+                bar,
+                last: (Instant::now(), progress.done()),
+            },
+        );
+    }
+
+    fn untrack(&mut self, id: u64) -> Option<Running> {
+        let running = self.running.remove(&id)?;
+        if let Some(bar) = &running.bar {
+            bar.set_position(running.progress.done());
+            bar.finish_and_clear();
+            if let Some(bars) = &self.bars {
+                bars.remove(bar);
+            }
+        }
+        Some(running)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::render::Item;
+
+    #[test]
+    fn file_items_carry_their_own_json_type_and_progress_is_for_programs_only() {
+        let sent = Item::File(FileItem::Sent {
+            to: "bob".into(),
+            name: "a.txt".into(),
+            size: 3,
+            resumed_from: 0,
+            sha256: "ab".into(),
+        });
+        let v: serde_json::Value = serde_json::from_str(&sent.json()).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["sha256"].as_str()),
+            (Some("file_sent"), Some("ab"))
+        );
+        assert_eq!(sent.human().unwrap(), "sent a.txt (3 B) to bob; sha256 ab");
+        let progress = Item::File(FileItem::Progress {
+            direction: Direction::Receive,
+            user: "alice".into(),
+            name: "a.txt".into(),
+            bytes: 1,
+            size: 3,
+            bytes_per_second: 1,
+        });
+        let v: serde_json::Value = serde_json::from_str(&progress.json()).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["direction"].as_str()),
+            (Some("file_progress"), Some("receive"))
+        );
+        assert!(progress.human().is_none());
+    }
+
+    #[test]
+    fn a_bare_y_is_about_a_file_only_when_no_address_request_waits() {
+        let mut files = Files::new(false, false, false);
+        assert!(!files.answers_a_file(None, false), "nothing waits");
+        assert_eq!(
+            files.answer(None, true).unwrap_err(),
+            "nobody is offering you a file"
+        );
+        assert!(!files.answers_a_file(Some("bob"), false));
+    }
+}

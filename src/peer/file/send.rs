@@ -1,0 +1,414 @@
+//! The offering side of a file transfer: connect, Noise IK with the file hello, offer, wait for
+//! the answer, then stream the file from the offset the receiver holds, the checksum last, and
+//! wait for the ack.
+//!
+//! Knows nothing of grants or the server. The data phase runs on a blocking thread (file reads,
+//! SHA-256, encryption) with socket timeouts as deadlines; memory is a few frames.
+
+use std::fs::File;
+use std::io::{self, ErrorKind, Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use prost::Message as _;
+use sha2::{Digest as _, Sha256};
+use tokio::net::TcpStream;
+
+use super::{MAX_CHUNK, Progress, file_hello, hex};
+use crate::pb::{FileAck, FileAnswer, FileDecision, FileOffer, FilePart, file_part::Part as Piece};
+use crate::peer::frame::{self, FrameError};
+use crate::peer::noise::{self, Initiator, KEY_LEN, PeerKeys, Transport};
+
+/// Connect and handshake, as for a private message.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+/// The receiver's user may take [`super::ANSWER_WAIT`] to answer; a little more for the wire.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(super::ANSWER_WAIT.as_secs() + 10);
+/// How long a write may block, or the ack may take, before the receiver counts as gone.
+const DATA_DEADLINE: Duration = super::STALL;
+
+/// A file to offer, checked and identified.
+#[derive(Debug, Clone)]
+pub struct FileToSend {
+    /// Where it is read from.
+    pub path: PathBuf,
+    /// The name offered: the path's last component.
+    pub name: String,
+    pub size: u64,
+    /// Stable while the file is unchanged, so sending it again resumes (see `FileOffer`).
+    pub transfer_id: String,
+}
+
+impl FileToSend {
+    /// Checks that `path` is a regular file we can read and derives its transfer id from its
+    /// absolute path, size and modification time.
+    ///
+    /// # Errors
+    /// The file is missing, unreadable or not a regular file.
+    pub fn open(path: &Path) -> io::Result<FileToSend> {
+        let path = std::fs::canonicalize(path)?;
+        let file = File::open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        let mut id = Sha256::new();
+        id.update(path.as_os_str().as_encoded_bytes());
+        id.update(meta.len().to_be_bytes());
+        id.update(modified.as_nanos().to_be_bytes());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "download".into());
+        Ok(FileToSend {
+            name,
+            size: meta.len(),
+            transfer_id: hex(&id.finalize()[..16]),
+            path,
+        })
+    }
+}
+
+/// A file the receiver confirmed.
+#[derive(Debug, Clone)]
+pub struct FileSent {
+    /// Bytes the receiver already held (a resume), not sent again.
+    pub offset: u64,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+/// Why a file did not get through; each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("the peer's public key is {len} bytes, not 32; ask for its address again")]
+    InvalidKey { len: usize },
+    #[error("cannot read the file: {0}")]
+    Read(io::Error),
+    #[error("could not connect to the peer: {0}")]
+    Connect(io::Error),
+    #[error("the peer did not {0} in time")]
+    Timeout(&'static str),
+    #[error(
+        "the peer closed the connection during the handshake: it no longer accepts your key, \
+         or its own key has changed"
+    )]
+    Refused,
+    #[error("the encrypted handshake with the peer failed: {0}")]
+    Handshake(String),
+    #[error("{reason}")]
+    Declined {
+        decision: FileDecision,
+        reason: String,
+    },
+    #[error("the peer closed the connection after {held} of {size} bytes; send again to resume")]
+    Cut { held: u64, size: u64 },
+    #[error("the peer did not confirm the file (it found the checksum or size wrong, or failed)")]
+    NoAck,
+    #[error("the peer broke the protocol: {0}")]
+    Protocol(String),
+}
+
+/// Offers `file` to the peer at `host:port` (static key `remote_public_key`) as `from` → `to`
+/// and, once accepted, sends it; `progress` follows the bytes the receiver holds.
+///
+/// # Errors
+/// Any [`FileError`]; [`FileError::Cut`] and [`FileError::Timeout`] are worth a retry, which
+/// resumes.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_file(
+    host: &str,
+    port: u16,
+    remote_public_key: &[u8],
+    keys: &PeerKeys,
+    from: &str,
+    to: &str,
+    file: &FileToSend,
+    progress: Arc<Progress>,
+) -> Result<FileSent, FileError> {
+    if remote_public_key.len() != KEY_LEN {
+        return Err(FileError::InvalidKey {
+            len: remote_public_key.len(),
+        });
+    }
+    let connect = async {
+        let mut stream = TcpStream::connect((host, port))
+            .await
+            .map_err(FileError::Connect)?;
+        stream.set_nodelay(true).map_err(FileError::Connect)?;
+        let transport = handshake(&mut stream, remote_public_key, keys).await?;
+        Ok::<_, FileError>((stream, transport))
+    };
+    let (mut stream, mut transport) = tokio::time::timeout(CONNECT_DEADLINE, connect)
+        .await
+        .map_err(|_| FileError::Timeout("finish the handshake"))??;
+
+    let offer = FileOffer {
+        transfer_id: file.transfer_id.clone(),
+        from: from.to_owned(),
+        to: to.to_owned(),
+        name: file.name.clone(),
+        size: file.size,
+        sent_at_ms: crate::now_ms(),
+    };
+    let sealed = transport
+        .seal(&offer.encode_to_vec())
+        .map_err(|e| FileError::Protocol(e.to_string()))?;
+    frame::write(&mut stream, &sealed)
+        .await
+        .map_err(|e| FileError::Connect(to_io(e)))?;
+    let answer = tokio::time::timeout(ANSWER_DEADLINE, frame::read(&mut stream, frame::MAX_LEN))
+        .await
+        .map_err(|_| FileError::Timeout("answer the offer"))?;
+    let answer = match answer {
+        Ok(Some(sealed)) => sealed,
+        Ok(None) | Err(FrameError::Truncated) => {
+            return Err(FileError::Protocol(
+                "closed without answering the offer".into(),
+            ));
+        }
+        Err(e) => return Err(FileError::Protocol(e.to_string())),
+    };
+    let answer = transport
+        .open(&answer)
+        .map_err(|e| FileError::Protocol(format!("the answer did not decrypt: {e}")))?;
+    let answer = FileAnswer::decode(answer.as_slice())
+        .map_err(|e| FileError::Protocol(format!("the answer is not a FileAnswer: {e}")))?;
+    let decision = FileDecision::try_from(answer.decision).unwrap_or(FileDecision::Unspecified);
+    if decision != FileDecision::Accepted {
+        let reason = if answer.reason.is_empty() {
+            format!("{to} did not take the file")
+        } else {
+            answer.reason
+        };
+        return Err(FileError::Declined { decision, reason });
+    }
+    if answer.offset > file.size {
+        return Err(FileError::Protocol(format!(
+            "asked to start at byte {} of {}",
+            answer.offset, file.size
+        )));
+    }
+    progress.start_at(answer.offset);
+
+    let socket = stream.into_std().map_err(FileError::Connect)?;
+    socket
+        .set_nonblocking(false)
+        .and_then(|()| socket.set_read_timeout(Some(DATA_DEADLINE)))
+        .and_then(|()| socket.set_write_timeout(Some(DATA_DEADLINE)))
+        .map_err(FileError::Connect)?;
+    let path = file.path.clone();
+    let (size, offset) = (file.size, answer.offset);
+    let transfer_id = file.transfer_id.clone();
+    tokio::task::spawn_blocking(move || {
+        stream_file(
+            socket,
+            transport,
+            &path,
+            size,
+            offset,
+            &transfer_id,
+            &progress,
+        )
+    })
+    .await
+    .map_err(|e| FileError::Protocol(format!("the sending thread failed: {e}")))?
+}
+
+/// `-> e, es, s, ss` with the file hello, `<- e, ee, se`.
+async fn handshake(
+    stream: &mut TcpStream,
+    remote_public_key: &[u8],
+    keys: &PeerKeys,
+) -> Result<Transport, FileError> {
+    let failed = |e: snow::Error| FileError::Handshake(e.to_string());
+    let (initiator, first) =
+        Initiator::start_with(keys, remote_public_key, &file_hello()).map_err(failed)?;
+    frame::write(stream, &first)
+        .await
+        .map_err(|e| FileError::Connect(to_io(e)))?;
+    let reply = match frame::read(stream, noise::HANDSHAKE_2_LEN).await {
+        Ok(Some(reply)) => reply,
+        Ok(None) | Err(FrameError::Truncated) => return Err(FileError::Refused),
+        Err(FrameError::Io(e)) if e.kind() == ErrorKind::ConnectionReset => {
+            return Err(FileError::Refused);
+        }
+        Err(e) => return Err(FileError::Protocol(format!("bad handshake reply: {e}"))),
+    };
+    initiator.finish(&reply).map_err(failed)
+}
+
+/// The data phase, blocking: the hash of what the receiver holds, then chunks, the checksum,
+/// and the ack.
+fn stream_file(
+    mut socket: std::net::TcpStream,
+    mut transport: Transport,
+    path: &Path,
+    size: u64,
+    offset: u64,
+    transfer_id: &str,
+    progress: &Progress,
+) -> Result<FileSent, FileError> {
+    let mut file = File::open(path).map_err(FileError::Read)?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; MAX_CHUNK];
+    // The receiver checks the whole file's checksum, so the part it already holds is hashed
+    // here too (read, not sent).
+    let mut skipped = 0u64;
+    while skipped < offset {
+        let want = usize::try_from(offset - skipped).map_or(buf.len(), |n| n.min(buf.len()));
+        let n = file.read(&mut buf[..want]).map_err(FileError::Read)?;
+        if n == 0 {
+            return Err(FileError::Read(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the file got shorter",
+            )));
+        }
+        hash.update(&buf[..n]);
+        skipped += n as u64;
+    }
+    file.seek(SeekFrom::Start(offset))
+        .map_err(FileError::Read)?;
+    let cut = |held: u64| FileError::Cut { held, size };
+    let mut sent = offset;
+    // One buffer for the plaintext (the chunk read in after room for its protobuf header) and
+    // one for the frame (prefix, then the sealed message): no copies, no allocations per chunk.
+    let mut plain = vec![0u8; CHUNK_HEADER + MAX_CHUNK];
+    let mut wire = vec![0u8; 2 + frame::MAX_LEN];
+    while sent < size {
+        let want = usize::try_from(size - sent).map_or(MAX_CHUNK, |n| n.min(MAX_CHUNK));
+        let n = file
+            .read(&mut plain[CHUNK_HEADER..CHUNK_HEADER + want])
+            .map_err(FileError::Read)?;
+        if n == 0 {
+            return Err(FileError::Read(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the file got shorter while it was being sent",
+            )));
+        }
+        hash.update(&plain[CHUNK_HEADER..CHUNK_HEADER + n]);
+        let start = chunk_header(n, &mut plain[..CHUNK_HEADER]);
+        let len = transport
+            .seal_into(&plain[start..CHUNK_HEADER + n], &mut wire[2..])
+            .map_err(|e| FileError::Protocol(e.to_string()))?;
+        // `len` <= 65535: the plaintext is at most MAX_PLAINTEXT, sealing adds the 16-byte tag.
+        wire[..2].copy_from_slice(&(len as u16).to_be_bytes());
+        socket
+            .write_all(&wire[..2 + len])
+            .map_err(|_| cut(progress.done()))?;
+        sent += n as u64;
+        progress.add(n as u64);
+    }
+    let sha256: [u8; 32] = hash.finalize().into();
+    let last = FilePart {
+        part: Some(Piece::Sha256(sha256.to_vec())),
+    };
+    let sealed = transport
+        .seal(&last.encode_to_vec())
+        .map_err(|e| FileError::Protocol(e.to_string()))?;
+    frame::write_blocking(&mut socket, &sealed).map_err(|_| cut(size))?;
+
+    let ack = match frame::read_blocking(&mut socket, frame::MAX_LEN) {
+        Ok(Some(sealed)) => sealed,
+        Ok(None) | Err(FrameError::Truncated) => return Err(FileError::NoAck),
+        Err(FrameError::Io(e))
+            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+        {
+            return Err(FileError::Timeout("confirm the file"));
+        }
+        Err(FrameError::Io(e)) if e.kind() == ErrorKind::ConnectionReset => {
+            return Err(FileError::NoAck);
+        }
+        Err(e) => return Err(FileError::Protocol(e.to_string())),
+    };
+    let ack = transport
+        .open(&ack)
+        .map_err(|e| FileError::Protocol(format!("the ack did not decrypt: {e}")))?;
+    let ack = FileAck::decode(ack.as_slice())
+        .map_err(|e| FileError::Protocol(format!("the ack is not a FileAck: {e}")))?;
+    if ack.transfer_id != transfer_id || ack.sha256 != sha256 {
+        return Err(FileError::Protocol(
+            "the ack is for another transfer or checksum".into(),
+        ));
+    }
+    Ok(FileSent {
+        offset,
+        size,
+        sha256,
+    })
+}
+
+/// Room before a chunk for its `FilePart` header: the tag byte and up to 3 bytes of length.
+const CHUNK_HEADER: usize = 4;
+
+/// Writes the protobuf header of a `FilePart` whose `chunk` is `len` bytes (field 1, wire type
+/// 2: tag byte 0x0a, then the varint length) at the end of `room`; returns where it starts. By
+/// hand: the hot path, and prost would want the bytes in a `Vec` of their own first.
+fn chunk_header(len: usize, room: &mut [u8]) -> usize {
+    let mut header = [0u8; CHUNK_HEADER];
+    header[0] = 0x0a;
+    let mut n = 1;
+    let mut rest = len;
+    while rest >= 0x80 {
+        header[n] = (rest as u8 & 0x7f) | 0x80;
+        rest >>= 7;
+        n += 1;
+    }
+    header[n] = rest as u8;
+    n += 1;
+    let start = room.len() - n;
+    room[start..].copy_from_slice(&header[..n]);
+    start
+}
+
+/// A whole encoded chunk (tests only: the hot path writes the header in place).
+#[cfg(test)]
+fn encode_chunk(data: &[u8]) -> Vec<u8> {
+    let mut room = [0u8; CHUNK_HEADER];
+    let start = chunk_header(data.len(), &mut room);
+    let mut out = room[start..].to_vec();
+    out.extend_from_slice(data);
+    out
+}
+
+fn to_io(e: FrameError) -> io::Error {
+    match e {
+        FrameError::Io(io) => io,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_encoded_chunks_are_what_prost_reads() {
+        for len in [1, 127, 128, 300, 16_383, 16_384, MAX_CHUNK] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let decoded = FilePart::decode(encode_chunk(&data).as_slice()).unwrap();
+            assert_eq!(decoded.part, Some(Piece::Chunk(data)), "length {len}");
+        }
+    }
+
+    #[test]
+    fn transfer_ids_are_stable_and_change_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"one").unwrap();
+        let a = FileToSend::open(&path).unwrap();
+        assert_eq!(a.transfer_id, FileToSend::open(&path).unwrap().transfer_id);
+        assert_eq!((a.name.as_str(), a.size, a.transfer_id.len()), ("f", 3, 32));
+        std::fs::write(&path, b"four").unwrap();
+        assert_ne!(a.transfer_id, FileToSend::open(&path).unwrap().transfer_id);
+        assert!(FileToSend::open(dir.path()).is_err(), "a directory");
+    }
+}
