@@ -42,6 +42,7 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(dir)
+            .args(store_args(dir))
             .args(extra)
             .env("RUST_LOG", level)
             .stdout(Stdio::piped())
@@ -70,6 +71,16 @@ impl ServerProcess {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+}
+
+/// `--store URL` when the suite runs on PostgreSQL: one database per data dir, so a restart on
+/// the same dir finds its data.
+fn store_args(dir: &Path) -> Vec<String> {
+    if pg::selected() {
+        vec!["--store".into(), pg::database_for(dir)]
+    } else {
+        vec![]
     }
 }
 
