@@ -23,7 +23,7 @@ fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
     apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
 fi
-# tests/chat.rs drives `confab chat` in a real terminal through tmux; Debian's package, if missing.
+# tests/it/chat.rs drives `confab chat` in a real terminal through tmux; Debian's package, if missing.
 if ! command -v tmux >/dev/null; then
     apt-get update -qq && apt-get install -y -qq tmux >/dev/null
 fi

@@ -7,6 +7,8 @@ mod serve;
 mod storage;
 
 use clap::{Parser, Subcommand};
+// The subcommands' `value_parser = super::duration`; `bench` uses the same parser directly.
+use crate::types::parse_duration as duration;
 
 /// confab: a small, durable chat system.
 #[derive(Debug, Parser)]
@@ -75,9 +77,4 @@ fn init_tracing(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// Parses `60s`, `5m`, `1h30m`.
-pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 60s, 5m or 1h)"))
 }
