@@ -19,6 +19,10 @@ buf="$tools/node_modules/.bin/buf"
 if [ "$("$buf" --version 2>/dev/null || true)" != "$buf_version" ]; then
     npm install --prefix "$tools" --no-save --no-audit --no-fund --silent "@bufbuild/buf@$buf_version"
 fi
+# The PostgreSQL store's tests run against a real server from Debian's packages, started below.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+fi
 # tests/it/chat.rs drives `confab chat` in a real terminal through tmux; Debian's package, if missing.
 if ! command -v tmux >/dev/null; then
     apt-get update -qq && apt-get install -y -qq tmux >/dev/null
@@ -52,7 +56,19 @@ else
     echo "(no release tag yet: buf breaking skipped)"
 fi
 echo "== tests"
+# A throwaway PostgreSQL on a free loopback port; each test makes its own database on it.
+pg_dir=$(mktemp -d)
+chmod 755 "$pg_dir"
+trap 'scripts/postgres.sh stop "$pg_dir/pg"; rm -rf "$pg_dir"' EXIT
+CONFAB_TEST_POSTGRES=$(scripts/postgres.sh start "$pg_dir/pg")
+export CONFAB_TEST_POSTGRES
 cargo nextest run --locked --no-fail-fast
+echo "== integration tests again, every server on PostgreSQL"
+# The store tests already ran on both engines; `storage` damages and repairs the SQLite file;
+# the network-namespace tests run servers where 127.0.0.1 is not this PostgreSQL, and test the
+# network, not the store.
+CONFAB_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast \
+    -E 'binary(it) and not test(/^(store|pg_outage|netns|storage)::/)'
 echo "== interop (Python client from proto/chat.proto)"
 cargo build --locked --quiet
 CONFAB_BIN="${CARGO_TARGET_DIR:-target}/debug/confab" \

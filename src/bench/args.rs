@@ -23,7 +23,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "CONFAB_BENCH_SERVER_PID")]
     server_pid: Option<u32>,
     /// Start `confab serve` (this executable, a temporary data directory, a free port, bench
-    /// limits) for the run instead of using --server.
+    /// limits) for the run instead of using --server. It inherits the environment, so with
+    /// `CONFAB_STORE` set it keeps its data in that PostgreSQL database.
     #[arg(long, conflicts_with_all = ["server", "server_pid"], env = "CONFAB_BENCH_SPAWN_SERVER")]
     spawn_server: bool,
     /// Also run phases 1–4 against a bare tonic relay (no auth, no storage) started for the run,

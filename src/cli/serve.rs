@@ -5,10 +5,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context;
 use clap::Args;
 
-use crate::server::{
-    self, Config,
-    config::{TlsFiles, defaults},
-    store::sqlite::Sync,
+use crate::{
+    server::{
+        self, Config,
+        config::{TlsFiles, defaults},
+        store::sqlite::Sync,
+    },
+    types::Secret,
 };
 
 #[derive(Debug, Args)]
@@ -19,6 +22,12 @@ pub(crate) struct ServeArgs {
     /// Directory for the database and the admin token.
     #[arg(long, env = "CONFAB_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
+    /// Where durable data lives: a PostgreSQL URL (postgres://user:password@host:port/database),
+    /// or by default the SQLite file in --data-dir.
+    // Checked when the store opens, not by clap, whose refusal would quote the URL (password
+    // and all).
+    #[arg(long, env = "CONFAB_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Credentials file (`username password` per line); missing users are created at start.
     #[arg(long, env = "CONFAB_USERS")]
     users: Option<PathBuf>,
@@ -127,6 +136,7 @@ enum SyncArg {
 impl ServeArgs {
     fn into_config(self) -> Config {
         let mut c = Config::new(self.listen, self.data_dir);
+        c.store = self.store.map(Secret::new);
         c.users_file = self.users;
         c.registration = !self.no_registration;
         c.admin_token_file = self.admin_token_file;

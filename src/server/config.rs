@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use crate::types::Secret;
+
 /// The production defaults: [`Config::new`] and the flags of `confab serve` (their `--help`)
 /// both read these, so a default is written once.
 pub mod defaults {
@@ -77,6 +79,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `--data-dir`: the SQLite database and the admin token live here.
     pub data_dir: PathBuf,
+    /// `--store`: a `postgres://` URL for the durable data; `None` keeps it in SQLite in
+    /// `data_dir`. A secret, since the URL may carry the database password.
+    pub store: Option<Secret>,
     /// `--users`: the assignment's credentials file, imported at start.
     pub users_file: Option<PathBuf>,
     /// `--no-registration` clears it.
@@ -162,6 +167,7 @@ impl Config {
         Config {
             listen,
             data_dir,
+            store: None,
             users_file: None,
             registration: true,
             admin_token_file: None,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::store::Unavailable;
 use crate::types::human_duration;
 
 /// Everything a request can fail with.
@@ -114,6 +115,12 @@ pub enum Error {
     /// The server is going down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The store (PostgreSQL) cannot be reached; nothing was written. The cause is logged.
+    #[error(
+        "the server cannot reach its database right now, so nothing was saved; try again in a \
+         few seconds"
+    )]
+    StoreUnavailable,
     /// A bug or a storage failure. The detail is logged, not shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -147,7 +154,7 @@ impl Error {
             | Error::TooManyPending(_)
             | Error::DiskFull => Code::ResourceExhausted,
             Error::Offline(_) | Error::NoPeerListener(_) => Code::FailedPrecondition,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::ShuttingDown | Error::StoreUnavailable => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
     }
@@ -174,7 +181,13 @@ impl From<anyhow::Error> for Error {
         if e.is::<crate::server::store::DiskFull>() {
             return Error::DiskFull;
         }
-        Error::Internal(e)
+        match e.downcast_ref::<Unavailable>() {
+            Some(cause) => {
+                tracing::warn!("{cause}");
+                Error::StoreUnavailable
+            }
+            None => Error::Internal(e),
+        }
     }
 }
 

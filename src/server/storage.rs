@@ -31,6 +31,11 @@ pub struct Storage {
 /// repair was asked for) or opened.
 pub fn open(config: &Config) -> anyhow::Result<Storage> {
     let dir = DataDir::open(&config.data_dir)?;
+    // With --store the durable data lives in PostgreSQL; the directory keeps the admin token.
+    if let Some(url) = &config.store {
+        let store = super::store::open(Some(url.expose()), &dir.db_path()?)?;
+        return Ok(Storage { dir, store });
+    }
     if config.repair {
         repair_locked(&dir)?;
     }

@@ -59,7 +59,7 @@ pub fn subscribe(
         // Acknowledgements (this one and earlier heartbeats') are committed before the replay
         // reads, so nothing acknowledged is shown again.
         if let Err(e) = core.writer.flush().await {
-            yield Err(Error::Internal(e).into());
+            yield Err(Error::from(e).into());
             return;
         }
         let mut last = resume_after;
@@ -70,7 +70,7 @@ pub fn subscribe(
             let page = match page {
                 Ok(Ok(page)) => page,
                 Ok(Err(e)) => {
-                    yield Err(Error::Internal(e).into());
+                    yield Err(Error::from(e).into());
                     return;
                 }
                 Err(e) => {

@@ -20,7 +20,7 @@ use std::{
 use anyhow::anyhow;
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{DiskFull, Store, UserId, WriteOp, WriteOutcome};
+use super::store::{DiskFull, Store, Unavailable, UserId, WriteOp, WriteOutcome};
 
 /// Most operations committed together.
 pub const MAX_BATCH: usize = 1024;
@@ -222,9 +222,14 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, deliver: &dyn Deliver, co
             }
             Err(e) => {
                 tracing::error!("committing a batch of {} writes failed: {e:#}", ops.len());
+                // An unreachable store keeps its type, so callers answer UNAVAILABLE.
+                let unavailable = e.downcast_ref::<Unavailable>();
                 for job in jobs.drain(..) {
                     if let Some(reply) = job.reply {
-                        let _ = reply.send(Err(anyhow!("storage failure: {e:#}")));
+                        let _ = reply.send(Err(match unavailable {
+                            Some(u) => u.clone().into(),
+                            None => anyhow!("storage failure: {e:#}"),
+                        }));
                     }
                 }
             }

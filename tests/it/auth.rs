@@ -96,14 +96,12 @@ async fn registration_can_be_switched_off() {
 async fn passwords_are_stored_as_argon2id_hashes() {
     let srv = TestServer::start().await;
     srv.register("alice").await;
-    let db = rusqlite::Connection::open(srv.dir.path().join("confab.db")).unwrap();
-    let hash: String = db
-        .query_row(
-            "SELECT password_hash FROM users WHERE name = 'alice'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let users = srv.stored_users().await;
+    let hash = &users
+        .iter()
+        .find(|u| u.name == "alice")
+        .unwrap()
+        .password_hash;
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains(PASSWORD));
 }

@@ -4,10 +4,14 @@
 //! The trait is synchronous on purpose. All writes go through one writer thread
 //! ([`crate::server::writer`]) that hands the store a batch of operations to apply in one
 //! transaction (group commit); reads are rare (start-up, replay, admin) and run on
-//! `spawn_blocking`. SQLite ([`sqlite::SqliteStore`]) is the embedded default; a PostgreSQL store
-//! for multi-node deployments would implement the same trait.
+//! `spawn_blocking`. SQLite ([`sqlite::SqliteStore`]) is the embedded default;
+//! [`postgres::PostgresStore`] keeps the same data in PostgreSQL, for several nodes.
 
 pub mod check;
+mod pg_batch;
+mod pg_conn;
+mod pg_schema;
+pub mod postgres;
 pub mod salvage;
 pub mod sqlite;
 pub mod wal;
@@ -18,6 +22,31 @@ pub mod wal;
 #[derive(Debug, thiserror::Error)]
 #[error("the disk holding the database is full")]
 pub struct DiskFull;
+
+use std::sync::Arc;
+
+/// The store cannot be reached right now (PostgreSQL is down or unreachable): nothing was
+/// written. Requests fail with `UNAVAILABLE`; the store reconnects by itself on a later call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the database cannot be reached: {0}")]
+pub struct Unavailable(pub String);
+
+/// Opens the store `url` names (`postgres://…`), or with `None` the SQLite file `sqlite_path`.
+///
+/// # Errors
+/// As [`postgres::PostgresStore::open`] and [`sqlite::SqliteStore::open`].
+pub fn open(url: Option<&str>, sqlite_path: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match url {
+        Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
+            anyhow::bail!(
+                "--store takes a postgres:// URL; leave it out to keep the data in SQLite in \
+                 --data-dir"
+            )
+        }
+        Some(url) => Arc::new(postgres::PostgresStore::open(url)?),
+        None => Arc::new(sqlite::SqliteStore::open(sqlite_path)?),
+    })
+}
 
 /// A user's row id.
 pub type UserId = i64;

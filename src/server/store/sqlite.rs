@@ -280,7 +280,7 @@ impl Store for SqliteStore {
              FROM inbox i JOIN users u ON u.id = i.sender
              WHERE i.recipient = ?1 AND i.seq > ?2 ORDER BY i.seq LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![user, after as i64, limit as i64], |r| {
+        let rows = stmt.query_map(params![user, int(after), int(limit as u64)], |r| {
             Ok(InboxRow {
                 seq: r.get::<_, i64>(0)? as u64,
                 sender: r.get(1)?,
@@ -422,7 +422,7 @@ fn apply(
         WriteOp::Ack { user, upto } => {
             let removed = tx
                 .prepare_cached("DELETE FROM inbox WHERE recipient = ?1 AND seq <= ?2")?
-                .execute(params![user, *upto as i64])?;
+                .execute(params![user, int(*upto)])?;
             if removed > 0 {
                 let c = counters(inboxes, before, *user);
                 c.count = c.count.saturating_sub(removed as u64);
@@ -450,6 +450,12 @@ fn apply(
             WriteOutcome::Done
         }
     })
+}
+
+/// A client-supplied position as SQLite's `INTEGER`: beyond its range means "everything", which
+/// `i64::MAX` says as well (a plain cast would wrap to -1 and mean "nothing").
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn existing_seq(

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod chat;
+pub mod pg;
 pub mod process;
 pub mod tmux;
 
@@ -53,6 +54,9 @@ impl TestServer {
     pub async fn with(f: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::for_tests(dir.path().to_path_buf());
+        if pg::selected() {
+            config.store = Some(confab::types::Secret::new(pg::fresh_database()));
+        }
         f(&mut config);
         Self::on(dir, config).await
     }
@@ -78,6 +82,20 @@ impl TestServer {
         let config = self.config.clone();
         drop(self);
         Self::on(dir, config).await
+    }
+
+    /// Every account as stored, read through the store itself (SQLite or PostgreSQL).
+    pub async fn stored_users(&self) -> Vec<confab::server::store::UserRow> {
+        let url = self.config.store.as_ref().map(|s| s.expose().to_owned());
+        let path = self.dir.path().join("confab.db");
+        tokio::task::spawn_blocking(move || {
+            confab::server::store::open(url.as_deref(), &path)
+                .unwrap()
+                .users()
+                .unwrap()
+        })
+        .await
+        .unwrap()
     }
 
     pub async fn channel(&self) -> Channel {

@@ -73,6 +73,7 @@ impl ServerProcess {
                 "--data-dir",
             ])
             .arg(dir)
+            .args(store_args(dir))
             .args(extra)
             .env("RUST_LOG", level)
             .stderr(log);
@@ -228,4 +229,14 @@ pub async fn run_with_stdin(command: &mut Command, input: &str) -> Output {
     within("the command to finish", child.wait_with_output())
         .await
         .unwrap()
+}
+
+/// `--store URL` when the suite runs on PostgreSQL: one database per data dir, so a restart on
+/// the same dir finds its data.
+fn store_args(dir: &Path) -> Vec<String> {
+    if super::pg::selected() {
+        vec!["--store".into(), super::pg::database_for(dir)]
+    } else {
+        vec![]
+    }
 }

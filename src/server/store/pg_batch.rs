@@ -1,0 +1,333 @@
+//! How the PostgreSQL store applies one batch of writes in one transaction (group commit),
+//! correctly when several nodes write to the same database at once.
+//!
+//! - The batch first locks the counter rows (`users`) of every user whose inbox or login time
+//!   it touches, in id order, so two nodes' batches never deadlock on them. While a node holds a
+//!   recipient's row, no other node can append to that inbox; and because PostgreSQL (READ
+//!   COMMITTED) gives each later statement a fresh snapshot, the duplicate check of an append
+//!   sees every message another node committed to that inbox.
+//! - An append allocates its `seq` with `UPDATE users SET last_seq = last_seq + 1 … RETURNING`
+//!   in the same statement that inserts the message: nothing is read first and written later,
+//!   so seqs are distinct and gap-free across nodes. Nothing is cached in memory (the SQLite
+//!   store keeps the counters beside its single writer; with several writers that would be
+//!   wrong).
+//! - The statements are pipelined: all are sent, then all replies read, so a batch costs about
+//!   three round trips (begin, statements, commit) whatever its size.
+//! - A statement that fails aborts a PostgreSQL transaction and everything after it. Then the
+//!   batch is applied again, each operation in a savepoint of its own, so a failing operation
+//!   reports [`WriteOutcome::Failed`] and the others still commit, as with SQLite. (Savepoints
+//!   only on that rare path: each costs a round trip and a subtransaction.)
+
+use futures_util::future::{join, join_all};
+use tokio_postgres::{GenericClient, Statement};
+
+use super::{
+    UserId, WriteOp, WriteOutcome,
+    pg_conn::{Session, is_conflict},
+};
+
+/// How often a batch is retried when another node's transaction wins a lock cycle.
+const CONFLICT_RETRIES: usize = 5;
+
+const LOCK: &str = "SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
+const CREATE_USER: &str = "INSERT INTO users (name, name_key, password_hash, created_ms)
+     VALUES ($1, $2, $3, $4) ON CONFLICT (name_key) DO NOTHING RETURNING id";
+/// One statement: the existing seq of a duplicate, or the new seq, or neither (inbox full). A
+/// duplicate wins over a full inbox: a resend of a stored message is not refused.
+const APPEND: &str = "WITH dup AS (
+         SELECT seq FROM inbox WHERE recipient = $1 AND sender = $2 AND message_id = $3
+     ), bump AS (
+         UPDATE users SET last_seq = last_seq + 1, inbox_count = inbox_count + 1
+         WHERE id = $1 AND inbox_count < $6 AND NOT EXISTS (SELECT 1 FROM dup)
+         RETURNING last_seq
+     ), ins AS (
+         INSERT INTO inbox (recipient, seq, sender, message_id, body, sent_ms)
+         SELECT $1, last_seq, $2, $3, $4, $5 FROM bump RETURNING seq
+     )
+     SELECT (SELECT seq FROM dup), (SELECT seq FROM ins)";
+/// `last_seq` is left alone: deleted seqs are never given out again.
+const ACK: &str = "WITH gone AS (
+         DELETE FROM inbox WHERE recipient = $1 AND seq <= $2 RETURNING 1
+     )
+     UPDATE users SET inbox_count = inbox_count - (SELECT count(*) FROM gone)
+     WHERE id = $1 AND EXISTS (SELECT 1 FROM gone)";
+const BLOCK: &str = "INSERT INTO blocks (blocker, blocked) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+const UNBLOCK: &str = "DELETE FROM blocks WHERE blocker = $1 AND blocked = $2";
+const LAST_LOGIN: &str = "UPDATE users SET last_login_ms = $2 WHERE id = $1";
+
+/// A [`WriteOp`] with its values as PostgreSQL takes them, owned so it can move to the store's
+/// runtime.
+#[derive(Debug)]
+pub(super) enum Op {
+    CreateUser {
+        name: String,
+        name_key: String,
+        password_hash: String,
+        created_ms: i64,
+    },
+    Append {
+        recipient: UserId,
+        sender: UserId,
+        message_id: Vec<u8>,
+        body: Vec<u8>,
+        sent_ms: i64,
+        max_inbox: i64,
+    },
+    Ack {
+        user: UserId,
+        upto: i64,
+    },
+    Block {
+        blocker: UserId,
+        blocked: UserId,
+    },
+    Unblock {
+        blocker: UserId,
+        blocked: UserId,
+    },
+    LastLogin {
+        user: UserId,
+        at_ms: i64,
+    },
+}
+
+/// A count as `bigint`; beyond its range means "no limit", which `i64::MAX` says as well.
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl From<&WriteOp> for Op {
+    fn from(op: &WriteOp) -> Op {
+        match op {
+            WriteOp::CreateUser {
+                name,
+                name_key,
+                password_hash,
+                created_ms,
+            } => Op::CreateUser {
+                name: name.clone(),
+                name_key: name_key.clone(),
+                password_hash: password_hash.clone(),
+                created_ms: *created_ms,
+            },
+            WriteOp::Append {
+                recipient,
+                sender,
+                message_id,
+                body,
+                sent_ms,
+                max_inbox,
+            } => Op::Append {
+                recipient: *recipient,
+                sender: *sender,
+                message_id: message_id.as_bytes().to_vec(),
+                body: body.as_bytes().to_vec(),
+                sent_ms: *sent_ms,
+                max_inbox: int(*max_inbox),
+            },
+            WriteOp::Ack { user, upto } => Op::Ack {
+                user: *user,
+                upto: int(*upto),
+            },
+            WriteOp::Block { blocker, blocked } => Op::Block {
+                blocker: *blocker,
+                blocked: *blocked,
+            },
+            WriteOp::Unblock { blocker, blocked } => Op::Unblock {
+                blocker: *blocker,
+                blocked: *blocked,
+            },
+            WriteOp::LastLogin { user, at_ms } => Op::LastLogin {
+                user: *user,
+                at_ms: *at_ms,
+            },
+        }
+    }
+}
+
+/// The batch's statements, prepared on the writer connection.
+struct Statements {
+    lock: Statement,
+    create_user: Statement,
+    append: Statement,
+    ack: Statement,
+    block: Statement,
+    unblock: Statement,
+    last_login: Statement,
+}
+
+impl Statements {
+    async fn prepare(session: &mut Session) -> anyhow::Result<Self> {
+        Ok(Statements {
+            lock: session.prepare(LOCK).await?,
+            create_user: session.prepare(CREATE_USER).await?,
+            append: session.prepare(APPEND).await?,
+            ack: session.prepare(ACK).await?,
+            block: session.prepare(BLOCK).await?,
+            unblock: session.prepare(UNBLOCK).await?,
+            last_login: session.prepare(LAST_LOGIN).await?,
+        })
+    }
+}
+
+/// Applies `ops` in one transaction; one outcome per op, in order.
+pub(super) async fn write(session: &mut Session, ops: &[Op]) -> anyhow::Result<Vec<WriteOutcome>> {
+    let st = Statements::prepare(session).await?;
+    let mut locked: Vec<UserId> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Append { recipient: u, .. }
+            | Op::Ack { user: u, .. }
+            | Op::LastLogin { user: u, .. } => Some(*u),
+            _ => None,
+        })
+        .collect();
+    locked.sort_unstable();
+    locked.dedup();
+    let mut attempt = 0;
+    loop {
+        let result = match pipelined(session, &st, &locked, ops).await {
+            Ok(out) => Ok(out),
+            Err(e) if is_conflict(&e) => Err(e),
+            Err(e) if e.downcast_ref::<super::Unavailable>().is_some() => Err(e),
+            Err(e) if is_connection_gone(session, &e) => Err(e),
+            // One op failed and took the transaction with it: again, one savepoint per op.
+            Err(_) => one_by_one(session, &st, &locked, ops).await,
+        };
+        match result {
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => {
+                attempt += 1;
+                tracing::debug!(
+                    attempt,
+                    "batch lost a lock conflict to another writer; retrying"
+                );
+            }
+            other => return other,
+        }
+    }
+}
+
+fn is_connection_gone(session: &Session, e: &anyhow::Error) -> bool {
+    session.client.is_closed()
+        || e.downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|pg| pg.code().is_none())
+}
+
+/// The fast path: every statement sent before any reply is read.
+async fn pipelined(
+    session: &mut Session,
+    st: &Statements,
+    locked: &[UserId],
+    ops: &[Op],
+) -> anyhow::Result<Vec<WriteOutcome>> {
+    let tx = session.client.transaction().await?;
+    // join_all polls (and so sends) the statements in order; PostgreSQL runs them in that order.
+    let lock = async {
+        if !locked.is_empty() {
+            tx.execute(&st.lock, &[&locked]).await?;
+        }
+        anyhow::Ok(())
+    };
+    let (lock, outcomes) = join(lock, join_all(ops.iter().map(|op| apply(&tx, st, op)))).await;
+    lock?;
+    let outcomes = outcomes.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// The slow path: each op in a savepoint, so a failing one is rolled back alone.
+async fn one_by_one(
+    session: &mut Session,
+    st: &Statements,
+    locked: &[UserId],
+    ops: &[Op],
+) -> anyhow::Result<Vec<WriteOutcome>> {
+    let mut tx = session.client.transaction().await?;
+    if !locked.is_empty() {
+        tx.execute(&st.lock, &[&locked]).await?;
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let sp = tx.savepoint("op").await?;
+        match apply(&sp, st, op).await {
+            Ok(outcome) => {
+                sp.commit().await?;
+                out.push(outcome);
+            }
+            Err(e) => {
+                let pg = e.downcast_ref::<tokio_postgres::Error>();
+                if pg.is_none_or(|pg| pg.code().is_none() || is_conflict(&e)) {
+                    // Not this op's fault: the connection, or a conflict worth a retry.
+                    return Err(e);
+                }
+                sp.rollback().await?;
+                tracing::warn!("one write of a batch failed: {e:#}");
+                out.push(WriteOutcome::Failed(format!("{e:#}")));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn apply(c: &impl GenericClient, st: &Statements, op: &Op) -> anyhow::Result<WriteOutcome> {
+    Ok(match op {
+        Op::CreateUser {
+            name,
+            name_key,
+            password_hash,
+            created_ms,
+        } => c
+            .query_opt(
+                &st.create_user,
+                &[name, name_key, password_hash, created_ms],
+            )
+            .await?
+            .map_or(WriteOutcome::NameTaken, |row| {
+                WriteOutcome::Created(row.get(0))
+            }),
+        Op::Append {
+            recipient,
+            sender,
+            message_id,
+            body,
+            sent_ms,
+            max_inbox,
+        } => {
+            let row = c
+                .query_one(
+                    &st.append,
+                    &[recipient, sender, message_id, body, sent_ms, max_inbox],
+                )
+                .await?;
+            let (dup, new): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
+            match (dup, new) {
+                (Some(seq), _) => WriteOutcome::Appended {
+                    seq: seq as u64,
+                    duplicate: true,
+                },
+                (None, Some(seq)) => WriteOutcome::Appended {
+                    seq: seq as u64,
+                    duplicate: false,
+                },
+                (None, None) => WriteOutcome::InboxFull,
+            }
+        }
+        Op::Ack { user, upto } => {
+            c.execute(&st.ack, &[user, upto]).await?;
+            WriteOutcome::Done
+        }
+        Op::Block { blocker, blocked } => {
+            c.execute(&st.block, &[blocker, blocked]).await?;
+            WriteOutcome::Done
+        }
+        Op::Unblock { blocker, blocked } => {
+            c.execute(&st.unblock, &[blocker, blocked]).await?;
+            WriteOutcome::Done
+        }
+        Op::LastLogin { user, at_ms } => {
+            c.execute(&st.last_login, &[user, at_ms]).await?;
+            WriteOutcome::Done
+        }
+    })
+}
