@@ -12,6 +12,7 @@ pub mod consent;
 pub mod core;
 pub mod error;
 pub mod lockout;
+pub mod metrics;
 pub mod ratelimit;
 pub mod rpc;
 mod serve;
@@ -37,6 +38,8 @@ use self::{
 pub struct Handle {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address `/metrics` is served on, if `--metrics-listen` was given.
+    pub metrics_addr: Option<SocketAddr>,
     /// The operator token for the Admin service.
     pub admin_token: String,
     /// Cancel to shut down gracefully.
@@ -56,13 +59,35 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the metrics address {at}"))?,
+        ),
+        None => None,
+    };
     let core = build(config).await?;
     let admin_token = core.admin_token.expose().to_owned();
     let shutdown = CancellationToken::new();
+    let metrics_addr = match metrics_listener {
+        Some(listener) => {
+            let at = listener.local_addr()?;
+            tokio::spawn(metrics::http::serve(
+                core.clone(),
+                listener,
+                shutdown.clone(),
+            ));
+            tracing::info!(addr = %at, "metrics are served at /metrics");
+            Some(at)
+        }
+        None => None,
+    };
     let task = tokio::spawn(serve::serve(core, listener, shutdown.clone()));
     tracing::info!(%addr, "confab is listening");
     Ok(Handle {
         addr,
+        metrics_addr,
         admin_token,
         shutdown,
         task,

@@ -10,6 +10,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use super::{
     core::Core,
+    metrics::rpc::RpcMetricsLayer,
     rpc::{
         admin::AdminService,
         auth::AuthService,
@@ -51,6 +52,7 @@ pub(super) async fn serve(
         builder =
             builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
+    let mut builder = builder.layer(RpcMetricsLayer::new(&core.stats));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop_core = core.clone();
     let stop = shutdown.clone();

@@ -89,9 +89,13 @@ impl Core {
     ) -> anyhow::Result<Arc<Self>> {
         let (slow_tx, slow_rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(Sessions::new(slow_tx));
+        let stats = Stats::default();
         let (writer, _thread) = Writer::start(
             store.clone(),
-            Arc::new(delivery::Local::new(sessions.clone())),
+            Arc::new(delivery::Local::new(
+                sessions.clone(),
+                stats.send_to_delivery.clone(),
+            )),
         );
         let accounts = Directory::load(store.users()?);
         let blocks = Blocks::load(store.blocks()?);
@@ -116,7 +120,7 @@ impl Core {
             sessions,
             consent,
             lockout: std::sync::Mutex::new(lockout),
-            stats: Stats::default(),
+            stats,
             admin_token,
             started: Instant::now(),
         });
