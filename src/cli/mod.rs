@@ -3,7 +3,10 @@
 
 mod admin;
 mod chat;
+mod config_file;
+mod logs;
 mod serve;
+mod table;
 
 use clap::{Parser, Subcommand};
 
@@ -31,12 +34,20 @@ enum Command {
 
 /// Parses the command line and runs it; the process exit code.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match config_file::parse() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The chat client shares the terminal with the person typing: only warnings by default.
-    init_tracing(match cli.command {
+    let level = match cli.command {
         Command::Chat(_) => "warn",
         _ => "info",
-    });
+    };
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => logs::LogFormat::Text,
+    };
+    logs::init(level, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,15 +76,6 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Parses `60s`, `5m`, `1h30m`.

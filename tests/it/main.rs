@@ -9,6 +9,7 @@ mod blocks;
 mod common;
 mod consent;
 mod messages;
+mod operate;
 mod presence;
 mod process;
 mod reflection;
