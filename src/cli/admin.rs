@@ -1,20 +1,21 @@
 //! `confab admin …` (the Admin service) and `confab register`.
 
-use std::path::PathBuf;
+use std::{io::IsTerminal, path::PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use crate::{client::api, pb, types::Secret};
+use super::table::Table;
+use crate::{client::api, pb, server::config::defaults, types::Secret};
 
 /// Where to reach the server.
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
     /// Server URL (`https://…` for TLS).
-    #[arg(long, env = "CONFAB_SERVER", default_value = crate::server::config::defaults::SERVER_URL)]
+    #[arg(long, global = true, env = "CONFAB_SERVER", default_value = defaults::SERVER_URL)]
     pub(crate) server: String,
     /// PEM certificate authority to trust for an https server.
-    #[arg(long, env = "CONFAB_CA")]
+    #[arg(long, global = true, env = "CONFAB_CA")]
     pub(crate) ca: Option<PathBuf>,
 }
 
@@ -34,15 +35,14 @@ pub(crate) struct RegisterArgs {
 pub(crate) struct AdminArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// File holding the admin token (the server writes DATA_DIR/admin.token).
-    #[arg(
-        long,
-        env = "CONFAB_ADMIN_TOKEN_FILE",
-        default_value = "./confab-data/admin.token"
-    )]
-    token_file: PathBuf,
+    /// The server's data directory, where it wrote `admin.token` (as given to `confab serve`).
+    #[arg(long, global = true, env = "CONFAB_DATA_DIR", default_value = defaults::DATA_DIR)]
+    data_dir: PathBuf,
+    /// File holding the admin token (default: DATA_DIR/admin.token).
+    #[arg(long, global = true, env = "CONFAB_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Print JSON instead of a table.
-    #[arg(long, env = "CONFAB_JSON")]
+    #[arg(long, global = true, env = "CONFAB_JSON")]
     json: bool,
     #[command(subcommand)]
     command: AdminCommand,
@@ -76,20 +76,60 @@ enum AdminCommand {
     },
 }
 
-/// Reads a password: `CONFAB_PASSWORD`, the first line of stdin, or a prompt without echo.
+/// Reads a password: the first line of stdin when asked (`from_stdin`), else
+/// `CONFAB_PASSWORD`, else a prompt without echo on a terminal, else (stdin is a pipe or a
+/// file, as in scripts) the first line of stdin.
 pub(crate) fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<Secret> {
-    if from_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("reading the password from stdin")?;
-        return Ok(Secret::new(line.trim_end_matches(['\r', '\n'])));
+    if !from_stdin {
+        if let Ok(p) = std::env::var("CONFAB_PASSWORD") {
+            return Ok(Secret::new(p));
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password(prompt).context("reading the password")?;
+            return Ok(Secret::new(p));
+        }
     }
-    if let Ok(p) = std::env::var("CONFAB_PASSWORD") {
-        return Ok(Secret::new(p));
+    let mut line = String::new();
+    let n = std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    if n == 0 {
+        bail!(
+            "no password: stdin is not a terminal and ended before a line; pipe the password \
+             in (`echo … | confab …`) or set CONFAB_PASSWORD"
+        );
     }
-    let p = rpassword::prompt_password(prompt).context("reading the password")?;
-    Ok(Secret::new(p))
+    Ok(Secret::new(line.trim_end_matches(['\r', '\n'])))
+}
+
+/// The admin token: from `--token-file`, else `DATA_DIR/admin.token`; a missing file is
+/// reported with the full path looked at and how to point elsewhere.
+fn read_token(args: &AdminArgs) -> anyhow::Result<String> {
+    let (path, why) = match &args.token_file {
+        Some(path) => (path.clone(), "--token-file"),
+        None => (
+            args.data_dir.join(defaults::ADMIN_TOKEN_FILE),
+            "--data-dir/CONFAB_DATA_DIR",
+        ),
+    };
+    let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+    match std::fs::read_to_string(&path) {
+        Ok(token) => Ok(token.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no admin token at {} (following {why}); the server writes admin.token into its data \
+             directory at first start: give the same --data-dir as `confab serve` (or \
+             CONFAB_DATA_DIR), or --token-file",
+            shown.display()
+        ),
+        Err(e) => {
+            Err(e).with_context(|| format!("reading the admin token from {}", shown.display()))
+        }
+    }
+}
+
+/// A yes/no cell.
+fn yes(on: bool) -> String {
+    if on { "yes".into() } else { String::new() }
 }
 
 pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
@@ -121,10 +161,9 @@ fn ms(t: i64) -> String {
 }
 
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading the admin token from {}", args.token_file.display()))?;
+    let token = read_token(&args)?;
     let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
-    let mut admin = api::admin(channel, token.trim())?;
+    let mut admin = api::admin(channel, &token)?;
     let fail = |s: tonic::Status| anyhow::anyhow!(api::sentence(&s));
     let json = args.json;
     match args.command {
@@ -135,6 +174,7 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(fail)?
                 .into_inner()
                 .users;
+            let mut table = Table::new(&["USER", "ONLINE", "LAST LOGIN", "LOCKED"]);
             for u in users {
                 if json {
                     println!(
@@ -144,19 +184,16 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                             "locked_until_ms": u.locked_until_ms})
                     );
                 } else {
-                    let locked = if u.locked_until_ms > 0 {
-                        "  locked"
-                    } else {
-                        ""
-                    };
-                    let online = if u.online { "online" } else { "" };
-                    println!(
-                        "{:<32} {:<7} last login {}{locked}",
+                    table.row(vec![
                         u.username,
-                        online,
-                        ms(u.last_login_ms)
-                    );
+                        yes(u.online),
+                        ms(u.last_login_ms),
+                        yes(u.locked_until_ms > 0),
+                    ]);
                 }
+            }
+            if !json {
+                print!("{}", table.render());
             }
         }
         AdminCommand::Sessions => {
@@ -166,6 +203,8 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(fail)?
                 .into_inner()
                 .sessions;
+            let mut table =
+                Table::new(&["USER", "ADDRESS", "SINCE", "HEARTBEAT", "INBOX", "STREAM"]);
             for s in sessions {
                 if json {
                     println!(
@@ -175,16 +214,18 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                             "pending_inbox": s.pending_inbox, "subscribed": s.subscribed})
                     );
                 } else {
-                    println!(
-                        "{:<32} {:<22} since {:<10} heartbeat {:<10} inbox {}{}",
+                    table.row(vec![
                         s.username,
                         s.address,
                         ms(s.since_ms),
                         ms(s.last_heartbeat_ms),
-                        s.pending_inbox,
-                        if s.subscribed { "" } else { "  (no stream)" }
-                    );
+                        s.pending_inbox.to_string(),
+                        yes(s.subscribed),
+                    ]);
                 }
+            }
+            if !json {
+                print!("{}", table.render());
             }
         }
         AdminCommand::Stats => {
@@ -216,9 +257,11 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     .collect();
                 println!("{}", serde_json::Value::Object(map));
             } else {
+                let mut table = Table::new(&["COUNTER", "VALUE"]);
                 for (k, v) in rows {
-                    println!("{k:<24} {v}");
+                    table.row(vec![k.to_owned(), v.to_string()]);
                 }
+                print!("{}", table.render());
             }
         }
         AdminCommand::Kick { user } => {

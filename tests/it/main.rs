@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)] // test helpers are shared between modules with `pub`
 
 mod admin;
+mod admin_cli;
 mod auth;
 mod blocks;
 mod common;
