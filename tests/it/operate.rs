@@ -248,3 +248,77 @@ fn a_bad_config_file_is_refused_with_a_sentence_naming_the_problem() {
         "{stderr}"
     );
 }
+
+/// The README's certificate recipe: its shell lines from `# The CA` up to the first `confab`.
+fn readme_tls_recipe() -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("# The CA")
+        .expect("README has the certificate recipe");
+    let end = start
+        + readme[start..]
+            .find("\nconfab serve")
+            .expect("the recipe ends before confab serve");
+    readme[start..end].to_owned()
+}
+
+#[test]
+fn the_readme_certificate_recipe_makes_a_certificate_confab_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new("bash")
+        .current_dir(dir.path())
+        .args(["-euo", "pipefail", "-c", &readme_tls_recipe()])
+        .output()
+        .expect("run bash");
+    assert!(
+        made.status.success(),
+        "the README's openssl lines failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = serve(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "data",
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+        ],
+        &[],
+        Stdio::null(),
+    );
+    let addr = server.printed.last().unwrap();
+    let port = addr.rsplit(':').next().unwrap();
+    let mut register = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .current_dir(dir.path())
+        .args([
+            "register",
+            "--user",
+            "alice",
+            "--password-stdin",
+            "--ca",
+            "ca.pem",
+        ])
+        .arg("--server")
+        .arg(format!("https://localhost:{port}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(register.stdin.take().unwrap(), "correct horse battery").unwrap();
+    let out = register.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "registering over TLS failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "registered alice"
+    );
+}
