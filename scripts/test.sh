@@ -19,9 +19,15 @@ buf="$tools/node_modules/.bin/buf"
 if [ "$("$buf" --version 2>/dev/null || true)" != "$buf_version" ]; then
     npm install --prefix "$tools" --no-save --no-audit --no-fund --silent "@bufbuild/buf@$buf_version"
 fi
-# tests/chat.rs drives `confab chat` in a real terminal through tmux; Debian's package, if missing.
-if ! command -v tmux >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq tmux >/dev/null
+# tests/chat.rs drives `confab chat` in a real terminal through tmux, tests/it/contrib.rs checks
+# the systemd unit with systemd-analyze, tests/it/completions.rs renders the man pages with
+# man/groff: Debian's packages, if missing.
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v groff >/dev/null || missing+=(groff-base)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== format"

@@ -9,6 +9,7 @@ mod auth;
 mod blocks;
 mod common;
 mod consent;
+mod contrib;
 mod messages;
 mod operate;
 mod presence;
