@@ -4,6 +4,7 @@
 mod admin;
 mod chat;
 mod config_file;
+mod generate;
 mod logs;
 mod serve;
 mod table;
@@ -30,6 +31,10 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Load-test a server with simulated users and print what it measured.
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, …) on stdout.
+    Completions(generate::CompletionsArgs),
+    /// Write man pages (confab.1, confab-serve.1, …) into a directory.
+    Man(generate::ManArgs),
 }
 
 /// Parses the command line and runs it; the process exit code.
@@ -65,6 +70,8 @@ pub fn main() -> std::process::ExitCode {
             Command::Admin(args) => admin::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
+            Command::Completions(args) => generate::completions(args),
+            Command::Man(args) => generate::man(args),
         }
     });
     match result {

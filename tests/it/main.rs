@@ -8,6 +8,7 @@ mod admin_cli;
 mod auth;
 mod blocks;
 mod common;
+mod completions;
 mod consent;
 mod contrib;
 mod messages;
