@@ -66,6 +66,29 @@ enum AdminCommand {
         /// Whose lockout.
         user: String,
     },
+    /// Disable an account: its session ends and it cannot log in until enabled.
+    Disable {
+        /// Whose account.
+        user: String,
+    },
+    /// Let a disabled account log in again.
+    Enable {
+        /// Whose account.
+        user: String,
+    },
+    /// Delete an account with its inbox and blocks; the name becomes free.
+    Delete {
+        /// Whose account.
+        user: String,
+    },
+    /// Set an account's password (prompted for, or CONFAB_PASSWORD, or stdin's first line).
+    SetPassword {
+        /// Whose account.
+        user: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
+        password_stdin: bool,
+    },
     /// Create an account (also when registration is off); the password is prompted for.
     CreateUser {
         /// The new username.
@@ -174,14 +197,14 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(fail)?
                 .into_inner()
                 .users;
-            let mut table = Table::new(&["USER", "ONLINE", "LAST LOGIN", "LOCKED"]);
+            let mut table = Table::new(&["USER", "ONLINE", "LAST LOGIN", "LOCKED", "DISABLED"]);
             for u in users {
                 if json {
                     println!(
                         "{}",
                         serde_json::json!({"username": u.username, "online": u.online,
                             "created_at_ms": u.created_at_ms, "last_login_ms": u.last_login_ms,
-                            "locked_until_ms": u.locked_until_ms})
+                            "locked_until_ms": u.locked_until_ms, "disabled": u.disabled})
                     );
                 } else {
                     table.row(vec![
@@ -189,6 +212,7 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                         yes(u.online),
                         ms(u.last_login_ms),
                         yes(u.locked_until_ms > 0),
+                        yes(u.disabled),
                     ]);
                 }
             }
@@ -289,6 +313,53 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             println!("unlocked {user}");
+        }
+        AdminCommand::Disable { user } => {
+            let r = admin
+                .disable_user(pb::DisableUserRequest {
+                    username: user.clone(),
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            let ended = if r.was_online {
+                "; their session was ended"
+            } else {
+                ""
+            };
+            println!("disabled {user}{ended}");
+        }
+        AdminCommand::Enable { user } => {
+            admin
+                .enable_user(pb::EnableUserRequest {
+                    username: user.clone(),
+                })
+                .await
+                .map_err(fail)?;
+            println!("enabled {user}");
+        }
+        AdminCommand::Delete { user } => {
+            admin
+                .delete_user(pb::DeleteUserRequest {
+                    username: user.clone(),
+                })
+                .await
+                .map_err(fail)?;
+            println!("deleted {user}");
+        }
+        AdminCommand::SetPassword {
+            user,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin, &format!("new password for {user}: "))?;
+            admin
+                .set_password(pb::SetPasswordRequest {
+                    username: user.clone(),
+                    password: password.expose().to_owned(),
+                })
+                .await
+                .map_err(fail)?;
+            println!("set the password of {user}");
         }
         AdminCommand::CreateUser {
             user,

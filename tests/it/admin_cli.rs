@@ -92,7 +92,10 @@ async fn admin_flags_may_follow_the_subcommand_and_tables_have_headers() {
         .unwrap()
         .split_whitespace()
         .collect();
-    assert_eq!(header, ["USER", "ONLINE", "LAST", "LOGIN", "LOCKED"]);
+    assert_eq!(
+        header,
+        ["USER", "ONLINE", "LAST", "LOGIN", "LOCKED", "DISABLED"]
+    );
     assert!(ran.stdout.lines().nth(1).unwrap().starts_with("alice"));
 
     let ran = confab(
@@ -181,4 +184,67 @@ async fn create_user_without_a_terminal_takes_the_password_from_a_pipe_or_the_en
     assert!(!ran.stderr.contains("No such device"), "{}", ran.stderr);
     let names: Vec<String> = srv.users().await.into_iter().map(|u| u.username).collect();
     assert_eq!(names, ["from-env", "piped"]);
+}
+
+#[tokio::test]
+async fn operators_disable_enable_delete_and_reset_accounts_from_the_command_line() {
+    let srv = TestServer::start().await;
+    srv.register("bob").await;
+    srv.register("carol").await;
+    let cwd = tempfile::tempdir().unwrap();
+    let data = srv.dir.path().to_str().unwrap();
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--server", srv.url.as_str(), "--data-dir", data]);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>, stdin: &'static str| {
+        let cwd = cwd.path().to_owned();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            confab(&cwd, &args, &[], stdin).await
+        }
+    };
+    let ran = run(admin(&["disable", "bob"]), "").await;
+    assert_eq!(
+        (ran.code, ran.stdout.trim()),
+        (Some(0), "disabled bob"),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        srv.login("bob").await.err().unwrap().code(),
+        tonic::Code::PermissionDenied
+    );
+    let ran = run(admin(&["users"]), "").await;
+    let bob_row = ran
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("bob"))
+        .unwrap()
+        .to_owned();
+    assert!(bob_row.trim_end().ends_with("yes"), "{}", ran.stdout);
+    let ran = run(admin(&["enable", "bob"]), "").await;
+    assert_eq!(ran.stdout.trim(), "enabled bob");
+    srv.login("bob").await.expect("enabled");
+
+    let ran = run(admin(&["set-password", "bob"]), "a new password\n").await;
+    assert_eq!(
+        ran.stdout.trim(),
+        "set the password of bob",
+        "{}",
+        ran.stderr
+    );
+    srv.login_from("bob", "a new password", None)
+        .await
+        .expect("the new password");
+
+    let ran = run(admin(&["delete", "carol"]), "").await;
+    assert_eq!(ran.stdout.trim(), "deleted carol");
+    let ran = run(admin(&["delete", "carol"]), "").await;
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.stderr.contains("carol"), "{}", ran.stderr);
+    let names: Vec<String> = srv.users().await.into_iter().map(|u| u.username).collect();
+    assert_eq!(names, ["bob"]);
 }

@@ -3,6 +3,7 @@
 
 #![allow(unreachable_pub)] // test helpers are shared between modules with `pub`
 
+mod accounts;
 mod admin;
 mod admin_cli;
 mod auth;

@@ -1,6 +1,7 @@
 //! The message center's state and every rule of SPEC §2–6, one file per section:
 //!
 //! - [`login`]: §2 accounts, login, lockout;
+//! - [`manage`]: §14 disabling, enabling and deleting accounts, setting passwords;
 //! - [`presence`]: §3 ending sessions, presence, the reaper, acknowledgements, who is online;
 //! - [`messages`]: §4 direct messages and broadcast;
 //! - [`blocks`]: §5 blocking;
@@ -17,6 +18,7 @@ pub mod blocks;
 pub mod delivery;
 pub mod handshake;
 pub mod login;
+pub mod manage;
 pub mod messages;
 pub mod presence;
 pub mod session;
