@@ -218,7 +218,7 @@ impl User for ConfabUser {
     async fn subscribe(&self, sink: Arc<Sink>) -> anyhow::Result<()> {
         let mut stream = self
             .chat()
-            .subscribe(pb::SubscribeRequest { resume_after: 0 })
+            .subscribe(pb::SubscribeRequest::default())
             .await
             .map_err(|s| anyhow!("subscribe as {}: {}", self.name, api::sentence(&s)))?
             .into_inner();

@@ -326,7 +326,10 @@ impl Pump {
             let mut chat = self.live.chat.clone();
             let subscribed = tokio::select! {
                 () = self.stop.cancelled() => return self.live,
-                r = timed(chat.subscribe(pb::SubscribeRequest { resume_after })) => r,
+                r = timed(chat.subscribe(pb::SubscribeRequest {
+                    resume_after,
+                    ..Default::default()
+                })) => r,
             };
             let stream = match subscribed {
                 Ok(response) => response.into_inner(),

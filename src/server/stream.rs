@@ -1,5 +1,10 @@
 //! The `Subscribe` stream: replay the unacknowledged inbox, mark its end, then live events until
 //! the session ends or a newer stream replaces this one.
+//!
+//! Live events come from two places: the session's queue (direct messages, broadcasts, consent,
+//! login failures) and the presence feed, read at the stream's own pace when the feed wakes it
+//! (once per window) and, before each queued item, up to the point where that item was pushed, so
+//! the two keep the order in which things happened.
 
 use std::sync::Arc;
 
@@ -7,7 +12,8 @@ use tokio_stream::Stream;
 use tonic::Status;
 
 use super::{
-    core::{Core, Outbound, Session},
+    core::{Core, EndReason, Outbound, Session},
+    error::Error,
     wire,
 };
 use crate::pb::{self, event::Kind};
@@ -15,15 +21,10 @@ use crate::pb::{self, event::Kind};
 /// Messages read from the store per page while replaying.
 const REPLAY_PAGE: usize = 256;
 
-/// Longest a presence event waits for others to share its write.
-const LAZY_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
-/// Held presence events that force a write.
-const MAX_HELD: usize = 256;
-
 /// What woke the live loop.
 enum Next {
     Item(Option<Outbound>),
-    Flush,
+    Presence,
 }
 
 /// Detaches the stream when tonic drops it (client gone or replaced).
@@ -38,13 +39,18 @@ impl Drop for Detach {
     }
 }
 
-/// The event stream of `session`, replaying stored messages after `resume_after`.
+/// The event stream of `session`, replaying stored messages after `resume_after`; with
+/// `presence` false (bots, bridges) it carries no presence changes.
 pub fn subscribe(
     core: Arc<Core>,
     session: Arc<Session>,
     resume_after: u64,
+    presence: bool,
 ) -> impl Stream<Item = Result<wire::EncodedEvent, Status>> + Send + 'static {
     core.ack(&session, resume_after);
+    // Presence from now on: changes before this stream are not its business.
+    let mut woken = core.presence_wakeups();
+    let mut cursor = core.presence_position();
     // Attach before reading the inbox: a message committed meanwhile is then either in the
     // replay or in the queue (or both, and the seq check below drops the second copy).
     let (generation, mut rx) = session.attach(core.config().stream_queue);
@@ -53,7 +59,7 @@ pub fn subscribe(
         // Acknowledgements (this one and earlier heartbeats') are committed before the replay
         // reads, so nothing acknowledged is shown again.
         if let Err(e) = core.writer.flush().await {
-            yield Err(super::error::Error::Internal(e).into());
+            yield Err(Error::Internal(e).into());
             return;
         }
         let mut last = resume_after;
@@ -64,11 +70,11 @@ pub fn subscribe(
             let page = match page {
                 Ok(Ok(page)) => page,
                 Ok(Err(e)) => {
-                    yield Err(super::error::Error::Internal(e).into());
+                    yield Err(Error::Internal(e).into());
                     return;
                 }
                 Err(e) => {
-                    yield Err(super::error::Error::Internal(e.into()).into());
+                    yield Err(Error::Internal(e.into()).into());
                     return;
                 }
             };
@@ -83,48 +89,37 @@ pub fn subscribe(
         }
         yield Ok(wire::encode(Kind::BacklogEnd(pb::BacklogEnd { last_seq: last })));
         // Live events until the queue closes: the session ended (say so) or a newer stream
-        // replaced this one (end quietly). Lazy events (presence) wait up to LAZY_DELAY for
-        // company, so a burst of logins costs each stream one write, not one per login; any
-        // other event takes the waiting ones along at once, in order.
-        let mut held: Vec<wire::EncodedEvent> = Vec::new();
-        let mut deadline = tokio::time::Instant::now();
+        // replaced this one (end quietly).
         loop {
-            let next = if held.is_empty() {
-                Next::Item(rx.recv().await)
-            } else {
-                tokio::select! {
-                    biased;
-                    item = rx.recv() => Next::Item(item),
-                    () = tokio::time::sleep_until(deadline) => Next::Flush,
-                }
+            let next = tokio::select! {
+                biased;
+                item = rx.recv() => Next::Item(item),
+                Ok(()) = woken.changed(), if presence => Next::Presence,
             };
-            let item = match next {
-                Next::Flush => {
-                    for event in held.drain(..) {
-                        yield Ok(event);
-                    }
-                    continue;
-                }
+            let (upto, item) = match next {
                 Next::Item(None) => break,
-                Next::Item(Some(item)) => item,
+                Next::Item(Some(item)) => (item.presence_mark, Some(item)),
+                Next::Presence => (*woken.borrow_and_update(), None),
             };
-            if item.seq != 0 && item.seq <= last {
-                continue;
-            }
-            if item.lazy && held.len() < MAX_HELD {
-                if held.is_empty() {
-                    deadline = tokio::time::Instant::now() + LAZY_DELAY;
+            if presence {
+                match core.presence_since(&mut cursor, upto, &session) {
+                    Ok(events) => {
+                        for event in events {
+                            yield Ok(event);
+                        }
+                    }
+                    Err(_lagged) => {
+                        core.end_session(&session, EndReason::TooSlow);
+                        yield Ok(wire::session_ended(EndReason::TooSlow));
+                        return;
+                    }
                 }
-                held.push(item.event);
-                continue;
             }
-            for event in held.drain(..) {
-                yield Ok(event);
+            if let Some(item) = item
+                && (item.seq == 0 || item.seq > last)
+            {
+                yield Ok(item.event);
             }
-            yield Ok(item.event);
-        }
-        for event in held.drain(..) {
-            yield Ok(event);
         }
         if let Some(reason) = session.end_reason().filter(|_| !session.replaced(generation)) {
             yield Ok(wire::session_ended(reason));

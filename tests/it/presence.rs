@@ -160,15 +160,87 @@ async fn a_new_subscribe_replaces_the_old_stream_and_the_session_lives_on() {
 async fn a_waiting_presence_event_still_arrives_before_the_message_that_follows_it() {
     let srv = TestServer::start().await;
     let mut bob = srv.user("bob").await;
-    // Alice's arrival is a lazy event for bob; her message, sent at once, takes it along.
+    // Alice's arrival waits in the presence feed for its window; her message, sent at once,
+    // takes it along.
     let mut alice = srv.user("alice").await;
     alice.send("bob", "right after logging in").await.unwrap();
     assert_eq!(bob.presence().await, ("alice".into(), Presence::Online));
     assert_eq!(bob.message().await.body, "right after logging in");
-    // Several lazy events keep their order.
+    // Several waiting changes keep their order.
     let mut carol = srv.user("carol").await;
     carol.logout().await;
     assert_eq!(bob.presence().await, ("carol".into(), Presence::Online));
     assert_eq!(bob.presence().await, ("carol".into(), Presence::Offline));
     assert_eq!(alice.presence().await, ("carol".into(), Presence::Online));
+}
+
+#[tokio::test]
+async fn a_message_sent_before_a_logout_arrives_before_the_logout() {
+    let srv = TestServer::start().await;
+    let mut bob = srv.user("bob").await;
+    let mut alice = srv.user("alice").await;
+    assert_eq!(bob.presence().await, ("alice".into(), Presence::Online));
+    alice.send("bob", "goodbye").await.unwrap();
+    alice.logout().await;
+    assert_eq!(bob.message().await.body, "goodbye");
+    assert_eq!(bob.presence().await, ("alice".into(), Presence::Offline));
+}
+
+#[tokio::test]
+async fn a_stream_that_asks_for_no_presence_gets_everything_else() {
+    let srv = TestServer::start().await;
+    srv.register("bot").await;
+    let mut bot = srv.login("bot").await.unwrap();
+    bot.subscribe_with(pb::SubscribeRequest {
+        resume_after: 0,
+        no_presence: true,
+    })
+    .await;
+    bot.backlog().await;
+    let mut alice = srv.user("alice").await;
+    let mut carol = srv.user("carol").await;
+    carol.logout().await;
+    // Ordering barrier: the bot's next event is alice's message, not anybody's presence.
+    alice.send("bot", "hello bot").await.unwrap();
+    assert_eq!(bot.message().await.body, "hello bot");
+    alice.broadcast("to all").await.unwrap();
+    match bot.next("the broadcast").await {
+        Kind::Broadcast(b) => assert_eq!(b.body, "to all"),
+        other => panic!("expected the broadcast, got {other:?}"),
+    }
+    // Others still see the bot come and go.
+    bot.logout().await;
+    assert_eq!(alice.presence().await, ("carol".into(), Presence::Online));
+    assert_eq!(alice.presence().await, ("carol".into(), Presence::Offline));
+    assert_eq!(alice.presence().await, ("bot".into(), Presence::Offline));
+}
+
+#[tokio::test]
+async fn a_login_storm_reaches_every_stream_once_each_in_order() {
+    let srv = TestServer::start().await;
+    let mut watchers = vec![srv.user("w0").await, srv.user("w1").await];
+    assert_eq!(
+        watchers[0].presence().await,
+        ("w1".into(), Presence::Online)
+    );
+    let names: Vec<String> = (0..40).map(|n| format!("storm{n:02}")).collect();
+    let mut sessions = Vec::new();
+    for name in &names {
+        sessions.push(srv.user(name).await);
+    }
+    for s in &mut sessions {
+        s.logout().await;
+    }
+    for w in &mut watchers {
+        for name in &names {
+            assert_eq!(w.presence().await, (name.clone(), Presence::Online));
+        }
+        for name in &names {
+            assert_eq!(w.presence().await, (name.clone(), Presence::Offline));
+        }
+    }
+    // Nothing more: the next event of each watcher is a message sent now.
+    let (first, rest) = watchers.split_at_mut(1);
+    first[0].send("w1", "barrier").await.unwrap();
+    assert_eq!(rest[0].message().await.body, "barrier");
 }

@@ -168,7 +168,7 @@ impl PeerClient {
             .into_inner();
         let mut chat = api::chat(channel, &login.token)?;
         let events = chat
-            .subscribe(pb::SubscribeRequest { resume_after: 0 })
+            .subscribe(pb::SubscribeRequest::default())
             .await
             .map_err(|st| anyhow!("subscribe as {name}: {}", api::sentence(&st)))?
             .into_inner();

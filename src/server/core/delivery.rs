@@ -48,11 +48,7 @@ impl Local {
             return session.subscribed();
         }
         let event = wire::direct(m.seq, m.from, m.body, m.message_id, m.sent_ms);
-        let queued = session.push(Outbound {
-            seq: m.seq,
-            event,
-            lazy: false,
-        }) == Pushed::Queued;
+        let queued = session.push(Outbound::stored(m.seq, event)) == Pushed::Queued;
         if queued {
             // The send time is wall-clock milliseconds taken on this node; a clock step
             // backwards would make it negative, which is recorded as zero.

@@ -8,6 +8,7 @@
 //! - [`handshake`]: §6 the address/consent handshake;
 //! - [`session`]: the session table and each session's stream queue;
 //! - [`delivery`]: what happens to a direct message after its commit;
+//! - [`feed`]: the presence feed every stream reads, coalesced per window;
 //! - [`stats`]: the counters of `Admin/GetStats`.
 //!
 //! Nothing here knows protobuf requests or tonic: operations take and return domain values
@@ -16,6 +17,7 @@
 
 pub mod blocks;
 pub mod delivery;
+pub mod feed;
 pub mod handshake;
 pub mod login;
 pub mod manage;
@@ -65,6 +67,8 @@ pub struct Core {
     blocks: Blocks,
     /// Live sessions.
     pub(super) sessions: Arc<Sessions>,
+    /// Logins and logouts, for every stream to read.
+    pub(super) presence: Arc<feed::PresenceFeed>,
     /// The address handshake.
     consent: Consent,
     /// Login lockout and throttling.
@@ -90,7 +94,8 @@ impl Core {
         admin_token: Secret,
     ) -> anyhow::Result<Arc<Self>> {
         let (slow_tx, slow_rx) = mpsc::unbounded_channel();
-        let sessions = Arc::new(Sessions::new(slow_tx));
+        let presence = feed::PresenceFeed::new();
+        let sessions = Arc::new(Sessions::new(slow_tx, presence.position()));
         let stats = Stats::default();
         let (writer, _thread) = Writer::start(
             store.clone(),
@@ -120,6 +125,7 @@ impl Core {
             accounts,
             blocks,
             sessions,
+            presence: presence.clone(),
             consent,
             lockout: std::sync::Mutex::new(lockout),
             stats,
@@ -128,6 +134,7 @@ impl Core {
         });
         tokio::spawn(end_slow_readers(Arc::downgrade(&core), slow_rx));
         tokio::spawn(reap(Arc::downgrade(&core)));
+        tokio::spawn(feed::PresenceFeed::run(Arc::downgrade(&presence)));
         Ok(core)
     }
 

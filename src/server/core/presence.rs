@@ -2,14 +2,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use super::{
-    Core, EndReason,
-    session::{Outbound, Session},
-    stats::bump,
-};
+use super::{Core, EndReason, feed::Lagged, session::Session, stats::bump};
 use crate::{
     now_ms,
-    server::{store::WriteOp, wire},
+    server::{
+        store::WriteOp,
+        wire::{self, EncodedEvent},
+    },
 };
 
 /// A row of `ListOnline`.
@@ -48,20 +47,37 @@ impl Core {
         }
     }
 
-    /// Tells every online user, except those `subject` blocks, that it came or went.
+    /// Tells every online user, except those `subject` blocks, that it came or went: one
+    /// append to the presence feed, which every stream reads (`feed.rs`), instead of a push to
+    /// each of them.
     pub(super) fn presence(&self, subject: &Session, online: bool) {
-        let hidden = self.blocks.blocked_by_user(subject.user_id());
-        let event = wire::presence(subject.name(), online);
-        for s in self.sessions.all() {
-            if s.user_id() != subject.user_id() && !hidden.contains(&s.user_id()) {
-                // Lazy: a login storm would otherwise cost every stream one write per login.
-                s.push(Outbound {
-                    seq: 0,
-                    event: event.clone(),
-                    lazy: true,
-                });
-            }
-        }
+        self.presence
+            .append(subject.user_id(), wire::presence(subject.name(), online));
+    }
+
+    /// The presence feed's position now: a new stream reads the changes after it.
+    pub fn presence_position(&self) -> u64 {
+        self.presence.latest()
+    }
+
+    /// Changes whenever streams should read the presence feed (once per window at most).
+    pub fn presence_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.presence.subscribe()
+    }
+
+    /// The presence changes after `*cursor` up to `upto` that `me` may see; moves the cursor.
+    ///
+    /// # Errors
+    /// [`Lagged`] when the stream fell too far behind to be told every change.
+    pub fn presence_since(
+        &self,
+        cursor: &mut u64,
+        upto: u64,
+        me: &Session,
+    ) -> Result<Vec<EncodedEvent>, Lagged> {
+        self.presence.read(cursor, upto, me.user_id(), |subject| {
+            self.blocks.blocked_by_user(subject)
+        })
     }
 
     /// Ends every session whose last call is older than the session timeout.

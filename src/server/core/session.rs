@@ -72,17 +72,23 @@ pub struct Outbound {
     pub seq: u64,
     /// The encoded event.
     pub event: EncodedEvent,
-    /// May wait briefly to travel with the events after it (presence): see `stream.rs`.
-    pub lazy: bool,
+    /// The presence feed's position when it was pushed: the stream shows the presence changes
+    /// up to here first (see `feed.rs`). Stamped by [`Session::push`].
+    pub presence_mark: u64,
 }
 
 impl Outbound {
-    /// A live-only event sent at once.
+    /// A live-only event.
     pub fn now(event: EncodedEvent) -> Self {
+        Outbound::stored(0, event)
+    }
+
+    /// A direct message with its inbox seq.
+    pub fn stored(seq: u64, event: EncodedEvent) -> Self {
         Outbound {
-            seq: 0,
+            seq,
             event,
-            lazy: false,
+            presence_mark: 0,
         }
     }
 }
@@ -125,6 +131,8 @@ pub struct Session {
     /// Per-session send rate limit.
     pub send_bucket: Mutex<TokenBucket>,
     slow: mpsc::UnboundedSender<Arc<Session>>,
+    /// The presence feed's position, stamped on every push.
+    presence: Arc<AtomicU64>,
     this: std::sync::Weak<Session>,
 }
 
@@ -203,7 +211,8 @@ impl Session {
     }
 
     /// Queues `item` on the live stream without waiting.
-    pub fn push(&self, item: Outbound) -> Pushed {
+    pub fn push(&self, mut item: Outbound) -> Pushed {
+        item.presence_mark = self.presence.load(Ordering::Acquire);
         let result = {
             let slot = self.stream.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
@@ -241,6 +250,7 @@ pub struct Sessions {
     inner: RwLock<Table>,
     next_id: AtomicU64,
     slow: mpsc::UnboundedSender<Arc<Session>>,
+    presence: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -264,12 +274,14 @@ pub struct NewSession {
 }
 
 impl Sessions {
-    /// An empty table; sessions whose queue overflows are sent to `slow`.
-    pub fn new(slow: mpsc::UnboundedSender<Arc<Session>>) -> Self {
+    /// An empty table; sessions whose queue overflows are sent to `slow`; pushes are stamped
+    /// with the presence feed's `presence` position.
+    pub fn new(slow: mpsc::UnboundedSender<Arc<Session>>, presence: Arc<AtomicU64>) -> Self {
         Sessions {
             inner: RwLock::default(),
             next_id: AtomicU64::new(1),
             slow,
+            presence,
         }
     }
 
@@ -297,6 +309,7 @@ impl Sessions {
                 std::time::Instant::now(),
             )),
             slow: self.slow.clone(),
+            presence: self.presence.clone(),
             this: this.clone(),
         });
         let old = {
@@ -391,7 +404,7 @@ mod tests {
 
     fn table() -> (Sessions, mpsc::UnboundedReceiver<Arc<Session>>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Sessions::new(tx), rx)
+        (Sessions::new(tx, Arc::default()), rx)
     }
 
     fn login(

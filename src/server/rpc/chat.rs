@@ -43,8 +43,8 @@ impl Chat for ChatService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let session = self.session(&request)?;
-        let resume_after = request.into_inner().resume_after;
-        let events = stream::subscribe(self.0.clone(), session, resume_after);
+        let req = request.into_inner();
+        let events = stream::subscribe(self.0.clone(), session, req.resume_after, !req.no_presence);
         Ok(Response::new(Box::pin(events)))
     }
 

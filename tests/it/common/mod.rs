@@ -166,9 +166,17 @@ pub struct Session {
 
 impl Session {
     pub async fn subscribe(&mut self, resume_after: u64) {
+        self.subscribe_with(pb::SubscribeRequest {
+            resume_after,
+            ..Default::default()
+        })
+        .await;
+    }
+
+    pub async fn subscribe_with(&mut self, request: pb::SubscribeRequest) {
         let stream = self
             .chat
-            .subscribe(pb::SubscribeRequest { resume_after })
+            .subscribe(request)
             .await
             .expect("subscribe")
             .into_inner();

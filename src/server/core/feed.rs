@@ -1,0 +1,323 @@
+//! The presence feed: every login and logout in order, read by each stream at its own pace.
+//!
+//! A login used to be pushed onto every online stream's queue, one push (and one task wake-up)
+//! per stream per change: a login storm of N users cost N² pushes. Now a change is appended here
+//! once, and streams are woken once per window (at most [`WINDOW`] after the first change) to
+//! read everything new in one go, so N logins cost each stream a handful of wake-ups. The events
+//! are encoded once and shared; the block filter (SPEC §3: nobody sees the presence of a user
+//! who blocked them) is computed once per range of changes, not once per stream.
+//!
+//! Order with other events is kept exactly: every queued item carries the feed's position at the
+//! time it was pushed ([`super::Outbound::presence_mark`]), and a stream emits the changes up to
+//! that mark before the item. So a user's "online" always comes before its first message, and a
+//! message sent before a logout comes before the "offline".
+
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{
+        Arc, Mutex, RwLock, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::{Notify, watch};
+
+use crate::server::{store::UserId, wire::EncodedEvent};
+
+/// Longest a change waits for company before streams are woken for it.
+pub const WINDOW: Duration = Duration::from_millis(50);
+/// Changes kept for streams that are behind. A stream further behind than this has stopped
+/// reading, and is ended `TOO_SLOW` like one whose queue filled up.
+const KEEP: usize = 64 * 1024;
+
+/// One login or logout.
+#[derive(Debug, Clone)]
+struct Change {
+    /// Position in the feed, from 1.
+    seq: u64,
+    /// Whose presence changed.
+    user: UserId,
+    /// The `PresenceChanged` event, encoded once for everybody.
+    event: EncodedEvent,
+}
+
+/// The changes of a range, with the users who may not see all of them.
+#[derive(Debug)]
+struct Range {
+    from: u64,
+    to: u64,
+    events: Arc<Vec<EncodedEvent>>,
+    /// The subjects themselves and everyone a subject blocks.
+    excluded: Arc<HashSet<UserId>>,
+}
+
+/// A stream fell so far behind that the changes it has not read are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lagged;
+
+/// The feed. One per server; appended to by the core, read by every stream.
+pub struct PresenceFeed {
+    log: RwLock<VecDeque<Change>>,
+    /// Seq of the newest change appended. Written under the log's write lock, so every change up
+    /// to a value read here is in the log (or was trimmed from it).
+    latest: Arc<AtomicU64>,
+    /// The newest change streams have been woken for.
+    published: watch::Sender<u64>,
+    /// A change is waiting for its window to close (or the feed is being dropped).
+    pending: Arc<Notify>,
+    /// The last range a stream asked for, shared with the streams that ask for the same one.
+    memo: Mutex<Option<Range>>,
+}
+
+impl PresenceFeed {
+    /// An empty feed. Call [`PresenceFeed::run`] to wake streams.
+    pub fn new() -> Arc<Self> {
+        Arc::new(PresenceFeed {
+            log: RwLock::default(),
+            latest: Arc::default(),
+            published: watch::Sender::new(0),
+            pending: Arc::default(),
+            memo: Mutex::default(),
+        })
+    }
+
+    /// The feed's position, shared with the session table so each push can be stamped with it.
+    pub fn position(&self) -> Arc<AtomicU64> {
+        self.latest.clone()
+    }
+
+    /// The newest change appended so far (0: none).
+    pub fn latest(&self) -> u64 {
+        self.latest.load(Ordering::Acquire)
+    }
+
+    /// Appends `user`'s change; streams learn of it within [`WINDOW`], or sooner with the next
+    /// event pushed to them.
+    pub fn append(&self, user: UserId, event: EncodedEvent) {
+        {
+            let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
+            let seq = self.latest.load(Ordering::Relaxed) + 1;
+            log.push_back(Change { seq, user, event });
+            if log.len() > KEEP {
+                log.pop_front();
+            }
+            self.latest.store(seq, Ordering::Release);
+        }
+        self.pending.notify_one();
+    }
+
+    /// A receiver that changes when streams should read the feed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// The changes after `*cursor` up to `upto` that `me` may see, oldest first; moves the
+    /// cursor. `hidden_from(subject)` lists the users `subject` blocks.
+    ///
+    /// # Errors
+    /// [`Lagged`] when changes after the cursor were trimmed before this stream read them.
+    pub fn read(
+        &self,
+        cursor: &mut u64,
+        upto: u64,
+        me: UserId,
+        hidden_from: impl Fn(UserId) -> HashSet<UserId>,
+    ) -> Result<Vec<EncodedEvent>, Lagged> {
+        if upto <= *cursor {
+            return Ok(Vec::new());
+        }
+        let (from, to) = (*cursor, upto);
+        *cursor = upto;
+        let range = {
+            let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+            match memo.as_ref() {
+                Some(r) if r.from == from && r.to == to => (r.events.clone(), r.excluded.clone()),
+                _ => {
+                    let r = self.range(from, to, &hidden_from)?;
+                    let shared = (r.events.clone(), r.excluded.clone());
+                    *memo = Some(r);
+                    shared
+                }
+            }
+        };
+        let (events, excluded) = range;
+        if !excluded.contains(&me) {
+            return Ok(events.as_ref().clone());
+        }
+        // Rare: this stream may not see some of these; filter them one by one.
+        let log = self.log.read().unwrap_or_else(|p| p.into_inner());
+        Ok(Self::changes(&log, from, to)?
+            .filter(|c| c.user != me && !hidden_from(c.user).contains(&me))
+            .map(|c| c.event.clone())
+            .collect())
+    }
+
+    fn range(
+        &self,
+        from: u64,
+        to: u64,
+        hidden_from: &impl Fn(UserId) -> HashSet<UserId>,
+    ) -> Result<Range, Lagged> {
+        let log = self.log.read().unwrap_or_else(|p| p.into_inner());
+        let mut events = Vec::new();
+        let mut excluded = HashSet::new();
+        let mut subjects = HashSet::new();
+        for change in Self::changes(&log, from, to)? {
+            events.push(change.event.clone());
+            if subjects.insert(change.user) {
+                excluded.insert(change.user);
+                excluded.extend(hidden_from(change.user));
+            }
+        }
+        Ok(Range {
+            from,
+            to,
+            events: Arc::new(events),
+            excluded: Arc::new(excluded),
+        })
+    }
+
+    /// The changes with `from < seq <= to`.
+    fn changes(
+        log: &VecDeque<Change>,
+        from: u64,
+        to: u64,
+    ) -> Result<impl Iterator<Item = &Change>, Lagged> {
+        let first = log.front().map_or(to + 1, |c| c.seq);
+        if from + 1 < first && from < to {
+            return Err(Lagged);
+        }
+        let skip = (from + 1).saturating_sub(first) as usize;
+        Ok(log.iter().skip(skip).take_while(move |c| c.seq <= to))
+    }
+
+    /// Wakes streams at most once per [`WINDOW`] while changes keep coming; ends when the feed
+    /// is dropped.
+    pub async fn run(feed: Weak<PresenceFeed>) {
+        let Some(pending) = feed.upgrade().map(|f| f.pending.clone()) else {
+            return;
+        };
+        loop {
+            pending.notified().await;
+            tokio::time::sleep(WINDOW).await;
+            let Some(f) = feed.upgrade() else { return };
+            f.published.send_replace(f.latest());
+        }
+    }
+}
+
+impl Drop for PresenceFeed {
+    fn drop(&mut self) {
+        // Lets `run` notice that the feed is gone.
+        self.pending.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn event(n: u8) -> EncodedEvent {
+        EncodedEvent(Bytes::from(vec![n]))
+    }
+
+    fn nobody(_: UserId) -> HashSet<UserId> {
+        HashSet::new()
+    }
+
+    #[test]
+    fn a_stream_reads_each_change_once_in_order_and_never_its_own() {
+        let feed = PresenceFeed::new();
+        let mut cursor = feed.latest();
+        feed.append(1, event(1));
+        feed.append(2, event(2));
+        feed.append(3, event(3));
+        let upto = feed.latest();
+        assert_eq!(
+            feed.read(&mut cursor, upto, 9, nobody).unwrap(),
+            vec![event(1), event(2), event(3)]
+        );
+        assert!(feed.read(&mut cursor, upto, 9, nobody).unwrap().is_empty());
+        // User 2 does not see its own change.
+        let mut cursor = 0;
+        assert_eq!(
+            feed.read(&mut cursor, upto, 2, nobody).unwrap(),
+            vec![event(1), event(3)]
+        );
+    }
+
+    #[test]
+    fn reading_up_to_a_mark_leaves_later_changes_for_later() {
+        let feed = PresenceFeed::new();
+        let mut cursor = 0;
+        feed.append(1, event(1));
+        let mark = feed.latest();
+        feed.append(2, event(2));
+        assert_eq!(
+            feed.read(&mut cursor, mark, 9, nobody).unwrap(),
+            vec![event(1)]
+        );
+        let upto = feed.latest();
+        assert_eq!(
+            feed.read(&mut cursor, upto, 9, nobody).unwrap(),
+            vec![event(2)]
+        );
+    }
+
+    #[test]
+    fn a_blocked_user_does_not_see_the_blockers_presence_but_others_share_the_range() {
+        let feed = PresenceFeed::new();
+        feed.append(1, event(1));
+        feed.append(2, event(2));
+        let upto = feed.latest();
+        // User 1 blocks user 7.
+        let blocks = |subject: UserId| -> HashSet<UserId> {
+            if subject == 1 {
+                HashSet::from([7])
+            } else {
+                HashSet::new()
+            }
+        };
+        let mut seven = 0;
+        assert_eq!(
+            feed.read(&mut seven, upto, 7, blocks).unwrap(),
+            vec![event(2)]
+        );
+        let mut eight = 0;
+        assert_eq!(
+            feed.read(&mut eight, upto, 8, blocks).unwrap(),
+            vec![event(1), event(2)]
+        );
+    }
+
+    #[test]
+    fn a_stream_behind_what_is_kept_is_told_it_lagged() {
+        let feed = PresenceFeed::new();
+        let mut cursor = 0;
+        for n in 0..=KEEP {
+            feed.append(n as UserId, event(1));
+        }
+        let upto = feed.latest();
+        assert_eq!(feed.read(&mut cursor, upto, 0, nobody), Err(Lagged));
+        let mut recent = upto - 1;
+        assert_eq!(feed.read(&mut recent, upto, 0, nobody).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn streams_are_woken_once_for_a_burst_of_changes() {
+        let feed = PresenceFeed::new();
+        tokio::spawn(PresenceFeed::run(Arc::downgrade(&feed)));
+        let mut woken = feed.subscribe();
+        for n in 0..10 {
+            feed.append(n, event(1));
+        }
+        woken.changed().await.unwrap();
+        assert_eq!(*woken.borrow_and_update(), 10);
+        feed.append(10, event(1));
+        woken.changed().await.unwrap();
+        assert_eq!(*woken.borrow_and_update(), 11);
+    }
+}
