@@ -1,8 +1,8 @@
 //! The metrics listener: plain HTTP/1.1, `GET /metrics` and nothing else.
 //!
 //! Anyone who can reach the address can connect, so every connection is bounded: at most
-//! [`MAX_CONNECTIONS`] at once (more are closed at accept), [`HEADER_TIMEOUT`] to send a request
-//! head, and [`CONNECTION_TIMEOUT`] in all. Put it on loopback or a private interface: the
+//! `MAX_CONNECTIONS` (16) at once, more being closed at accept; `HEADER_TIMEOUT` (5 s) to send a
+//! request head; and `CONNECTION_TIMEOUT` (60 s) in all. Put it on loopback or a private interface: the
 //! numbers reveal traffic patterns, not secrets.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
