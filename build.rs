@@ -7,8 +7,10 @@
 //! 2. the same file's server traits into `OUT_DIR/server/confab.v1.rs`, with every message taken
 //!    from `crate::pb` except `Event`, which the server sends as pre-encoded bytes
 //!    (`crate::server::wire::EncodedEvent`) so that a broadcast is encoded once, not once per
-//!    recipient, and with `wire::ServerCodec`, whose small encode buffer keeps an idle stream
-//!    cheap;
+//!    recipient, and `SendStreamRequest`, which arrives undecoded
+//!    (`crate::server::decode::SendStreamItem`) so that one bad item is answered on its stream
+//!    instead of ending it; with `wire::ServerCodec`, whose small encode buffer keeps an idle
+//!    stream cheap and whose decoder answers undecodable requests `INVALID_ARGUMENT`;
 //! 3. `benches/relay.proto`, the bare relay `confab bench --baseline` measures against: client
 //!    and server into `OUT_DIR/confab.bench.relay.v1.rs`.
 
@@ -36,6 +38,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .out_dir(&server_out)
         .extern_path(".confab.v1", "crate::pb")
         .extern_path(".confab.v1.Event", "crate::server::wire::EncodedEvent")
+        .extern_path(
+            ".confab.v1.SendStreamRequest",
+            "crate::server::decode::SendStreamItem",
+        )
         .codec_path("crate::server::wire::ServerCodec")
         .compile_with_config(with_protoc(&protoc), &[chat], &["proto"])?;
 

@@ -30,6 +30,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# tests/it/netns.rs builds network namespaces with iproute2's `ip`; Debian's package, if missing.
+if ! command -v ip >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+fi
+# Those tests skip themselves where namespaces cannot be made; say so here, where it shows.
+probe="confab-probe-$$"
+if ip netns add "$probe" 2>/dev/null; then
+    ip netns del "$probe"
+    echo "(network namespaces available: the multi-host tests run)"
+else
+    echo "!! network namespaces are not permitted here: the multi-host tests in tests/it/netns.rs SKIP"
+fi
+
 echo "== format"
 cargo fmt --check
 echo "== clippy"

@@ -29,8 +29,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The `confab serve` flags of a server being benchmarked: the production defaults except what
 /// would turn the bench into a test of the limits — a cheap password hash (10 000 accounts in
-/// seconds), per-address login and per-session send rates the load is allowed to exceed, and an
-/// inbox large enough for the acknowledgement lag of a saturated run.
+/// seconds), per-address login and per-session send rates the load is allowed to exceed, an
+/// inbox large enough for the acknowledgement lag of a saturated run, and connection caps above
+/// 10 000 users all coming from 127.0.0.1.
 pub(crate) const CONFAB_FLAGS: &[&str] = &[
     "--bench-fast-hash",
     "--login-rate",
@@ -42,6 +43,10 @@ pub(crate) const CONFAB_FLAGS: &[&str] = &[
     "--send-burst",
     "1000000000",
     "--max-inbox",
+    "1000000",
+    "--max-connections",
+    "1000000",
+    "--max-connections-per-address",
     "1000000",
 ];
 

@@ -88,6 +88,28 @@ pub(crate) struct ServeArgs {
     /// Address requests that may wait on one user.
     #[arg(long, env = "CONFAB_MAX_PENDING_REQUESTS", default_value_t = defaults::MAX_PENDING_REQUESTS)]
     max_pending_requests: usize,
+    /// Open connections allowed in total; one more is closed as soon as it is accepted.
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Open connections allowed from one source address (IPv6: one /64).
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = defaults::MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
+    /// A connection that has not sent an HTTP/2 request this long after connecting is closed.
+    #[arg(long, env = "CONFAB_HANDSHAKE_TIMEOUT", default_value_t = defaults::HANDSHAKE_TIMEOUT.into(), value_parser = duration)]
+    handshake_timeout: humantime::Duration,
+    /// A connection that has not logged in (or made an authenticated call) this long after
+    /// connecting is closed.
+    #[arg(long, env = "CONFAB_LOGIN_TIMEOUT", default_value_t = defaults::LOGIN_TIMEOUT.into(), value_parser = duration)]
+    login_timeout: humantime::Duration,
+    /// An HTTP/2 PING is sent after this long without hearing from a client.
+    #[arg(long, env = "CONFAB_KEEPALIVE_INTERVAL", default_value_t = defaults::KEEPALIVE_INTERVAL.into(), value_parser = duration)]
+    keepalive_interval: humantime::Duration,
+    /// A PING unanswered for this long closes the connection.
+    #[arg(long, env = "CONFAB_KEEPALIVE_TIMEOUT", default_value_t = defaults::KEEPALIVE_TIMEOUT.into(), value_parser = duration)]
+    keepalive_timeout: humantime::Duration,
+    /// Concurrent calls (HTTP/2 streams) allowed on one connection.
+    #[arg(long, env = "CONFAB_MAX_STREAMS_PER_CONNECTION", default_value_t = defaults::MAX_STREAMS_PER_CONNECTION)]
+    max_streams_per_connection: u32,
     /// Load tests only: a cheap password hash cost so thousands of accounts are created in
     /// seconds. Never in production.
     #[arg(long, env = "CONFAB_BENCH_FAST_HASH", hide = true)]
@@ -122,6 +144,13 @@ impl ServeArgs {
         c.consent_timeout = self.consent_timeout.into();
         c.consent_cooldown = self.consent_cooldown.into();
         c.max_pending_requests = self.max_pending_requests;
+        c.max_connections = self.max_connections;
+        c.max_connections_per_address = self.max_connections_per_address;
+        c.handshake_timeout = self.handshake_timeout.into();
+        c.login_timeout = self.login_timeout.into();
+        c.keepalive_interval = self.keepalive_interval.into();
+        c.keepalive_timeout = self.keepalive_timeout.into();
+        c.max_streams_per_connection = self.max_streams_per_connection;
         c.fast_hash = self.bench_fast_hash;
         c
     }

@@ -52,6 +52,24 @@ pub mod defaults {
     pub const CONSENT_COOLDOWN: Duration = Duration::from_secs(300);
     /// `--max-pending-requests`.
     pub const MAX_PENDING_REQUESTS: usize = 8;
+    /// `--max-connections`: above the 10 000 users SPEC §10 loads, below what a default hard
+    /// open-file limit allows.
+    pub const MAX_CONNECTIONS: usize = 16_384;
+    /// `--max-connections-per-address`: room for an office behind one NAT address, not for one
+    /// host to take every slot.
+    pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+    /// `--handshake-timeout`: a client sends its first request right after connecting.
+    pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `--login-timeout`: time to type a password on a connection opened before asking.
+    pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `--keepalive-interval`: as the heartbeat, so an idle connection is pinged as often as a
+    /// live client speaks.
+    pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+    /// `--keepalive-timeout`: hyper's default.
+    pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+    /// `--max-streams-per-connection`: a chat client uses a handful; gRPC servers commonly
+    /// allow 100.
+    pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 }
 
 /// The server's settings. Field docs name the flag that sets each one.
@@ -102,6 +120,25 @@ pub struct Config {
     pub consent_cooldown: Duration,
     /// `--max-pending-requests`: address requests waiting on one user.
     pub max_pending_requests: usize,
+    /// `--max-connections`: open gRPC connections, all addresses together; one more is closed
+    /// as soon as it is accepted.
+    pub max_connections: usize,
+    /// `--max-connections-per-address`: open gRPC connections from one source address (IPv6:
+    /// one /64), so one host cannot take every slot.
+    pub max_connections_per_address: usize,
+    /// `--handshake-timeout`: a connection that has sent no complete HTTP/2 request this long
+    /// after it was accepted is closed.
+    pub handshake_timeout: Duration,
+    /// `--login-timeout`: a connection with no successful `Login`/`Register` and no
+    /// authenticated call this long after it was accepted is closed.
+    pub login_timeout: Duration,
+    /// `--keepalive-interval`: an HTTP/2 PING after this long without hearing from the client.
+    pub keepalive_interval: Duration,
+    /// `--keepalive-timeout`: a PING unanswered this long closes the connection (a dead peer).
+    pub keepalive_timeout: Duration,
+    /// `--max-streams-per-connection`: HTTP/2 `MAX_CONCURRENT_STREAMS`; calls beyond it wait in
+    /// the client (or are refused, if it ignores the setting).
+    pub max_streams_per_connection: u32,
     /// `--bench-fast-hash`: a cheap argon2id cost so a load test can create 10 000 accounts in
     /// seconds. Never for production: it makes stolen hashes cheap to crack.
     pub fast_hash: bool,
@@ -143,6 +180,13 @@ impl Config {
             consent_timeout: d::CONSENT_TIMEOUT,
             consent_cooldown: d::CONSENT_COOLDOWN,
             max_pending_requests: d::MAX_PENDING_REQUESTS,
+            max_connections: d::MAX_CONNECTIONS,
+            max_connections_per_address: d::MAX_CONNECTIONS_PER_ADDRESS,
+            handshake_timeout: d::HANDSHAKE_TIMEOUT,
+            login_timeout: d::LOGIN_TIMEOUT,
+            keepalive_interval: d::KEEPALIVE_INTERVAL,
+            keepalive_timeout: d::KEEPALIVE_TIMEOUT,
+            max_streams_per_connection: d::MAX_STREAMS_PER_CONNECTION,
             fast_hash: false,
         }
     }

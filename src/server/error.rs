@@ -21,6 +21,15 @@ pub enum Error {
         /// What is wrong, as a sentence.
         message: String,
     },
+    /// The request's bytes are not a valid message of its type (a string that is not UTF-8,
+    /// a truncated field); `field` is the path prost named, if any.
+    #[error("{message}")]
+    Undecodable {
+        /// The offending field's path (`body`, `message.body`), for `google.rpc.BadRequest`.
+        field: Option<String>,
+        /// What is wrong, as a sentence.
+        message: String,
+    },
     /// No such user.
     #[error("there is no user called {0}")]
     NoSuchUser(String),
@@ -119,7 +128,7 @@ impl Error {
     /// The gRPC code of this error.
     pub fn code(&self) -> Code {
         match self {
-            Error::Invalid { .. } => Code::InvalidArgument,
+            Error::Invalid { .. } | Error::Undecodable { .. } => Code::InvalidArgument,
             Error::NoSuchUser(_) | Error::NoSuchRequest => Code::NotFound,
             Error::NameTaken(_) => Code::AlreadyExists,
             Error::BadCredentials { .. } | Error::Unauthenticated(_) => Code::Unauthenticated,
@@ -179,6 +188,12 @@ impl From<Error> for Status {
         }
         if let Error::Invalid { field, .. } = &e {
             let details = ErrorDetails::with_bad_request_violation(*field, message.clone());
+            return Status::with_error_details(code, message, details);
+        }
+        if let Error::Undecodable { field, .. } = &e {
+            // An empty field: the request as a whole (prost named no field).
+            let field = field.clone().unwrap_or_default();
+            let details = ErrorDetails::with_bad_request_violation(field, message.clone());
             return Status::with_error_details(code, message, details);
         }
         Status::new(code, message)

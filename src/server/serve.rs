@@ -6,10 +6,11 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use super::{
     core::Core,
+    listen,
     metrics::rpc::RpcMetricsLayer,
     rpc::{
         admin::AdminService,
@@ -43,7 +44,11 @@ pub(super) async fn serve(
 
     // Requests are small; bound what one request may make the server buffer.
     let max_request = core.config().max_message_bytes + 16 * 1024;
-    let mut builder = Server::builder().tcp_nodelay(true);
+    let config = core.config();
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .max_concurrent_streams(config.max_streams_per_connection);
     if let Some(tls) = &core.config().tls {
         let cert =
             std::fs::read(&tls.cert).with_context(|| format!("reading {}", tls.cert.display()))?;
@@ -52,8 +57,14 @@ pub(super) async fn serve(
         builder =
             builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
-    let mut builder = builder.layer(RpcMetricsLayer::new(&core.stats));
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = listen::incoming(listener, listen::Limits::from(config));
+    // Each request tells its connection that the HTTP/2 handshake is over; every call is
+    // counted and timed for /metrics.
+    let mut builder = builder
+        .layer(tower::util::MapRequestLayer::new(
+            listen::note_request::<tonic::body::Body>,
+        ))
+        .layer(RpcMetricsLayer::new(&core.stats));
     let stop_core = core.clone();
     let stop = shutdown.clone();
     let router = builder

@@ -18,6 +18,7 @@ use prost::{
 use super::{
     consent::{Denial, Grant},
     core::{Delivery, EndReason, OnlineUser},
+    decode::RequestDecoder,
 };
 use crate::pb::{self, event::Kind};
 
@@ -66,7 +67,8 @@ const YIELD_THRESHOLD: usize = 32 * 1024;
 /// Initial size of a request decode buffer (tonic's default).
 const DECODE_BUFFER: usize = 8 * 1024;
 
-/// The server's codec: prost, with a 1 KiB first encode buffer.
+/// The server's codec: prost, with a 1 KiB first encode buffer, and requests that fail to
+/// decode answered `INVALID_ARGUMENT` ([`RequestDecoder`]).
 #[derive(Debug)]
 pub struct ServerCodec<T, U>(PhantomData<(T, U)>);
 
@@ -84,7 +86,7 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = tonic_prost::ProstEncoder<T>;
-    type Decoder = tonic_prost::ProstDecoder<U>;
+    type Decoder = RequestDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         tonic_prost::ProstCodec::<T, U>::raw_encoder(tonic::codec::BufferSettings::new(
@@ -94,7 +96,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstCodec::<T, U>::raw_decoder(tonic::codec::BufferSettings::new(
+        RequestDecoder::new(tonic::codec::BufferSettings::new(
             DECODE_BUFFER,
             YIELD_THRESHOLD,
         ))

@@ -74,18 +74,18 @@ impl ServerProcess {
 }
 
 /// A [`TestServer`]-like view of a process, for the shared helpers.
-async fn connect(url: &str) -> ProcessClient {
+pub(crate) async fn connect(url: &str) -> ProcessClient {
     ProcessClient {
         url: url.to_owned(),
     }
 }
 
-struct ProcessClient {
+pub(crate) struct ProcessClient {
     url: String,
 }
 
 impl ProcessClient {
-    async fn register(&self, name: &str) {
+    pub(crate) async fn register(&self, name: &str) {
         confab::client::api::auth(confab::client::api::connect(&self.url, None).await.unwrap())
             .register(pb::RegisterRequest {
                 username: name.into(),
@@ -95,7 +95,7 @@ impl ProcessClient {
             .unwrap();
     }
 
-    async fn login(&self, name: &str) -> Session {
+    pub(crate) async fn login(&self, name: &str) -> Session {
         let channel = confab::client::api::connect(&self.url, None).await.unwrap();
         let r = confab::client::api::auth(channel.clone())
             .login(pb::LoginRequest {

@@ -4,7 +4,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use tonic::{Request, Response, Status};
 
-use super::{bearer, services::admin_server::Admin};
+use super::{admit, bearer, services::admin_server::Admin};
 use crate::{
     pb,
     server::{
@@ -26,6 +26,7 @@ impl AdminService {
             )
             .into());
         }
+        admit(request);
         Ok(())
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::{remote, services::auth_server::Auth};
+use super::{connection, remote, services::auth_server::Auth};
 use crate::{
     pb,
     server::{
@@ -31,10 +31,12 @@ impl Auth for AuthService {
         if !core.config().registration {
             return Err(Error::RegistrationClosed.into());
         }
+        let conn = connection(&request);
         let req = request.into_inner();
         let account = core
             .create_user(&req.username, Secret::new(req.password))
             .await?;
+        conn.inspect(|c| c.admit());
         Ok(Response::new(pb::RegisterResponse {
             username: account.name.to_string(),
         }))
@@ -46,11 +48,13 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let core = &self.0;
         let remote = remote(&request);
+        let conn = connection(&request);
         let req = request.into_inner();
         let peer = peer_info(&req, remote)?;
         let (session, token) = core
             .login(&req.username, Secret::new(req.password), remote, peer)
             .await?;
+        conn.inspect(|c| c.admit());
         Ok(Response::new(pb::LoginResponse {
             token,
             username: session.name().to_owned(),

@@ -6,12 +6,13 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{bearer, services::chat_server::Chat};
+use super::{admit, bearer, services::chat_server::Chat};
 use crate::{
     pb,
     server::{
         consent::Requested,
         core::{Core, EndReason, Sent, Session, messages::Draft},
+        decode::SendStreamItem,
         error::{Error, Result as CoreResult},
         stream, wire,
     },
@@ -26,7 +27,9 @@ pub struct ChatService(pub Arc<Core>);
 
 impl ChatService {
     fn session<T>(&self, request: &Request<T>) -> Result<Arc<Session>, Status> {
-        Ok(self.0.authenticate(bearer(request.metadata()))?)
+        let session = self.0.authenticate(bearer(request.metadata()))?;
+        admit(request);
+        Ok(session)
     }
 }
 
@@ -84,7 +87,7 @@ impl Chat for ChatService {
 
     async fn send_stream(
         &self,
-        request: Request<Streaming<pb::SendStreamRequest>>,
+        request: Request<Streaming<SendStreamItem>>,
     ) -> Result<Response<Self::SendStreamStream>, Status> {
         let session = self.session(&request)?;
         let mut inbound = request.into_inner();
@@ -106,6 +109,16 @@ impl Chat for ChatService {
                     Err(status) => return Err(status),
                 };
                 reader_session.touch();
+                let req = match req.decode() {
+                    Ok(req) => req,
+                    Err(rejected) => {
+                        let answer: SendFuture = Box::pin(std::future::ready(Err(rejected.error)));
+                        if tx.send((rejected.message_id, answer)).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                };
                 let msg = draft(req.message.unwrap_or_default());
                 let id = msg.message_id.clone();
                 let fut: SendFuture = match core.prepare(&reader_session, msg) {

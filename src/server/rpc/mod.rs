@@ -13,9 +13,11 @@ pub mod services {
     include!(concat!(env!("OUT_DIR"), "/server/confab.v1.rs"));
 }
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use tonic::metadata::MetadataMap;
+
+use super::listen::{self, ConnState};
 
 /// The bearer token of a request, if it carries one.
 pub(crate) fn bearer(metadata: &MetadataMap) -> Option<&str> {
@@ -26,7 +28,21 @@ pub(crate) fn bearer(metadata: &MetadataMap) -> Option<&str> {
 
 /// The caller's address, as the server's TCP connection sees it.
 pub(crate) fn remote<T>(request: &tonic::Request<T>) -> SocketAddr {
-    request
-        .remote_addr()
+    listen::conn_info(request.extensions())
+        .map(|c| c.remote)
+        .or_else(|| request.remote_addr())
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// The connection a request came on, to be admitted once the call proves who is calling
+/// (which lifts the listener's login deadline).
+pub(crate) fn connection<T>(request: &tonic::Request<T>) -> Option<Arc<ConnState>> {
+    listen::conn_info(request.extensions()).map(|c| c.state.clone())
+}
+
+/// Admits the connection of an authenticated request.
+pub(crate) fn admit<T>(request: &tonic::Request<T>) {
+    if let Some(info) = listen::conn_info(request.extensions()) {
+        info.state.admit();
+    }
 }
