@@ -97,6 +97,14 @@ enum AdminCommand {
         #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
         password_stdin: bool,
     },
+    /// Check a stopped server's store (offline): the write-ahead log, the schema, SQLite's
+    /// quick_check. Exits non-zero if it cannot be trusted.
+    /// (`--data-dir` names the directory.)
+    Check,
+    /// Recover what is readable from a stopped server's damaged store into a fresh one, keeping
+    /// the damaged files in DATA_DIR/damaged-TIME/ (offline; does nothing to a healthy store).
+    /// (`--data-dir` names the directory.)
+    Repair,
 }
 
 /// Reads a password: the first line of stdin when asked (`from_stdin`), else
@@ -184,12 +192,24 @@ fn ms(t: i64) -> String {
 }
 
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    match args.command {
+        // Offline: they work on the files of a stopped server, never through one.
+        AdminCommand::Check => super::storage::check(&args.data_dir, args.json),
+        AdminCommand::Repair => super::storage::repair(&args.data_dir, args.json),
+        _ => online(args).await,
+    }
+}
+
+async fn online(args: AdminArgs) -> anyhow::Result<()> {
     let token = read_token(&args)?;
     let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
     let mut admin = api::admin(channel, &token)?;
-    let fail = |s: tonic::Status| anyhow::anyhow!(api::sentence(&s));
     let json = args.json;
+    let fail = |s: tonic::Status| anyhow::anyhow!(api::sentence(&s));
     match args.command {
+        AdminCommand::Check | AdminCommand::Repair => {
+            anyhow::bail!("check and repair work offline, on the data directory")
+        }
         AdminCommand::Users => {
             let users = admin
                 .list_users(pb::ListUsersRequest {})

@@ -8,6 +8,7 @@ use clap::Args;
 use crate::server::{
     self, Config,
     config::{TlsFiles, defaults},
+    store::sqlite::Sync,
 };
 
 #[derive(Debug, Args)]
@@ -88,6 +89,14 @@ pub(crate) struct ServeArgs {
     /// Address requests that may wait on one user.
     #[arg(long, env = "CONFAB_MAX_PENDING_REQUESTS", default_value_t = defaults::MAX_PENDING_REQUESTS)]
     max_pending_requests: usize,
+    /// When a message counts as stored: `normal` (written; survives the server process dying)
+    /// or `full` (synced to disk at each group commit; also survives a power cut, at a cost).
+    #[arg(long, env = "CONFAB_SYNC", value_enum, default_value = "normal")]
+    sync: SyncArg,
+    /// If the store fails its checks at start, recover what is readable into a fresh database
+    /// (the damaged files are kept in DATA_DIR/damaged-TIME/) and start, instead of refusing.
+    #[arg(long, env = "CONFAB_REPAIR")]
+    repair: bool,
     /// Open connections allowed in total; one more is closed as soon as it is accepted.
     #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     max_connections: usize,
@@ -114,6 +123,15 @@ pub(crate) struct ServeArgs {
     /// seconds. Never in production.
     #[arg(long, env = "CONFAB_BENCH_FAST_HASH", hide = true)]
     bench_fast_hash: bool,
+}
+
+/// `--sync` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SyncArg {
+    /// Survives the process dying.
+    Normal,
+    /// Survives a power cut.
+    Full,
 }
 
 impl ServeArgs {
@@ -144,6 +162,11 @@ impl ServeArgs {
         c.consent_timeout = self.consent_timeout.into();
         c.consent_cooldown = self.consent_cooldown.into();
         c.max_pending_requests = self.max_pending_requests;
+        c.sync = match self.sync {
+            SyncArg::Normal => Sync::Normal,
+            SyncArg::Full => Sync::Full,
+        };
+        c.repair = self.repair;
         c.max_connections = self.max_connections;
         c.max_connections_per_address = self.max_connections_per_address;
         c.handshake_timeout = self.handshake_timeout.into();

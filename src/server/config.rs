@@ -120,6 +120,12 @@ pub struct Config {
     pub consent_cooldown: Duration,
     /// `--max-pending-requests`: address requests waiting on one user.
     pub max_pending_requests: usize,
+    /// `--sync`: whether each group commit is synced to disk (survives a power cut) or only
+    /// written (survives the process dying).
+    pub sync: crate::server::store::sqlite::Sync,
+    /// `--repair`: if the store fails its checks at start, recover what is readable into a fresh
+    /// one (the damaged files are kept aside) instead of refusing to start.
+    pub repair: bool,
     /// `--max-connections`: open gRPC connections, all addresses together; one more is closed
     /// as soon as it is accepted.
     pub max_connections: usize,
@@ -180,6 +186,8 @@ impl Config {
             consent_timeout: d::CONSENT_TIMEOUT,
             consent_cooldown: d::CONSENT_COOLDOWN,
             max_pending_requests: d::MAX_PENDING_REQUESTS,
+            sync: Default::default(),
+            repair: false,
             max_connections: d::MAX_CONNECTIONS,
             max_connections_per_address: d::MAX_CONNECTIONS_PER_ADDRESS,
             handshake_timeout: d::HANDSHAKE_TIMEOUT,

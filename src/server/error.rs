@@ -108,6 +108,12 @@ pub enum Error {
     /// An operator disabled the account.
     #[error("the account {0} is disabled; ask the server's operator to enable it")]
     AccountDisabled(String),
+    /// The disk holding the store is full; nothing of this request was stored.
+    #[error(
+        "the server is out of disk space; nothing was stored, try again in {}",
+        human_duration(DISK_FULL_RETRY)
+    )]
+    DiskFull,
     /// The server is going down.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -142,26 +148,36 @@ impl Error {
             | Error::SendThrottled { .. }
             | Error::InboxFull(_)
             | Error::Cooldown { .. }
-            | Error::TooManyPending(_) => Code::ResourceExhausted,
+            | Error::TooManyPending(_)
+            | Error::DiskFull => Code::ResourceExhausted,
             Error::Offline(_) | Error::NoPeerListener(_) => Code::FailedPrecondition,
             Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         }
     }
 
-    fn retry_after(&self) -> Option<Duration> {
+    /// How long a client should wait before trying again, when waiting can help.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::LockedOut { left: d, .. }
             | Error::LoginThrottled { retry: d }
             | Error::SendThrottled { retry: d }
             | Error::Cooldown { retry: d, .. } => Some(*d),
+            Error::DiskFull => Some(DISK_FULL_RETRY),
             _ => None,
         }
     }
 }
 
+/// What a client is told to wait when the disk is full: long enough not to hammer a server
+/// that is out of space, short enough to notice soon after an operator frees some.
+const DISK_FULL_RETRY: Duration = Duration::from_secs(5);
+
 impl From<anyhow::Error> for Error {
     fn from(e: anyhow::Error) -> Self {
+        if e.is::<crate::server::store::DiskFull>() {
+            return Error::DiskFull;
+        }
         Error::Internal(e)
     }
 }

@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod config;
 pub mod consent;
 pub mod core;
+pub mod datadir;
 pub mod decode;
 pub mod error;
 pub mod listen;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod rpc;
 mod serve;
+pub mod storage;
 pub mod store;
 pub mod stream;
 pub mod wire;
@@ -31,10 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-use self::{
-    core::Core,
-    store::{Store, sqlite::SqliteStore},
-};
+use self::core::Core;
 
 /// A running server.
 pub struct Handle {
@@ -69,7 +68,7 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         ),
         None => None,
     };
-    let core = build(config).await?;
+    let (core, data_dir) = build(config).await?;
     let admin_token = core.admin_token.expose().to_owned();
     let shutdown = CancellationToken::new();
     let metrics_addr = match metrics_listener {
@@ -85,7 +84,12 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         }
         None => None,
     };
-    let task = tokio::spawn(serve::serve(core, listener, shutdown.clone()));
+    let serving = serve::serve(core, listener, shutdown.clone());
+    // The data directory stays locked until the server has stopped and flushed.
+    let task = tokio::spawn(async move {
+        let _data_dir = data_dir;
+        serving.await
+    });
     tracing::info!(%addr, "confab is listening");
     Ok(Handle {
         addr,
@@ -108,17 +112,15 @@ fn check_transport(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build(config: Config) -> anyhow::Result<Arc<Core>> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("confab.db"))?);
+async fn build(config: Config) -> anyhow::Result<(Arc<Core>, datadir::DataDir)> {
+    let storage::Storage { dir, store } = storage::open(&config)?;
     let admin_token = admin_token::load_or_create(&config.admin_token_path())?;
     let users_file = config.users_file.clone();
     let core = Core::start(config, store, admin_token)?;
     if let Some(path) = users_file {
         core.import_users(&path).await?;
     }
-    Ok(core)
+    Ok((core, dir))
 }
 
 #[cfg(test)]

@@ -99,6 +99,8 @@ pub(super) async fn serve(
         () = grace => tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     core.writer.flush().await?;
+    let store = core.store.clone();
+    tokio::task::spawn_blocking(move || store.close()).await??;
     tracing::info!("stopped; everything written is committed");
     Ok(())
 }

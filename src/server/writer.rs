@@ -20,7 +20,7 @@ use std::{
 use anyhow::anyhow;
 use tokio::sync::{mpsc, oneshot};
 
-use super::store::{Store, UserId, WriteOp, WriteOutcome};
+use super::store::{DiskFull, Store, UserId, WriteOp, WriteOutcome};
 
 /// Most operations committed together.
 pub const MAX_BATCH: usize = 1024;
@@ -156,6 +156,8 @@ impl Writer {
 fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, deliver: &dyn Deliver, commits: &AtomicU64) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut ops: Vec<WriteOp> = Vec::with_capacity(MAX_BATCH);
+    // Said once when the disk fills and once when it has room again, not once per batch.
+    let mut disk_full = false;
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         while jobs.len() < MAX_BATCH {
@@ -185,6 +187,9 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, deliver: &dyn Deliver, co
         };
         match result {
             Ok(outcomes) => {
+                if std::mem::take(&mut disk_full) && !ops.is_empty() {
+                    tracing::info!("the disk has room again; writes are committed again");
+                }
                 let live = hand_over(deliver, &ops, &outcomes, &op_of, &from_of);
                 for (job, index) in jobs.drain(..).zip(&op_of) {
                     let written = match index {
@@ -199,6 +204,19 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, deliver: &dyn Deliver, co
                     };
                     if let Some(reply) = job.reply {
                         let _ = reply.send(Ok(written));
+                    }
+                }
+            }
+            Err(e) if e.is::<DiskFull>() => {
+                if !std::mem::replace(&mut disk_full, true) {
+                    tracing::error!(
+                        "the disk holding the database is full: writes are refused until there \
+                         is room again"
+                    );
+                }
+                for job in jobs.drain(..) {
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Err(DiskFull.into()));
                     }
                 }
             }

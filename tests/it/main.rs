@@ -21,4 +21,5 @@ mod presence;
 mod process;
 mod rawh2;
 mod reflection;
+mod storage;
 mod tls;

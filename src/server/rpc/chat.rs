@@ -275,13 +275,16 @@ fn response(message_id: String, result: CoreResult<Sent>) -> pb::SendStreamRespo
             status: wire::delivery(sent.delivery) as i32,
             seq: sent.seq,
             duplicate: sent.duplicate,
+            retry_after_ms: 0,
         },
         Err(e) => {
+            let retry_after_ms = e.retry_after().map_or(0, |d| d.as_millis() as u64);
             let status = Status::from(e);
             pb::SendStreamResponse {
                 message_id,
                 code: status.code() as i32,
                 error: status.message().to_owned(),
+                retry_after_ms,
                 ..Default::default()
             }
         }

@@ -7,7 +7,17 @@
 //! `spawn_blocking`. SQLite ([`sqlite::SqliteStore`]) is the embedded default; a PostgreSQL store
 //! for multi-node deployments would implement the same trait.
 
+pub mod check;
+pub mod salvage;
 pub mod sqlite;
+pub mod wal;
+
+/// The disk holding the store is full: nothing of the failed batch was committed, and a later
+/// write may succeed once space is freed. A store returns it (through `anyhow`) so the server
+/// can tell the client, and the client can retry.
+#[derive(Debug, thiserror::Error)]
+#[error("the disk holding the database is full")]
+pub struct DiskFull;
 
 /// A user's row id.
 pub type UserId = i64;
@@ -161,5 +171,11 @@ pub trait Store: Send + Sync + 'static {
     fn inbox_counts(&self) -> anyhow::Result<Vec<(UserId, u64)>>;
     /// Applies `ops` in one transaction and returns one outcome per op. Only the writer thread
     /// calls this. An `Err` means nothing was committed.
+    /// An `Err` that is a [`DiskFull`] means the disk is full.
     fn write_batch(&self, ops: &[WriteOp]) -> anyhow::Result<Vec<WriteOutcome>>;
+    /// Leaves the files tidy at a clean stop (SQLite: the WAL copied back and truncated). Writes
+    /// after it still work. The default does nothing.
+    fn close(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }

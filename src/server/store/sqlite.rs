@@ -4,7 +4,13 @@
 //!
 //! Checkpoints (copying the WAL back into the database, with the fsyncs that takes) run on a
 //! thread of their own, so the writer never stalls behind one: with automatic checkpoints, every
-//! few thousand commits one commit waited several milliseconds for the disk.
+//! few thousand commits one commit waited several milliseconds for the disk. The WAL is kept
+//! small: once it passes 16 MiB (`WAL_TRUNCATE_PAGES`) the checkpointer waits for a gap between commits
+//! to finish and truncate it, `journal_size_limit` trims it whenever it starts over, and
+//! [`Store::close`] truncates it at a clean stop.
+//!
+//! Before anything is served, [`super::check`] refuses a log, schema or database that cannot be
+//! trusted.
 //!
 //! Each user's inbox counters (`last_seq`, `inbox_count`) are kept in memory beside the writer
 //! connection, so an append is one `INSERT`: no counter row is rewritten per message (every page
@@ -17,7 +23,7 @@ use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome};
+use super::{DiskFull, InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome, check};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -54,6 +60,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE users ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;",
 ];
 
+/// The schema version this binary writes: a database with a higher `user_version` comes from a
+/// newer confab and is refused.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// When a commit counts as durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sync {
+    /// `synchronous=NORMAL`: a commit survives the process dying; a power cut can lose the last
+    /// commits (the WAL is synced only at checkpoints).
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: every group commit is synced to disk before it is acknowledged, so it
+    /// survives a power cut too.
+    Full,
+}
+
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     writer: Mutex<Writer>,
@@ -66,9 +88,12 @@ pub struct SqliteStore {
 const PAGE_SIZE: i64 = 4096;
 /// How often the checkpointer copies the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// WAL pages above which the checkpointer also waits for the writer to let it finish and rewind
-/// the log, so a busy server's WAL cannot grow without bound.
-const WAL_RESTART_PAGES: i64 = 64 * 1024;
+/// WAL pages (of [`PAGE_SIZE`]) above which the checkpointer also waits for a gap between the
+/// writer's commits to finish the checkpoint and truncate the log (16 MiB), so a busy server's
+/// WAL cannot grow without bound.
+const WAL_TRUNCATE_PAGES: i64 = 4096;
+/// What SQLite trims the WAL file to whenever the log starts over.
+const WAL_LIMIT_BYTES: i64 = 4 * 1024 * 1024;
 /// Memory-mapped I/O for reads: replay and page lookups without a `pread` each.
 const MMAP_BYTES: i64 = 256 * 1024 * 1024;
 /// Page cache per connection, in KiB (SQLite's negative-size convention).
@@ -95,21 +120,39 @@ struct Counters {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `path` and applies pending migrations.
+    /// Opens (creating if needed) `path` with `synchronous=NORMAL` and applies pending
+    /// migrations.
     ///
     /// # Errors
-    /// The file cannot be opened, or a migration fails.
+    /// As [`SqliteStore::open_with`].
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Self::open_with(path, Sync::Normal)
+    }
+
+    /// Opens (creating if needed) `path`, checks it can be trusted, and applies pending
+    /// migrations.
+    ///
+    /// # Errors
+    /// The file cannot be opened, it fails a check of [`super::check`] (the message says what
+    /// to do), or a migration fails.
+    pub fn open_with(path: &Path, sync: Sync) -> anyhow::Result<Self> {
+        check::before_open(path)?;
         let writer =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        check::after_open(&writer, path)?;
         // For a new database (no effect on an existing file). Measured: 1 KiB pages cut the
         // WAL written per commit and the latency tail, but cost ~6% more CPU per message at
         // saturation (deeper trees); 4 KiB keeps the CPU.
         writer.pragma_update(None, "page_size", PAGE_SIZE)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(None, "synchronous", "NORMAL")?;
+        let synchronous = match sync {
+            Sync::Normal => "NORMAL",
+            Sync::Full => "FULL",
+        };
+        writer.pragma_update(None, "synchronous", synchronous)?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        writer.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
         tune(&writer)?;
         migrate(&writer)?;
         let inboxes = {
@@ -159,17 +202,15 @@ fn checkpointer(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
             stop.recv_timeout(CHECKPOINT_EVERY),
             Err(RecvTimeoutError::Disconnected)
         );
-        // PASSIVE never blocks the writer; RESTART (only for a long log) waits for a gap between
-        // its commits so the log can start over.
+        // PASSIVE never blocks the writer; TRUNCATE (only for a long log, after PASSIVE copied
+        // most of it) waits for a gap between its commits so the log can start over, empty.
         let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
         match passive {
-            Ok((log, _)) if log > WAL_RESTART_PAGES => {
-                let restart =
-                    conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
-                if let Err(e) = restart {
-                    tracing::warn!("WAL restart checkpoint failed: {e}");
+            Ok((log, _)) if log > WAL_TRUNCATE_PAGES || last => {
+                if let Err(e) = truncate_wal(conn) {
+                    tracing::warn!("WAL truncating checkpoint failed: {e:#}");
                 }
             }
             Ok(_) => {}
@@ -181,7 +222,24 @@ fn checkpointer(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) {
     }
 }
 
-fn migrate(conn: &Connection) -> anyhow::Result<()> {
+/// Copies the whole WAL into the database and truncates it to nothing.
+fn truncate_wal(conn: &Connection) -> anyhow::Result<()> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    if busy != 0 {
+        anyhow::bail!("the WAL was busy; it is truncated at a later checkpoint");
+    }
+    Ok(())
+}
+
+/// Whether `e` (from rusqlite, through anyhow) is SQLite's `SQLITE_FULL`.
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// Applies pending migrations.
+pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.unchecked_transaction()?;
@@ -252,24 +310,36 @@ impl Store for SqliteStore {
         let Writer { conn, inboxes } = &mut *guard;
         // Counters as they were before this batch, to restore if the commit fails.
         let mut before: HashMap<UserId, Option<Counters>> = HashMap::new();
-        let tx = conn.transaction()?;
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            // One failing op must not undo the others that share the commit.
-            let outcome = apply(&tx, inboxes, &mut before, op)
-                .unwrap_or_else(|e| WriteOutcome::Failed(format!("{e:#}")));
-            out.push(outcome);
-        }
-        if let Err(e) = tx.commit() {
+        let result = (|| -> anyhow::Result<Vec<WriteOutcome>> {
+            let tx = conn.transaction()?;
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                // One failing op must not undo the others that share the commit, but a full disk
+                // fails the batch: nothing in it can be trusted to be stored.
+                let outcome = match apply(&tx, inboxes, &mut before, op) {
+                    Ok(outcome) => outcome,
+                    Err(e) if is_disk_full(&e) => return Err(e),
+                    Err(e) => WriteOutcome::Failed(format!("{e:#}")),
+                };
+                out.push(outcome);
+            }
+            tx.commit()?;
+            Ok(out)
+        })();
+        result.map_err(|e| {
             for (user, counters) in before {
                 match counters {
                     Some(c) => inboxes.insert(user, c),
                     None => inboxes.remove(&user),
                 };
             }
-            return Err(e.into());
-        }
-        Ok(out)
+            if is_disk_full(&e) { DiskFull.into() } else { e }
+        })
+    }
+
+    fn close(&self) -> anyhow::Result<()> {
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        truncate_wal(&guard.conn)
     }
 }
 
@@ -543,6 +613,63 @@ mod tests {
                 seq: 4,
                 duplicate: false
             }
+        );
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_whole_batch_and_writes_resume_when_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let (a, b) = (user(&store, "alice"), user(&store, "bob"));
+        let set_room = |pages: i64| {
+            let w = store.writer.lock().unwrap();
+            let used: i64 = w
+                .conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap();
+            w.conn
+                .pragma_update(None, "max_page_count", used + pages)
+                .unwrap();
+        };
+        // SQLite's max_page_count yields the same SQLITE_FULL as a full file system.
+        set_room(2);
+        let big = |id: u32| WriteOp::Append {
+            recipient: b,
+            sender: a,
+            message_id: format!("m{id}"),
+            body: "x".repeat(3000),
+            sent_ms: 1,
+            max_inbox: 1000,
+        };
+        let mut stored = 0;
+        let err = loop {
+            match store.write_batch(&[big(stored)]) {
+                Ok(_) => stored += 1,
+                Err(e) => break e,
+            }
+            assert!(stored < 100, "the page limit never bit");
+        };
+        assert!(err.is::<DiskFull>(), "{err:#}");
+        // A batch with a small op before the one that does not fit: none of it is committed.
+        let batch = [
+            WriteOp::Block {
+                blocker: a,
+                blocked: b,
+            },
+            big(500),
+        ];
+        assert!(store.write_batch(&batch).unwrap_err().is::<DiskFull>());
+        assert!(store.blocks().unwrap().is_empty());
+        assert_eq!(store.inbox_counts().unwrap(), vec![(b, stored as u64)]);
+        set_room(1000);
+        let after = store.write_batch(&[big(501)]).unwrap();
+        assert_eq!(
+            after,
+            vec![WriteOutcome::Appended {
+                seq: stored as u64 + 1,
+                duplicate: false
+            }],
+            "the counters were restored: no seq was skipped"
         );
     }
 }

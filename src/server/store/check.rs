@@ -1,0 +1,156 @@
+//! What the SQLite store checks before it serves: the write-ahead log (see [`super::wal`]), the
+//! schema version and SQLite's `quick_check`. A store that fails any of them is refused, with a
+//! sentence naming the file and what to do, rather than served with silent losses.
+//!
+//! `confab admin check` runs the same checks offline and reports what it found.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{
+    sqlite::SCHEMA_VERSION,
+    wal::{self, WalReport},
+};
+
+/// Problems found in `quick_check` output beyond which listing more helps nobody.
+const MAX_PROBLEMS: usize = 10;
+
+/// What the checks found.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// The write-ahead log.
+    pub wal: WalReport,
+    /// Every reason not to trust the store, as sentences; empty when it can be trusted.
+    pub problems: Vec<String>,
+    /// `PRAGMA user_version`, when the database could be opened.
+    pub schema_version: Option<i64>,
+    /// Accounts, when they could be counted.
+    pub users: Option<u64>,
+    /// Stored, unacknowledged messages, when they could be counted.
+    pub messages: Option<u64>,
+}
+
+/// Checks the log beside `db` before SQLite opens it (SQLite would drop what it cannot read).
+///
+/// # Errors
+/// The files cannot be read; or the log cannot be trusted, with the sentence to show.
+pub fn before_open(db: &Path) -> anyhow::Result<WalReport> {
+    let report = wal::check(db)?;
+    if let Some(damage) = &report.damage {
+        anyhow::bail!("{}", refusal(db, damage));
+    }
+    Ok(report)
+}
+
+/// Checks the schema version and the database's structure on a freshly opened connection.
+///
+/// # Errors
+/// A newer schema or a failed `quick_check`, with the sentence to show.
+pub fn after_open(conn: &Connection, db: &Path) -> anyhow::Result<()> {
+    if let Some(problem) = schema_problem(conn, db)? {
+        anyhow::bail!("{problem}");
+    }
+    let problems = quick_check(conn)?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{}",
+            refusal(
+                db,
+                &format!("SQLite's quick_check failed: {}", problems.join("; "))
+            )
+        );
+    }
+    Ok(())
+}
+
+/// Runs every check on the database `db` without serving it: for `confab admin check`.
+///
+/// The database is opened only when its log can be trusted, so a damaged log is left exactly
+/// as it was found.
+///
+/// # Errors
+/// A file cannot be read.
+pub fn inspect(db: &Path) -> anyhow::Result<Health> {
+    let wal = wal::check(db)?;
+    let mut health = Health {
+        problems: wal.damage.iter().cloned().collect(),
+        wal,
+        schema_version: None,
+        users: None,
+        messages: None,
+    };
+    if !health.problems.is_empty() || !db.exists() {
+        return Ok(health);
+    }
+    let conn = Connection::open(db)?;
+    let opened = (|| -> anyhow::Result<()> {
+        health.schema_version = Some(conn.pragma_query_value(None, "user_version", |r| r.get(0))?);
+        if let Some(problem) = schema_problem(&conn, db)? {
+            health.problems.push(problem);
+            return Ok(());
+        }
+        let problems = quick_check(&conn)?;
+        if !problems.is_empty() {
+            health.problems.push(format!(
+                "SQLite's quick_check failed: {}",
+                problems.join("; ")
+            ));
+        }
+        let count = |table: &str| {
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .ok()
+            .map(|n| n as u64)
+        };
+        if health.schema_version.unwrap_or(0) > 0 {
+            health.users = count("users");
+            health.messages = count("inbox");
+        }
+        Ok(())
+    })();
+    if let Err(e) = opened {
+        health
+            .problems
+            .push(format!("the database cannot be read: {e:#}"));
+    }
+    Ok(health)
+}
+
+/// The sentence for a store that cannot be trusted.
+pub fn refusal(db: &Path, problem: &str) -> String {
+    let dir = db.parent().unwrap_or(Path::new(".")).display();
+    format!(
+        "refusing to start: the database {} cannot be trusted: {problem}. Nothing was changed. \
+         `confab admin check --data-dir {dir}` shows what is readable; `confab serve --repair \
+         --data-dir {dir}` recovers it into a fresh database and keeps the damaged files aside",
+        db.display()
+    )
+}
+
+fn schema_problem(conn: &Connection, db: &Path) -> anyhow::Result<Option<String>> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok((version > SCHEMA_VERSION).then(|| {
+        format!(
+            "refusing to start: the database {} has schema version {version}, written by a newer \
+             confab; this one knows versions up to {SCHEMA_VERSION}. Run the newer confab, or \
+             restore a backup made with this version",
+            db.display()
+        )
+    }))
+}
+
+/// `PRAGMA quick_check`'s complaints (none when it says `ok`).
+fn quick_check(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA quick_check({MAX_PROBLEMS})"))?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+    match lines {
+        Ok(lines) if lines == ["ok"] => Ok(Vec::new()),
+        Ok(lines) => Ok(lines),
+        // Damage can stop the check itself (a garbage page where the schema lives).
+        Err(e) => Ok(vec![e.to_string()]),
+    }
+}
