@@ -19,7 +19,7 @@ buf="$tools/node_modules/.bin/buf"
 if [ "$("$buf" --version 2>/dev/null || true)" != "$buf_version" ]; then
     npm install --prefix "$tools" --no-save --no-audit --no-fund --silent "@bufbuild/buf@$buf_version"
 fi
-# tests/chat.rs drives `confab chat` in a real terminal through tmux, tests/it/contrib.rs checks
+# tests/it/chat.rs drives `confab chat` in a real terminal through tmux, tests/it/contrib.rs checks
 # the systemd unit with systemd-analyze, tests/it/completions.rs renders the man pages with
 # man/groff: Debian's packages, if missing.
 missing=()

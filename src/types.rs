@@ -93,6 +93,15 @@ pub fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// Parses a duration as people write it on a command line: `60s`, `5m`, `1h30m`. Shared by every
+/// subcommand's flags (`serve`, `bench`).
+///
+/// # Errors
+/// A sentence naming the mistake and how durations are written.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 60s, 5m or 1h)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +132,21 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(250)), "4m 10s");
         assert_eq!(human_duration(Duration::from_secs(3600)), "1h");
         assert_eq!(human_duration(Duration::from_secs(5400)), "1h 30m");
+    }
+
+    #[test]
+    fn durations_parse_as_people_write_them_and_mistakes_say_how() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        for bad in ["", "5", "five minutes", "-5s"] {
+            let why = parse_duration(bad).expect_err(bad);
+            assert!(
+                why.ends_with("(write durations like 60s, 5m or 1h)"),
+                "{bad:?}: {why}"
+            );
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 4000.0, env = "CONFAB_BENCH_RATE")]
     rate: f64,
     /// How long each measuring phase (or window) runs.
-    #[arg(long, default_value = "10s", value_parser = crate::cli::duration, env = "CONFAB_BENCH_DURATION")]
+    #[arg(long, default_value = "10s", value_parser = crate::types::parse_duration, env = "CONFAB_BENCH_DURATION")]
     duration: Duration,
     /// Phase 3: users that send (the first N).
     #[arg(long, default_value_t = 100, env = "CONFAB_BENCH_SENDERS")]
@@ -73,7 +73,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 64, env = "CONFAB_BENCH_CONCURRENCY")]
     concurrency: usize,
     /// How long to wait for messages still in flight at the end of a phase.
-    #[arg(long, default_value = "5s", value_parser = crate::cli::duration, env = "CONFAB_BENCH_GRACE")]
+    #[arg(long, default_value = "5s", value_parser = crate::types::parse_duration, env = "CONFAB_BENCH_GRACE")]
     grace: Duration,
     /// Usernames are PREFIX00000, PREFIX00001, …; reruns against one server reuse them.
     #[arg(long, default_value = "bench", env = "CONFAB_BENCH_PREFIX")]

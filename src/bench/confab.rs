@@ -24,9 +24,10 @@ use tokio_util::{
     sync::{CancellationToken, DropGuard},
     task::AbortOnDropHandle,
 };
-use tonic::{Code, Streaming, transport::Channel};
+use tonic::{Code, transport::Channel};
 
 use super::{
+    send_stream::StreamSender,
     stats::Sink,
     target::{Target, User},
 };
@@ -66,11 +67,6 @@ impl ConfabTarget {
             acker,
             _stop: stop.drop_guard(),
         }
-    }
-
-    /// The server URL.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
     }
 }
 
@@ -161,8 +157,8 @@ impl Target for ConfabTarget {
         })
     }
 
-    fn confab(&self) -> Option<&ConfabTarget> {
-        Some(self)
+    fn confab_url(&self) -> Option<&str> {
+        Some(&self.url)
     }
 }
 
@@ -282,55 +278,7 @@ impl User for ConfabUser {
             .await
             .map_err(|s| anyhow!("SendStream as {}: {}", self.name, api::sentence(&s)))?
             .into_inner();
-        Ok(Some(StreamSender { tx, responses }))
-    }
-}
-
-/// One `SendStream`: many sends on one HTTP/2 stream, one answer each, in order.
-pub(crate) struct StreamSender {
-    tx: mpsc::Sender<pb::SendStreamRequest>,
-    responses: Streaming<pb::SendStreamResponse>,
-}
-
-impl StreamSender {
-    /// Queues one send on the stream.
-    ///
-    /// # Errors
-    /// The stream has closed.
-    pub(crate) async fn send(
-        &self,
-        to: &str,
-        message_id: String,
-        body: String,
-    ) -> anyhow::Result<()> {
-        self.tx
-            .send(pb::SendStreamRequest {
-                message: Some(pb::SendMessageRequest {
-                    to: to.to_owned(),
-                    body,
-                    message_id,
-                }),
-            })
-            .await
-            .map_err(|_| anyhow!("the SendStream closed"))
-    }
-
-    /// The next answer: `Ok(Ok(()))` for a stored message, `Ok(Err(sentence))` for a refused one.
-    ///
-    /// # Errors
-    /// The stream failed or ended.
-    pub(crate) async fn next(&mut self) -> anyhow::Result<Result<(), String>> {
-        let response = self
-            .responses
-            .message()
-            .await
-            .map_err(|s| anyhow!("SendStream: {}", api::sentence(&s)))?
-            .context("the SendStream ended")?;
-        Ok(if response.code == 0 {
-            Ok(())
-        } else {
-            Err(response.error)
-        })
+        Ok(Some(StreamSender::new(tx, responses)))
     }
 }
 

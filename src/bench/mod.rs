@@ -5,7 +5,8 @@
 //!
 //! - `args.rs`: flags → checked `Settings`.
 //! - `target.rs`: the `Target`/`User` traits the phases drive. `confab.rs` implements them for
-//!   confab; `relay.rs` for the baseline that `relay_server.rs` serves.
+//!   confab (with `send_stream.rs`, its streaming send path); `relay.rs` for the baseline that
+//!   `relay_server.rs` serves.
 //! - `phases/`: one file per phase, written once against the traits.
 //! - `stats.rs`: one clock, bodies that carry their scheduled send time, histograms;
 //!   `schedule.rs`: the open-loop pacer.
@@ -25,6 +26,7 @@ mod relay;
 mod relay_server;
 mod report;
 mod schedule;
+mod send_stream;
 mod spawn;
 mod stats;
 mod target;

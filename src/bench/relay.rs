@@ -10,7 +10,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tonic::transport::Channel;
 
 use super::{
-    confab::StreamSender,
+    send_stream::StreamSender,
     stats::Sink,
     target::{Target, User},
 };

@@ -3,15 +3,14 @@
 //!
 //! A [`Target`] makes accounts and connects users; a [`User`] is one simulated client with its
 //! own connection. Readers report every arrival to a [`Sink`]; nothing else flows back. Abilities
-//! only confab has (the streaming send path, logins, the peer path) are reached through
-//! [`Target::confab`] and [`User::open_stream`] rather than by widening the trait.
+//! only confab has are reached through [`Target::confab_url`] (the phases that speak confab's
+//! own protocol: the login storm, the peer path) and [`User::open_stream`] (the streaming send
+//! path) rather than by widening the trait. Knows no implementation: `confab.rs` and `relay.rs`
+//! depend on this module, never the other way round.
 
 use std::{future::Future, sync::Arc};
 
-use super::{
-    confab::{ConfabTarget, StreamSender},
-    stats::Sink,
-};
+use super::{send_stream::StreamSender, stats::Sink};
 
 /// A server the bench can drive.
 pub(crate) trait Target: Send + Sync + 'static {
@@ -35,8 +34,9 @@ pub(crate) trait Target: Send + Sync + 'static {
     /// Opens `name`'s own connection and logs in; not yet subscribed.
     fn connect(&self, name: &str) -> impl Future<Output = anyhow::Result<Self::User>> + Send;
 
-    /// The confab-only abilities, for the phases that need them.
-    fn confab(&self) -> Option<&ConfabTarget> {
+    /// The server's URL when it is a confab server, for the phases that make confab clients
+    /// of their own (logins, the peer path); `None` for a server that only has these traits.
+    fn confab_url(&self) -> Option<&str> {
         None
     }
 }

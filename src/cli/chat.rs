@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::admin::{ServerArgs, read_password};
 use crate::{
-    client::{self, Consent, events::Credentials},
+    client::{self, Consent, login::Credentials},
     types::check_username,
 };
 

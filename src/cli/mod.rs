@@ -11,6 +11,8 @@ mod storage;
 mod table;
 
 use clap::{Parser, Subcommand};
+// The subcommands' `value_parser = super::duration`; `bench` uses the same parser directly.
+use crate::types::parse_duration as duration;
 
 /// confab: a small, durable chat system.
 #[derive(Debug, Parser)]

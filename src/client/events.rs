@@ -1,11 +1,11 @@
-//! The chat session as the server sees it: login, the `Subscribe` stream, heartbeats with
+//! The chat session as the server sees it after login: the `Subscribe` stream, heartbeats with
 //! acknowledgements, and getting all of that back by itself when the stream or the server drops.
 //!
 //! A background task (the pump) owns the stream. It hands the REPL plain [`Notice`]s in arrival
 //! order and never prints. It resumes after the highest `seq` the REPL has shown (`shown`), so
 //! what was displayed is acknowledged and what was not is replayed; the REPL drops replayed
-//! duplicates with [`Seen`]. A re-login (server restart, session timed out) gets a fresh
-//! [`PeerKeys`] and rekeys the peer listener first, and is announced with
+//! duplicates (`seen.rs`). A re-login (server restart, session timed out) goes through
+//! [`login`], which rekeys the peer listener first, and is announced with
 //! [`Notice::LoggedIn`] so the REPL can forget the grants of the old login.
 //!
 //! It deliberately does not reconnect when the session was taken away on purpose
@@ -13,7 +13,6 @@
 //! end with [`Notice::Ended`] / [`Notice::Failed`] instead of a retry loop.
 
 use std::{
-    collections::{HashSet, VecDeque},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -25,11 +24,14 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status, transport::Channel};
 
-use super::api::{self, Authed};
+use super::{
+    api,
+    call::{is_connection_failure, timed},
+    login::{Credentials, Live, login},
+};
 use crate::{
-    pb::{self, SessionEndReason, chat_client::ChatClient, event::Kind},
-    peer::{PeerKeys, PeerListener},
-    types::Secret,
+    pb::{self, SessionEndReason, event::Kind},
+    peer::PeerListener,
 };
 
 /// How often the pump checks whether something shown needs acknowledging; bounds the delay
@@ -41,50 +43,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A stream that ends sooner than this after opening counts as a failed attempt.
 const SHORT_LIVED: Duration = Duration::from_secs(2);
-/// How long one control call (login, heartbeat, subscribe) may take before it counts as failed.
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Message ids remembered for dropping duplicates. A duplicate arrives when a direct send fell
-/// back to the server, or when a replay repeats what was shown but not yet acknowledged; both
-/// happen within seconds, so a few thousand ids is plenty.
-const SEEN_CAPACITY: usize = 4096;
-
-/// Who to log in as, and where.
-#[derive(Debug, Clone)]
-pub(crate) struct Credentials {
-    /// The username as typed.
-    pub(crate) user: String,
-    /// Kept for re-logins after a server restart.
-    pub(crate) password: Secret,
-    /// `--advertise-host`: what peers should dial instead of the address the server sees.
-    pub(crate) advertise_host: Option<String>,
-}
-
-/// One login: what the REPL needs to make calls and peer sends on its behalf.
-pub(crate) struct Live {
-    /// Calls carrying this login's token.
-    pub(crate) chat: ChatClient<Authed>,
-    /// This login's peer key pair; the listener uses the same.
-    pub(crate) keys: PeerKeys,
-    /// Our name as registered (the server's spelling).
-    pub(crate) user: String,
-    /// Counts logins of this process: grants belong to the login they were made in.
-    pub(crate) number: u64,
-    /// The server's body limit, checked before a private send (the server checks the rest).
-    pub(crate) max_message_bytes: usize,
-    /// How often to heartbeat.
-    heartbeat: Duration,
-}
-
-impl std::fmt::Debug for Live {
-    // The client carries the session token in its interceptor: name the login, not its calls.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live")
-            .field("user", &self.user)
-            .field("number", &self.number)
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
-    }
-}
 
 /// What the pump tells the REPL, in the order it happened.
 #[derive(Debug)]
@@ -111,49 +69,6 @@ pub(crate) enum Notice {
     Failed { why: String },
 }
 
-/// Remembers recent (sender, message id) pairs so each message is shown once, whichever path
-/// brought it. Keyed by sender too, so nobody can suppress another sender's message by reusing
-/// its id.
-#[derive(Debug)]
-pub(crate) struct Seen {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
-    capacity: usize,
-}
-
-impl Default for Seen {
-    fn default() -> Self {
-        Seen::with_capacity(SEEN_CAPACITY)
-    }
-}
-
-impl Seen {
-    /// Remembers at most `capacity` ids, forgetting the oldest first.
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
-        Seen {
-            ids: HashSet::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// True the first time `id` from `from` is seen; false for a duplicate.
-    pub(crate) fn first_time(&mut self, from: &str, id: &str) -> bool {
-        let key = format!("{}\n{id}", from.to_ascii_lowercase());
-        if self.ids.contains(&key) {
-            return false;
-        }
-        if self.order.len() == self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.ids.remove(&old);
-        }
-        self.ids.insert(key.clone());
-        self.order.push_back(key);
-        true
-    }
-}
-
 /// The running session: notices to read, the acknowledgement mark to advance, a stop switch.
 pub(crate) struct Events {
     /// Notices in arrival order.
@@ -171,43 +86,6 @@ impl Events {
         self.stop.cancel();
         self.task.await.ok()
     }
-}
-
-/// Logs in with a fresh key pair (the listener is rekeyed first, so peers allowed under the old
-/// keys are forgotten before anybody can be granted the new ones).
-///
-/// # Errors
-/// The server's status: wrong password, lockout, unreachable…
-pub(crate) async fn login(
-    channel: &Channel,
-    credentials: &Credentials,
-    listener: &PeerListener,
-    number: u64,
-) -> Result<Live, Status> {
-    let keys = PeerKeys::generate();
-    listener.rekey(keys.clone());
-    let request = pb::LoginRequest {
-        username: credentials.user.clone(),
-        password: credentials.password.expose().to_owned(),
-        peer_port: u32::from(listener.local_addr().port()),
-        peer_public_key: keys.public().to_vec(),
-        peer_host: credentials.advertise_host.clone().unwrap_or_default(),
-    };
-    let response = timed(api::auth(channel.clone()).login(request))
-        .await?
-        .into_inner();
-    let chat = api::chat(channel.clone(), &response.token)
-        .map_err(|_| Status::internal("the server sent a session token that is not ASCII"))?;
-    Ok(Live {
-        chat,
-        keys,
-        user: response.username,
-        number,
-        max_message_bytes: response.max_message_bytes as usize,
-        // A server that says 0 would make us spin.
-        heartbeat: Duration::from_millis(response.heartbeat_interval_ms)
-            .max(Duration::from_millis(50)),
-    })
 }
 
 /// Starts the pump for an established login.
@@ -236,25 +114,6 @@ pub(crate) fn start(
         stop,
         task: tokio::spawn(pump.run()),
     }
-}
-
-/// A control call under [`CALL_TIMEOUT`].
-pub(crate) async fn timed<T>(call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(format!(
-                "the server did not answer within {}",
-                crate::types::human_duration(CALL_TIMEOUT)
-            )))
-        })
-}
-
-/// True when a status was made by our side of the connection (refused, reset, timed out), not
-/// sent by the server: then the server's sentence is not what the user needs.
-pub(crate) fn is_connection_failure(status: &Status) -> bool {
-    status.code() == Code::Unavailable
-        || (status.code() == Code::Unknown && std::error::Error::source(status).is_some())
 }
 
 /// A heartbeat in flight; resolves to the seq it acknowledged.
@@ -531,21 +390,6 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seen_drops_duplicates_and_forgets_the_oldest() {
-        let mut seen = Seen::with_capacity(2);
-        assert!(seen.first_time("bob", "a"));
-        assert!(!seen.first_time("Bob", "a"));
-        assert!(
-            seen.first_time("carol", "a"),
-            "another sender's id is another message"
-        );
-        assert!(seen.first_time("bob", "c"));
-        // Capacity 2: (bob, c) pushed out (bob, a).
-        assert!(!seen.first_time("bob", "c"));
-        assert!(seen.first_time("bob", "a"), "the oldest was forgotten");
-    }
 
     #[test]
     fn backoff_grows_to_a_cap() {

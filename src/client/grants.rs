@@ -236,17 +236,20 @@ impl<A: Allowlist> Grants<A> {
     }
 }
 
+/// What the unit tests of code that drives [`Grants`] need: an allowlist that records what the
+/// listener would hold, and the events that fill it.
 #[cfg(test)]
-mod tests {
-    use std::{cell::RefCell, rc::Rc};
+pub(crate) mod testing {
+    use std::{cell::RefCell, collections::HashMap, rc::Rc};
 
-    use super::*;
+    use super::Allowlist;
+    use crate::{pb, types::username_key};
 
     /// Records the allowlist as the listener would hold it.
     #[derive(Default, Clone)]
-    struct Fake(Rc<RefCell<HashMap<String, Vec<u8>>>>);
+    pub(crate) struct Recorded(pub(crate) Rc<RefCell<HashMap<String, Vec<u8>>>>);
 
-    impl Allowlist for Fake {
+    impl Allowlist for Recorded {
         fn allow(&self, user: &str, key: Vec<u8>) {
             self.0.borrow_mut().insert(username_key(user), key);
         }
@@ -255,7 +258,8 @@ mod tests {
         }
     }
 
-    fn granted(user: &str, key: u8) -> pb::AddressGranted {
+    /// `user`'s address on loopback, with a key of 32 `key` bytes.
+    pub(crate) fn granted(user: &str, key: u8) -> pb::AddressGranted {
         pb::AddressGranted {
             user: user.into(),
             host: "127.0.0.1".into(),
@@ -264,7 +268,8 @@ mod tests {
         }
     }
 
-    fn requested(from: &str, id: &str, key: u8, expires: i64) -> pb::AddressRequested {
+    /// `from` asks for our address with request `id`, a key of 32 `key` bytes, until `expires`.
+    pub(crate) fn requested(from: &str, id: &str, key: u8, expires: i64) -> pb::AddressRequested {
         pb::AddressRequested {
             request_id: id.into(),
             from: from.into(),
@@ -272,10 +277,18 @@ mod tests {
             expires_at_ms: expires,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        testing::{Recorded, granted, requested},
+        *,
+    };
 
     #[test]
     fn a_grant_is_found_ignoring_case_and_forgotten_only_for_its_key() {
-        let mut g = Grants::new(Fake::default());
+        let mut g = Grants::new(Recorded::default());
         g.granted(&granted("Bob", 1)).unwrap();
         assert_eq!(g.outbound("bob").unwrap().port, 4000);
         g.forget_outbound("bob", &[2; 32]);
@@ -289,7 +302,7 @@ mod tests {
 
     #[test]
     fn unusable_grants_are_refused() {
-        let mut g = Grants::new(Fake::default());
+        let mut g = Grants::new(Recorded::default());
         let mut bad = granted("bob", 1);
         bad.port = 0;
         assert!(g.granted(&bad).is_err());
@@ -301,7 +314,7 @@ mod tests {
 
     #[test]
     fn y_answers_the_only_request_and_refuses_to_guess_between_several() {
-        let mut g = Grants::new(Fake::default());
+        let mut g = Grants::new(Recorded::default());
         assert_eq!(
             g.take_request(None, 0).unwrap_err(),
             "nobody is waiting for an answer"
@@ -320,14 +333,14 @@ mod tests {
 
     #[test]
     fn expired_requests_cannot_be_answered() {
-        let mut g = Grants::new(Fake::default());
+        let mut g = Grants::new(Recorded::default());
         g.requested(&requested("bob", "r1", 1, 1000));
         assert!(g.take_request(None, 1000).is_err());
     }
 
     #[test]
     fn accepting_allows_the_key_and_a_revocation_drops_both_directions() {
-        let fake = Fake::default();
+        let fake = Recorded::default();
         let mut g = Grants::new(fake.clone());
         let r = g.requested(&requested("bob", "r1", 7, 1000));
         g.accept(&r);
@@ -346,7 +359,7 @@ mod tests {
 
     #[test]
     fn a_refused_acceptance_takes_the_key_back() {
-        let fake = Fake::default();
+        let fake = Recorded::default();
         let mut g = Grants::new(fake.clone());
         let r = g.requested(&requested("bob", "r1", 7, 1000));
         g.accept(&r);
@@ -356,7 +369,7 @@ mod tests {
 
     #[test]
     fn a_new_login_forgets_everything() {
-        let mut g = Grants::new(Fake::default());
+        let mut g = Grants::new(Recorded::default());
         g.granted(&granted("bob", 1)).unwrap();
         g.requested(&requested("carol", "r", 2, 1000));
         g.new_login();

@@ -2,19 +2,25 @@
 //! program, `confab admin`, the load generator and the tests, and `confab chat` itself.
 //!
 //! `confab chat` is split by concern (private modules, so named rather than linked here):
-//! `commands` parses a typed line, `repl` runs the one loop that owns the client's state,
-//! `events` keeps the session and its event stream alive (heartbeats, acknowledgements,
-//! reconnecting), `grants` knows who may talk to whom directly, `render` decides how things look,
-//! and `input` reads lines from a terminal or a script. The peer path itself lives in
+//! `commands` parses a typed line and `actions` does what it asks; `repl` runs the one loop that
+//! owns the client's state; `login` logs in with fresh peer keys, `events` keeps the session and
+//! its event stream alive (heartbeats, acknowledgements, reconnecting), `call` puts one call
+//! under a deadline and words its failure; `grants` knows who may talk to whom directly, `seen`
+//! shows each message once; `render` decides how things look and where they are printed, and
+//! `input` reads lines from a terminal or a script. The peer path itself lives in
 //! [`crate::peer`]; this module glues it to the server's events.
 
+pub(crate) mod actions;
 pub mod api;
+pub(crate) mod call;
 pub(crate) mod commands;
 pub(crate) mod events;
 pub(crate) mod grants;
 pub(crate) mod input;
+pub(crate) mod login;
 pub(crate) mod render;
 pub(crate) mod repl;
+pub(crate) mod seen;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -28,7 +34,7 @@ pub(crate) struct Config {
     /// CA to trust for `https`.
     pub(crate) ca: Option<PathBuf>,
     /// Who to log in as (kept for automatic re-logins).
-    pub(crate) credentials: events::Credentials,
+    pub(crate) credentials: login::Credentials,
     /// Where the peer listener binds.
     pub(crate) peer_listen: SocketAddr,
     /// One JSON object per line instead of text.

@@ -5,57 +5,36 @@
 //! acknowledgement mark) and changes it only here, between awaits, so nothing needs a lock.
 //! Commands run one at a time, in the order typed, and a command that waits on the network (a
 //! send, a direct connection) runs as a future the loop polls, so notifications keep appearing
-//! meanwhile. A future never touches the state: it returns a [`Done`] whose effects the loop
-//! applies, checked against the login they were made in.
+//! meanwhile. What a command does is `actions/`; a future never touches the state: it returns a
+//! [`Done`] whose effects the loop applies, checked against the login they were made in.
 
 use std::{
-    pin::Pin,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context as _, anyhow};
 use tokio::{sync::mpsc, task::JoinSet};
-use tonic::{Code, Status};
 
 use super::{
-    Config, Consent, SessionOver, api,
+    Config, Consent, SessionOver,
+    actions::{self, Context, Done, Pending, Start},
+    api,
+    call::{failed, is_connection_failure, timed},
     commands::{self, Command},
-    events::{self, Events, Live, Notice, Seen, is_connection_failure, reason_words, timed},
-    grants::{Grants, KeySource, Request},
+    events::{self, Events, Notice, reason_words},
+    grants::Grants,
     input::{self, Input, Lines},
-    render::{Item, OnlineUser, Printer, Via},
+    login::{Live, login},
+    render::{Item, Printer, Via},
+    seen::Seen,
 };
 use crate::{
     now_ms,
-    pb::{self, DeliveryStatus, DenyReason, Presence, event::Kind},
-    peer::{self, Inbound, PeerKeys, PeerListener},
+    pb::{self, DenyReason, Presence, event::Kind},
+    peer::{Inbound, PeerKeys, PeerListener},
     types::fingerprint,
 };
-
-/// How long a direct send may take before the message goes through the server instead.
-const PRIVATE_DEADLINE: Duration = Duration::from_secs(2);
-
-/// A command's network part, polled by the loop.
-type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
-
-/// What a finished command (or automatic answer) asks the loop to show and change.
-struct Done {
-    /// The login the command ran under; effects of an older login are void.
-    login: u64,
-    items: Vec<Item>,
-    effects: Vec<Effect>,
-}
-
-/// A state change a finished command asks for.
-enum Effect {
-    /// `getaddress` returned a grant we already held on the server's side.
-    Granted(pb::AddressGranted),
-    /// A direct send over this grant failed: drop it.
-    ForgetGrant { user: String, key: Vec<u8> },
-    /// The server refused our acceptance: take the key off the listener again.
-    UndoAccept { user: String },
-}
 
 /// Why the loop stopped.
 enum Exit {
@@ -80,7 +59,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
                 config.peer_listen
             )
         })?;
-    let live = events::login(&channel, &config.credentials, &listener, 1)
+    let live = login(&channel, &config.credentials, &listener, 1)
         .await
         .map_err(|status| {
             if is_connection_failure(&status) {
@@ -211,315 +190,33 @@ impl Repl {
         result
     }
 
+    /// Starts what a typed command asks for: shows its answer at once, or returns the future
+    /// that will.
+    fn start(&mut self, command: Command) -> Option<Pending> {
+        let context = Context {
+            live: &self.live,
+            grants: &mut self.grants,
+            peer_port: self.listener.local_addr().port(),
+        };
+        match actions::start(command, context) {
+            Start::Nothing => None,
+            Start::Show(item) => {
+                self.show(item);
+                None
+            }
+            Start::Wait(pending) => Some(pending),
+        }
+    }
+
     /// Applies a finished command's effects (if its login is still current) and shows it.
     fn finish(&mut self, done: Done) {
-        let current = done.login == self.live.number;
-        for item in &done.items {
-            self.printer.show(item);
+        for item in done.apply(self.live.number, &mut self.grants) {
+            self.show(item);
         }
-        for effect in done.effects {
-            if !current {
-                continue;
-            }
-            match effect {
-                Effect::Granted(g) => self.granted(&g),
-                Effect::ForgetGrant { user, key } => self.grants.forget_outbound(&user, &key),
-                Effect::UndoAccept { user } => self.grants.undo_accept(&user),
-            }
-        }
-    }
-
-    /// Starts a command: shows the result at once, or returns the future that will.
-    fn start(&mut self, command: Command) -> Option<Pending> {
-        let name = command.name();
-        let login = self.live.number;
-        let mut chat = self.live.chat.clone();
-        let pending: Pending = match command {
-            Command::Nothing | Command::Logout => return None,
-            Command::Help => {
-                self.show(Item::Help {
-                    text: commands::HELP.into(),
-                });
-                return None;
-            }
-            Command::Whoami => {
-                self.show(Item::Whoami {
-                    user: self.live.user.clone(),
-                    fingerprint: fingerprint(self.live.keys.public()),
-                    peer_port: self.listener.local_addr().port(),
-                });
-                return None;
-            }
-            Command::Fingerprint { user } => {
-                let item = match self.grants.fingerprint_of(&user) {
-                    Some((fingerprint, source)) => Item::Fingerprint {
-                        user,
-                        fingerprint,
-                        source: match source {
-                            KeySource::Granted => "granted",
-                            KeySource::Accepted => "accepted",
-                            KeySource::Requested => "requested",
-                        }
-                        .into(),
-                    },
-                    None => Item::refused(
-                        name,
-                        format!(
-                            "you hold no key for {user}: it comes with getaddress {user}, or with \
-                             their request for your address"
-                        ),
-                    ),
-                };
-                self.show(item);
-                return None;
-            }
-            Command::Answer { user, accept } => {
-                match self.grants.take_request(user.as_deref(), now_ms()) {
-                    Ok(request) => self.answer(request, accept, false),
-                    Err(why) => {
-                        self.show(Item::refused(name, why));
-                        return None;
-                    }
-                }
-            }
-            Command::Private { to, text } => return self.private(to, text),
-            Command::Message { to, text } => Box::pin(async move {
-                let message_id = new_message_id();
-                let request = pb::SendMessageRequest {
-                    to: to.clone(),
-                    body: text,
-                    message_id: message_id.clone(),
-                };
-                let item = match timed(chat.send_message(request)).await {
-                    Ok(r) => sent(to, message_id, &r.into_inner(), None),
-                    Err(status) => failed(name, &status),
-                };
-                Done::show(login, item)
-            }),
-            Command::Broadcast { text } => Box::pin(async move {
-                let item = match timed(chat.broadcast(pb::BroadcastRequest { body: text })).await {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        Item::BroadcastSent {
-                            delivered: r.delivered,
-                            withheld: r.withheld,
-                        }
-                    }
-                    Err(status) => failed(name, &status),
-                };
-                Done::show(login, item)
-            }),
-            Command::Online { since } => Box::pin(async move {
-                let since_seconds = since.map(|d| d.as_secs());
-                let request = pb::ListOnlineRequest {
-                    since_seconds: since_seconds.unwrap_or(0),
-                };
-                let item = match timed(chat.list_online(request)).await {
-                    Ok(r) => Item::Online {
-                        since_seconds,
-                        users: r
-                            .into_inner()
-                            .users
-                            .into_iter()
-                            .map(|u| OnlineUser {
-                                user: u.username,
-                                online: u.online,
-                                last_login_ms: u.last_login_ms,
-                            })
-                            .collect(),
-                    },
-                    Err(status) => failed(name, &status),
-                };
-                Done::show(login, item)
-            }),
-            Command::Block { user } => Box::pin(async move {
-                let item = match timed(chat.block(pb::BlockRequest { user: user.clone() })).await {
-                    Ok(_) => Item::Blocked { user },
-                    Err(status) => failed(name, &status),
-                };
-                Done::show(login, item)
-            }),
-            Command::Unblock { user } => Box::pin(async move {
-                let request = pb::UnblockRequest { user: user.clone() };
-                let item = match timed(chat.unblock(request)).await {
-                    Ok(_) => Item::Unblocked { user },
-                    Err(status) => failed(name, &status),
-                };
-                Done::show(login, item)
-            }),
-            Command::Blocked => Box::pin(async move {
-                let item = match timed(chat.list_blocked(pb::ListBlockedRequest {})).await {
-                    Ok(r) => Item::BlockedList {
-                        users: r.into_inner().users,
-                    },
-                    Err(status) => failed(name, &status),
-                };
-                Done::show(login, item)
-            }),
-            Command::GetAddress { user } => Box::pin(async move {
-                let request = pb::RequestAddressRequest { user: user.clone() };
-                match timed(chat.request_address(request)).await {
-                    Ok(r) => match r.into_inner() {
-                        // Granted earlier and still valid: nobody is asked again.
-                        pb::RequestAddressResponse {
-                            grant: Some(grant), ..
-                        } => Done {
-                            login,
-                            items: Vec::new(),
-                            effects: vec![Effect::Granted(grant)],
-                        },
-                        pb::RequestAddressResponse { request_id, .. } => {
-                            Done::show(login, Item::AddressRequestSent { user, request_id })
-                        }
-                    },
-                    Err(status) => Done::show(login, failed(name, &status)),
-                }
-            }),
-        };
-        Some(pending)
-    }
-
-    /// `private`: straight to the peer; on any failure the grant is dropped and the same
-    /// message (same id) goes through the server, so it is delivered either way.
-    fn private(&mut self, to: String, text: String) -> Option<Pending> {
-        let Some(grant) = self.grants.outbound(&to).cloned() else {
-            self.show(Item::refused(
-                "private",
-                format!("you have no address for {to}; run getaddress {to} first"),
-            ));
-            return None;
-        };
-        // The peer path has no server to enforce the limit; hold it to the server's rules so a
-        // fallback cannot be refused for a length the peer accepted.
-        if text.len() > self.live.max_message_bytes {
-            self.show(Item::refused(
-                "private",
-                format!(
-                    "the message is {} bytes; the limit is {} bytes",
-                    text.len(),
-                    self.live.max_message_bytes
-                ),
-            ));
-            return None;
-        }
-        let login = self.live.number;
-        let keys = self.live.keys.clone();
-        let mut chat = self.live.chat.clone();
-        let message = pb::PeerMessage {
-            message_id: new_message_id(),
-            from: self.live.user.clone(),
-            to: grant.user.clone(),
-            body: text,
-            sent_at_ms: now_ms(),
-        };
-        Some(Box::pin(async move {
-            let direct = peer::send(
-                &grant.host,
-                grant.port,
-                &grant.key,
-                &keys,
-                &message,
-                PRIVATE_DEADLINE,
-            )
-            .await;
-            let why = match direct {
-                Ok(()) => {
-                    return Done::show(
-                        login,
-                        Item::Sent {
-                            to: grant.user,
-                            status: "DIRECT".into(),
-                            message_id: message.message_id,
-                            seq: None,
-                            duplicate: false,
-                            via: Via::Direct,
-                            fallback: None,
-                        },
-                    );
-                }
-                Err(e) => e.to_string(),
-            };
-            let forget = Effect::ForgetGrant {
-                user: grant.user.clone(),
-                key: grant.key.clone(),
-            };
-            let request = pb::SendMessageRequest {
-                to: grant.user.clone(),
-                body: message.body,
-                message_id: message.message_id.clone(),
-            };
-            let item = match timed(chat.send_message(request)).await {
-                Ok(r) => sent(grant.user, message.message_id, &r.into_inner(), Some(why)),
-                Err(status) => {
-                    let mut item = failed("private", &status);
-                    if let Item::Error { error, .. } = &mut item {
-                        *error = format!(
-                            "could not reach {} directly ({why}), and the server refused it too: \
-                             {error}",
-                            grant.user
-                        );
-                    }
-                    item
-                }
-            };
-            Done {
-                login,
-                items: vec![item],
-                effects: vec![forget],
-            }
-        }))
-    }
-
-    /// Answers an address request. Accepting allows the requester's key on the listener first,
-    /// so its first connection cannot beat the allowlist.
-    fn answer(&mut self, request: Request, accept: bool, auto: bool) -> Pending {
-        if accept {
-            self.grants.accept(&request);
-        }
-        let login = self.live.number;
-        let mut chat = self.live.chat.clone();
-        Box::pin(async move {
-            let respond = pb::RespondAddressRequestRequest {
-                request_id: request.id,
-                accept,
-            };
-            match timed(chat.respond_address_request(respond)).await {
-                Ok(_) => Done::show(
-                    login,
-                    Item::Answered {
-                        user: request.from,
-                        accept,
-                        auto,
-                    },
-                ),
-                Err(status) => Done {
-                    login,
-                    items: vec![failed(if accept { "accept" } else { "deny" }, &status)],
-                    effects: if accept {
-                        vec![Effect::UndoAccept { user: request.from }]
-                    } else {
-                        Vec::new()
-                    },
-                },
-            }
-        })
     }
 
     fn show(&mut self, item: Item) {
         self.printer.show(&item);
-    }
-
-    fn granted(&mut self, g: &pb::AddressGranted) {
-        let item = match self.grants.granted(g) {
-            Ok(grant) => Item::AddressGranted {
-                user: grant.user,
-                host: grant.host,
-                port: grant.port,
-                fingerprint: fingerprint(&grant.key),
-            },
-            Err(why) => Item::refused("getaddress", why),
-        };
-        self.show(item);
     }
 
     /// Handles a notice from the pump; `Some` when the loop must stop.
@@ -610,11 +307,15 @@ impl Repl {
                     Consent::Deny => false,
                 };
                 if let Ok(request) = self.grants.take_request(Some(&request.from), now_ms()) {
-                    let pending = self.answer(request, accept, true);
+                    let pending =
+                        actions::answer(&self.live, &mut self.grants, request, accept, true);
                     self.background.spawn(pending);
                 }
             }
-            Kind::AddressGranted(g) => self.granted(&g),
+            Kind::AddressGranted(g) => {
+                let item = actions::granted(&mut self.grants, &g);
+                self.show(item);
+            }
             Kind::AddressDenied(d) => {
                 let reason = DenyReason::try_from(d.reason)
                     .unwrap_or(DenyReason::Unspecified)
@@ -654,81 +355,5 @@ impl Repl {
                 replayed: false,
             });
         }
-    }
-}
-
-impl Done {
-    fn show(login: u64, item: Item) -> Done {
-        Done {
-            login,
-            items: vec![item],
-            effects: Vec::new(),
-        }
-    }
-}
-
-/// A fresh message id: 128 random bits, so two clients never pick the same one.
-fn new_message_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
-fn sent(
-    to: String,
-    message_id: String,
-    r: &pb::SendMessageResponse,
-    fallback: Option<String>,
-) -> Item {
-    let status = DeliveryStatus::try_from(r.status)
-        .unwrap_or(DeliveryStatus::Unspecified)
-        .as_str_name()
-        .trim_start_matches("DELIVERY_STATUS_")
-        .to_owned();
-    Item::Sent {
-        to,
-        status,
-        message_id,
-        seq: Some(r.seq),
-        duplicate: r.duplicate,
-        via: Via::Server,
-        fallback,
-    }
-}
-
-/// A failed call as the user reads it: the server's sentence, or, when the call never reached
-/// the server, what is going on instead of a transport error's internals.
-fn failed(command: &str, status: &Status) -> Item {
-    let error = if is_connection_failure(status) {
-        "cannot reach the server right now; the client keeps reconnecting, try again in a moment"
-            .to_owned()
-    } else {
-        api::sentence(status)
-    };
-    Item::Error {
-        command: command.into(),
-        code: code_name(status.code()).into(),
-        error,
-    }
-}
-
-/// The canonical gRPC name of a code (`NOT_FOUND`), as grpcurl and the other languages say it.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }

@@ -245,12 +245,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn out_of_descriptors_the_server_pauses_says_so_a_few_times_and_serves_afterwards() {
-    use std::{
-        io::{BufRead, BufReader},
-        process::{Command, Stdio},
-    };
-
-    use crate::process::{ServerProcess, connect};
+    use crate::common::process::ServerProcess;
 
     const WARNING: &str = "cannot accept connections";
     let dir = tempfile::tempdir().unwrap();
@@ -258,7 +253,8 @@ async fn out_of_descriptors_the_server_pauses_says_so_a_few_times_and_serves_aft
     // 64 descriptors: the flood below runs out of them long before any connection cap; the
     // deadlines are far away, so the flood holds them until the test lets go. Debug logging,
     // as in the report of a spinning accept loop.
-    let mut child = Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    command
         .args(["-c", "ulimit -n 64 && exec \"$@\"", "sh"])
         .arg(env!("CARGO_BIN_EXE_confab"))
         .args(["serve", "--listen", "127.0.0.1:0", "--bench-fast-hash"])
@@ -266,24 +262,9 @@ async fn out_of_descriptors_the_server_pauses_says_so_a_few_times_and_serves_aft
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .expect("start confab serve under ulimit -n 64");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("confab listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    let server = ServerProcess {
-        url: format!("http://{addr}"),
-        addr: addr.clone(),
-        child,
-    };
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let server = ServerProcess::from_command(command, &dir.path().join("data")).await;
+    let addr = server.addr.clone();
     let log = || std::fs::read_to_string(&log_path).unwrap();
 
     let mut flood = Vec::new();
@@ -299,23 +280,22 @@ async fn out_of_descriptors_the_server_pauses_says_so_a_few_times_and_serves_aft
     .await;
     // Not synchronisation: the exposure time of the measurement. A loop that retries at once
     // burns a core and writes a line per attempt in this second.
-    let before = cpu_ticks(server.child.id());
+    let before = cpu_ticks(server.pid());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let spent = cpu_ticks(server.child.id()) - before;
+    let spent = cpu_ticks(server.pid()) - before;
     assert!(
         spent < 30,
         "the accept loop used {spent} ticks of CPU in 1 s while out of descriptors"
     );
 
     drop(flood);
-    let client = connect(&server.url).await;
     within("registering after the flood", async {
-        client.register("alice").await;
-        client.register("bob").await;
+        server.register("alice").await;
+        server.register("bob").await;
     })
     .await;
-    let mut alice = within("alice to log in", client.login("alice")).await;
-    let mut bob = within("bob to log in", client.login("bob")).await;
+    let mut alice = within("alice to log in", server.login("alice")).await;
+    let mut bob = within("bob to log in", server.login("bob")).await;
     bob.subscribe(0).await;
     assert!(bob.backlog().await.is_empty());
     alice

@@ -1,5 +1,6 @@
-//! Integration tests: a real confab server on 127.0.0.1:0 with a temporary data dir, driven over
-//! gRPC (and, in `process`, the real `confab` binary).
+//! Integration tests, one binary (linked once): a real confab server on 127.0.0.1:0 with a
+//! temporary data dir, driven over gRPC; the real `confab` binary in `process` (serve), `chat`
+//! (chat, and a terminal through tmux) and `bench`; the peer path over loopback in `peer`.
 
 #![allow(unreachable_pub)] // test helpers are shared between modules with `pub`
 
@@ -7,7 +8,9 @@ mod accounts;
 mod admin;
 mod admin_cli;
 mod auth;
+mod bench;
 mod blocks;
+mod chat;
 mod common;
 mod completions;
 mod consent;
@@ -17,6 +20,7 @@ mod limits;
 mod messages;
 mod netns;
 mod operate;
+mod peer;
 mod presence;
 mod process;
 mod rawh2;

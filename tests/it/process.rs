@@ -1,131 +1,23 @@
 //! The real `confab serve` process: durability across SIGKILL, graceful SIGTERM, the plaintext
 //! rule, and grpcurl against reflection, health and the Admin service.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-};
+use std::{path::Path, process::Command};
 
 use confab::pb::{self, SessionEndReason, event::Kind};
 
-use crate::common::*;
-
-/// A `confab serve` child process.
-pub struct ServerProcess {
-    pub child: Child,
-    pub url: String,
-    pub addr: String,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ServerProcess {
-    /// Starts `confab serve` on a free loopback port with its data in `dir`.
-    pub fn start(dir: &Path, extra: &[&str]) -> Self {
-        Self::start_logging(dir, extra, "warn", Stdio::inherit())
-    }
-
-    /// As [`ServerProcess::start`], logging at `level` to `log`.
-    pub fn start_logging(dir: &Path, extra: &[&str], level: &str, log: Stdio) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--bench-fast-hash",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .args(extra)
-            .env("RUST_LOG", level)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start confab serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("confab listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        ServerProcess {
-            child,
-            url: format!("http://{addr}"),
-            addr,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-/// A [`TestServer`]-like view of a process, for the shared helpers.
-pub(crate) async fn connect(url: &str) -> ProcessClient {
-    ProcessClient {
-        url: url.to_owned(),
-    }
-}
-
-pub(crate) struct ProcessClient {
-    url: String,
-}
-
-impl ProcessClient {
-    pub(crate) async fn register(&self, name: &str) {
-        confab::client::api::auth(confab::client::api::connect(&self.url, None).await.unwrap())
-            .register(pb::RegisterRequest {
-                username: name.into(),
-                password: PASSWORD.into(),
-            })
-            .await
-            .unwrap();
-    }
-
-    pub(crate) async fn login(&self, name: &str) -> Session {
-        let channel = confab::client::api::connect(&self.url, None).await.unwrap();
-        let r = confab::client::api::auth(channel.clone())
-            .login(pb::LoginRequest {
-                username: name.into(),
-                password: PASSWORD.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        Session {
-            name: r.username.clone(),
-            chat: confab::client::api::chat(channel, &r.token).unwrap(),
-            token: r.token.clone(),
-            peer_public_key: Vec::new(),
-            events: None,
-            login: r,
-        }
-    }
-}
+use crate::common::{
+    process::{BIN, ServerProcess, run_with_stdin},
+    *,
+};
 
 #[tokio::test]
 async fn unacknowledged_messages_survive_sigkill_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), &[]);
-    let c = connect(&server.url).await;
-    c.register("alice").await;
-    c.register("bob").await;
-    let mut alice = c.login("alice").await;
-    let mut bob = c.login("bob").await;
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    server.register("alice").await;
+    server.register("bob").await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
     bob.subscribe(0).await;
     bob.backlog().await;
     for i in 1..=3 {
@@ -134,13 +26,11 @@ async fn unacknowledged_messages_survive_sigkill_and_restart() {
     }
     bob.heartbeat(1).await; // acknowledged: must not come back
     // Make sure the acknowledgement is committed before the crash.
-    c.admin_flush(&server, dir.path()).await;
-    server.signal("-KILL");
-    drop(server);
+    assert_bob_has_two_pending(&server).await;
+    server.kill().await;
 
-    let server = ServerProcess::start(dir.path(), &[]);
-    let c = connect(&server.url).await;
-    let mut bob = c.login("bob").await;
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    let mut bob = server.login("bob").await;
     bob.subscribe(0).await;
     let replay = bob.backlog().await;
     assert_eq!(
@@ -151,34 +41,34 @@ async fn unacknowledged_messages_survive_sigkill_and_restart() {
         [(2, "durable 2"), (3, "durable 3")]
     );
     // Sequence numbers continue after the crash.
-    let mut alice = c.login("alice").await;
+    let mut alice = server.login("alice").await;
     assert_eq!(alice.send("bob", "after").await.unwrap().seq, 4);
 }
 
-impl ProcessClient {
-    /// `ListSessions` commits pending acknowledgements before it counts them.
-    async fn admin_flush(&self, _server: &ServerProcess, dir: &Path) {
-        let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
-        let channel = confab::client::api::connect(&self.url, None).await.unwrap();
-        let sessions = confab::client::api::admin(channel, token.trim())
-            .unwrap()
-            .list_sessions(pb::ListSessionsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .sessions;
-        let bob = sessions.iter().find(|s| s.username == "bob").unwrap();
-        assert_eq!(bob.pending_inbox, 2);
-    }
+/// `ListSessions` commits pending acknowledgements before it counts them: once bob's count is
+/// two, his acknowledgement of the first is durable.
+async fn assert_bob_has_two_pending(server: &ServerProcess) {
+    let token = std::fs::read_to_string(server.dir.join("admin.token")).unwrap();
+    let channel = confab::client::api::connect(&server.url, None)
+        .await
+        .unwrap();
+    let sessions = confab::client::api::admin(channel, token.trim())
+        .unwrap()
+        .list_sessions(pb::ListSessionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    let bob = sessions.iter().find(|s| s.username == "bob").unwrap();
+    assert_eq!(bob.pending_inbox, 2);
 }
 
 #[tokio::test]
 async fn sigterm_tells_streams_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = ServerProcess::start(dir.path(), &[]);
-    let c = connect(&server.url).await;
-    c.register("alice").await;
-    let mut alice = c.login("alice").await;
+    let mut server = ServerProcess::start(dir.path(), &[]).await;
+    server.register("alice").await;
+    let mut alice = server.login("alice").await;
     alice.subscribe(0).await;
     alice.backlog().await;
     server.signal("-TERM");
@@ -186,14 +76,8 @@ async fn sigterm_tells_streams_and_exits_cleanly() {
         Kind::SessionEnded(e) => assert_eq!(e.reason(), SessionEndReason::ServerShutdown),
         other => panic!("{other:?}"),
     }
-    // Waited for off the runtime, so this client's connection can answer the server's GOAWAY.
-    let (status, _server) = within(
-        "the server to exit",
-        tokio::task::spawn_blocking(move || (server.child.wait(), server)),
-    )
-    .await
-    .unwrap();
-    let status = status.unwrap();
+    // Awaited, not blocked on, so this client's connection can answer the server's GOAWAY.
+    let status = server.exit_status().await;
     assert!(status.success(), "{status:?}");
 }
 
@@ -245,10 +129,9 @@ fn run_grpcurl(args: &[&str]) -> String {
 #[tokio::test]
 async fn grpcurl_lists_describes_and_calls_by_reflection() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), &[]);
-    let c = connect(&server.url).await;
-    c.register("alice").await;
-    let _alice = c.login("alice").await;
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    server.register("alice").await;
+    let _alice = server.login("alice").await;
     let list = run_grpcurl(&["-plaintext", &server.addr, "list"]);
     for service in [
         "confab.v1.Auth",
@@ -289,31 +172,23 @@ async fn grpcurl_lists_describes_and_calls_by_reflection() {
 #[tokio::test]
 async fn register_and_admin_commands_talk_to_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), &[]);
-    let confab = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-            .args(args)
-            .env("CONFAB_SERVER", &server.url)
-            .env("CONFAB_ADMIN_TOKEN_FILE", dir.path().join("admin.token"))
-            .env_remove("CONFAB_PASSWORD")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    let confab = async |args: &[&str], stdin: &str| {
+        run_with_stdin(
+            tokio::process::Command::new(BIN)
+                .args(args)
+                .env("CONFAB_SERVER", &server.url)
+                .env("CONFAB_ADMIN_TOKEN_FILE", dir.path().join("admin.token"))
+                .env_remove("CONFAB_PASSWORD"),
+            stdin,
+        )
+        .await
     };
     let out = confab(
         &["register", "--user", "alice", "--password-stdin"],
         "a good password\n",
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -327,40 +202,42 @@ async fn register_and_admin_commands_talk_to_the_server() {
     let out = confab(
         &["register", "--user", "ALICE", "--password-stdin"],
         "a good password\n",
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the name ALICE is already taken"));
     let out = confab(
         &["register", "--user", "bob", "--password-stdin"],
         "short\n",
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8 characters"));
 
     let out = confab(
         &["admin", "create-user", "carol", "--password-stdin"],
         &format!("{PASSWORD}\n"),
-    );
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let c = connect(&server.url).await;
-    let _carol = c.login("carol").await;
-    let out = confab(&["admin", "--json", "sessions"], "");
+    let _carol = server.login("carol").await;
+    let out = confab(&["admin", "--json", "sessions"], "").await;
     let line = String::from_utf8_lossy(&out.stdout).into_owned();
     let session: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON session");
     assert_eq!(session["username"], "carol");
-    let out = confab(&["admin", "--json", "stats"], "");
+    let out = confab(&["admin", "--json", "stats"], "").await;
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (stats["users"].as_u64(), stats["logins"].as_u64()),
         (Some(2), Some(1))
     );
-    let out = confab(&["admin", "kick", "carol"], "");
+    let out = confab(&["admin", "kick", "carol"], "").await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kicked carol");
-    let out = confab(&["admin", "users"], "");
+    let out = confab(&["admin", "users"], "").await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("alice") && text.contains("carol"), "{text}");
     // A wrong token is refused with the server's sentence.
@@ -379,18 +256,18 @@ async fn register_and_admin_commands_talk_to_the_server() {
 async fn logs_never_contain_passwords_tokens_or_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("server.log");
-    let server = ServerProcess::start_logging(
+    let mut server = ServerProcess::logging(
         &dir.path().join("data"),
         &[],
         "debug",
         std::fs::File::create(&log).unwrap().into(),
-    );
+    )
+    .await;
     let url = server.url.clone();
-    let c = connect(&url).await;
-    c.register("alice").await;
-    c.register("bob").await;
-    let mut alice = c.login("alice").await;
-    let mut bob = c.login("bob").await;
+    server.register("alice").await;
+    server.register("bob").await;
+    let mut alice = server.login("alice").await;
+    let mut bob = server.login("bob").await;
     bob.subscribe(0).await;
     bob.backlog().await;
     let body = "the secret plans are under the mat";
@@ -409,19 +286,8 @@ async fn logs_never_contain_passwords_tokens_or_bodies() {
         })
         .await;
     server.signal("-TERM");
-    // Waited for off the runtime, so the clients' connections can answer the server's GOAWAY.
-    let mut server = server;
-    let status = within(
-        "the server to exit",
-        tokio::task::spawn_blocking(move || {
-            let status = server.child.wait();
-            (status, server)
-        }),
-    )
-    .await
-    .unwrap()
-    .0
-    .unwrap();
+    // Awaited, not blocked on, so the clients' connections can answer the server's GOAWAY.
+    let status = server.exit_status().await;
     assert!(status.success());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(

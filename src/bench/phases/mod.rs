@@ -61,7 +61,7 @@ pub(crate) async fn run<T: Target>(
     settings: &Settings,
     progress: Progress,
 ) -> anyhow::Result<TargetReport> {
-    let confab = target.confab().is_some();
+    let confab = target.confab_url().is_some();
     let runs = |n: u8| settings.runs(n) && (confab || n <= 4);
     let mut report = TargetReport::new(target.name());
     let mut ctx = Ctx {

@@ -33,19 +33,19 @@ const SEND_DEADLINE: Duration = Duration::from_secs(5);
 
 pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>) -> anyhow::Result<Peer> {
     let s = ctx.settings;
-    let target = ctx
+    let url = ctx
         .target
-        .confab()
+        .confab_url()
         .context("the peer path needs a confab server")?;
     let (a_name, b_name) = (
         format!("{}-peer-a", s.prefix),
         format!("{}-peer-b", s.prefix),
     );
-    target
+    ctx.target
         .register(&[a_name.clone(), b_name.clone()], 2)
         .await?;
-    let mut a = PeerClient::start(target.url(), &a_name).await?;
-    let mut b = PeerClient::start(target.url(), &b_name).await?;
+    let mut a = PeerClient::start(url, &a_name).await?;
+    let mut b = PeerClient::start(url, &b_name).await?;
 
     // The consent handshake, through the server.
     let asked = a

@@ -23,14 +23,14 @@ use crate::{
 
 pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>) -> anyhow::Result<Storm> {
     let s = ctx.settings;
-    let target = ctx
+    let url = ctx
         .target
-        .confab()
+        .confab_url()
         .context("the login storm needs a confab server")?;
     let names: Vec<String> = (0..s.storm_users).map(|i| s.storm_user(i)).collect();
-    target.register(&names, s.concurrency).await?;
+    ctx.target.register(&names, s.concurrency).await?;
     // Connections are opened before the storm: it is a storm of logins, not of TCP handshakes.
-    let url: Arc<str> = Arc::from(target.url());
+    let url: Arc<str> = Arc::from(url);
     let channels = parallel(names.len(), s.concurrency, Arc::default(), move |_| {
         let url = url.clone();
         async move { api::connect(&url, None).await }

@@ -1,7 +1,12 @@
 //! The test harness: a real server on 127.0.0.1:0 with a temporary data dir, and users that log
-//! in, subscribe and wait for events with a deadline.
+//! in, subscribe and wait for events with a deadline. The real binaries as child processes are
+//! in `process` (`confab serve`), `chat` (`confab chat --json`) and `tmux` (a real terminal).
 
 #![allow(dead_code)] // each test file uses a different part
+
+pub mod chat;
+pub mod process;
+pub mod tmux;
 
 use std::{future::Future, time::Duration};
 
@@ -99,14 +104,7 @@ impl TestServer {
     }
 
     pub async fn register(&self, name: &str) {
-        self.auth()
-            .await
-            .register(pb::RegisterRequest {
-                username: name.into(),
-                password: PASSWORD.into(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("registering {name}: {s:?}"));
+        register_at(&self.url, name).await;
     }
 
     /// Logs `name` in (with a peer listener port and key) and returns the session, not subscribed.
@@ -121,27 +119,7 @@ impl TestServer {
         password: &str,
         local: Option<std::net::IpAddr>,
     ) -> Result<Session, Status> {
-        let endpoint = api::endpoint(&self.url, None).unwrap().local_address(local);
-        let channel = endpoint.connect().await.expect("connect");
-        let peer_public_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-        let response = api::auth(channel.clone())
-            .login(pb::LoginRequest {
-                username: name.into(),
-                password: password.into(),
-                peer_port: 40_000 + u32::from(rand::random::<u16>() % 20_000),
-                peer_public_key: peer_public_key.clone(),
-                peer_host: String::new(),
-            })
-            .await?
-            .into_inner();
-        Ok(Session {
-            name: response.username.clone(),
-            chat: api::chat(channel, &response.token).unwrap(),
-            token: response.token.clone(),
-            peer_public_key,
-            events: None,
-            login: response,
-        })
+        login_at(&self.url, name, password, local).await
     }
 
     /// Registers, logs in and subscribes `name`, consuming the (empty) backlog.
@@ -152,6 +130,49 @@ impl TestServer {
         assert_eq!(s.backlog().await.len(), 0, "a new user has no backlog");
         s
     }
+}
+
+/// Registers `name` with [`PASSWORD`] on the server at `url`.
+pub async fn register_at(url: &str, name: &str) {
+    let channel = api::connect(url, None).await.expect("connect");
+    api::auth(channel)
+        .register(pb::RegisterRequest {
+            username: name.into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("registering {name}: {s:?}"));
+}
+
+/// Logs `name` in at `url` from `local` (any address if `None`), with a peer listener port and
+/// key; not subscribed.
+pub async fn login_at(
+    url: &str,
+    name: &str,
+    password: &str,
+    local: Option<std::net::IpAddr>,
+) -> Result<Session, Status> {
+    let endpoint = api::endpoint(url, None).unwrap().local_address(local);
+    let channel = endpoint.connect().await.expect("connect");
+    let peer_public_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    let response = api::auth(channel.clone())
+        .login(pb::LoginRequest {
+            username: name.into(),
+            password: password.into(),
+            peer_port: 40_000 + u32::from(rand::random::<u16>() % 20_000),
+            peer_public_key: peer_public_key.clone(),
+            peer_host: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(Session {
+        name: response.username.clone(),
+        chat: api::chat(channel, &response.token).unwrap(),
+        token: response.token.clone(),
+        peer_public_key,
+        events: None,
+        login: response,
+    })
 }
 
 /// A logged-in user.

@@ -22,7 +22,7 @@ fn current_frames(wal: &[u8]) -> (usize, usize) {
 /// A data directory holding alice and bob, with messages 0..2050 from alice stored for bob,
 /// left by a server killed with SIGKILL (so the WAL holds committed frames).
 async fn killed_with_a_wal(data: &Path) {
-    let server = start(data, &[]);
+    let server = start(data, &[]).await;
     let remote = Remote::new(&server);
     remote.register("alice").await;
     remote.register("bob").await;
@@ -70,7 +70,7 @@ async fn a_damaged_wal_is_refused_and_repair_recovers_what_reads() {
         "{out}"
     );
 
-    let server = start(&garbled, &["--repair"]);
+    let server = start(&garbled, &["--repair"]).await;
     let remote = Remote::new(&server);
     let got = backlog_numbers(&remote, "bob").await;
     println!(
@@ -135,7 +135,7 @@ async fn a_damaged_wal_is_refused_and_repair_recovers_what_reads() {
     );
     println!("repair of an emptied database from its log: {out}");
     assert!(out.contains("recovered"), "{out}");
-    let server = start(&emptied, &[]);
+    let server = start(&emptied, &[]).await;
     let remote = Remote::new(&server);
     remote.register("carol").await;
 }
@@ -144,7 +144,7 @@ async fn a_damaged_wal_is_refused_and_repair_recovers_what_reads() {
 async fn a_garbage_inbox_page_is_refused_and_repair_recovers_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = start(&data, &[]);
+    let server = start(&data, &[]).await;
     let remote = Remote::new(&server);
     remote.register("alice").await;
     remote.register("bob").await;
@@ -185,7 +185,7 @@ async fn a_garbage_inbox_page_is_refused_and_repair_recovers_the_rest() {
     assert!(!check.status.success());
     assert!(String::from_utf8_lossy(&check.stdout).contains("quick_check failed"));
 
-    let server = start(&data, &["--repair"]);
+    let server = start(&data, &["--repair"]).await;
     let remote = Remote::new(&server);
     let got = backlog_numbers(&remote, "bob").await;
     println!(
@@ -213,7 +213,7 @@ async fn a_garbage_inbox_page_is_refused_and_repair_recovers_the_rest() {
 async fn a_database_from_a_newer_confab_is_refused_and_not_repaired() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let server = start(&data, &[]);
+    let server = start(&data, &[]).await;
     Remote::new(&server).register("alice").await;
     stop(server).await;
     rusqlite::Connection::open(data.join("confab.db"))

@@ -90,11 +90,11 @@ async fn files_are_private_under_umask_022_and_loose_modes_are_tightened() {
 async fn a_second_server_on_the_same_data_directory_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let first = start(&data, &[]);
+    let first = start(&data, &[]).await;
     let said = refused(&data, &[]);
     assert!(
         said.contains(&format!("the data directory {} is in use", data.display()))
-            && said.contains(&format!("process {}", first.child.id())),
+            && said.contains(&format!("process {}", first.pid())),
         "{said}"
     );
     // Offline tools do not run beside a live server either.
@@ -104,7 +104,7 @@ async fn a_second_server_on_the_same_data_directory_is_refused() {
     // The first one is unaffected, and once it stops the directory is free again.
     Remote::new(&first).register("alice").await;
     stop(first).await;
-    let again = start(&data, &[]);
+    let again = start(&data, &[]).await;
     let remote = Remote::new(&again);
     remote.login("alice").await;
 }

@@ -34,7 +34,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_restarts_every_time()
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut next = 0;
     for round in 0..4u64 {
-        let server = start(&data, &[]);
+        let server = start(&data, &[]).await;
         let remote = Remote::new(&server);
         if round == 0 {
             remote.register("alice").await;
@@ -57,7 +57,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged_and_restarts_every_time()
         sender.await.unwrap();
         next += 100_000;
     }
-    let server = start(&data, &[]);
+    let server = start(&data, &[]).await;
     let stored: BTreeSet<u64> = backlog_numbers(&Remote::new(&server), "bob")
         .await
         .into_iter()

@@ -13,7 +13,7 @@ use std::{
 
 use confab::pb;
 
-use crate::common::*;
+use crate::common::{process::ServerProcess, *};
 
 pub fn confab() -> Command {
     Command::new(env!("CARGO_BIN_EXE_confab"))
@@ -53,10 +53,10 @@ pub fn refused(data: &Path, extra: &[&str]) -> String {
 }
 
 /// `confab serve` on `data` with send limits loose enough for these tests' volumes.
-pub fn start(data: &Path, extra: &[&str]) -> crate::process::ServerProcess {
+pub async fn start(data: &Path, extra: &[&str]) -> ServerProcess {
     let mut args = vec!["--send-rate", "1000000", "--send-burst", "1000000"];
     args.extend(extra);
-    crate::process::ServerProcess::start(data, &args)
+    ServerProcess::start(data, &args).await
 }
 
 /// `confab admin ARGS --data-dir DATA`.
@@ -69,20 +69,10 @@ pub fn admin(command: &str, data: &Path) -> Output {
 }
 
 /// Sends SIGTERM to the server and waits for it to exit cleanly.
-pub async fn stop(mut server: crate::process::ServerProcess) {
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // Waited for off the runtime, so clients' connections can answer the server's GOAWAY.
-    let exited = within(
-        "the server to exit",
-        tokio::task::spawn_blocking(move || server.child.wait()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+pub async fn stop(mut server: ServerProcess) {
+    server.signal("-TERM");
+    // Awaited, not blocked on, so clients' connections can answer the server's GOAWAY.
+    let exited = server.exit_status().await;
     assert!(exited.success());
 }
 
@@ -92,7 +82,7 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn new(server: &crate::process::ServerProcess) -> Self {
+    pub fn new(server: &ServerProcess) -> Self {
         Remote {
             url: server.url.clone(),
         }
