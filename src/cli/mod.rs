@@ -87,8 +87,3 @@ pub fn main() -> std::process::ExitCode {
         }
     }
 }
-
-/// Parses `60s`, `5m`, `1h30m`.
-pub(crate) fn duration(s: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 60s, 5m or 1h)"))
-}
