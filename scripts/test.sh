@@ -23,9 +23,15 @@ fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
     apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
 fi
-# tests/it/chat.rs drives `confab chat` in a real terminal through tmux; Debian's package, if missing.
-if ! command -v tmux >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq tmux >/dev/null
+# tests/it/chat.rs drives `confab chat` in a real terminal through tmux, tests/it/contrib.rs checks
+# the systemd unit with systemd-analyze, tests/it/completions.rs renders the man pages with
+# man/groff: Debian's packages, if missing.
+missing=()
+command -v tmux >/dev/null || missing+=(tmux)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v groff >/dev/null || missing+=(groff-base)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # tests/it/netns.rs builds network namespaces with iproute2's `ip`; Debian's package, if missing.

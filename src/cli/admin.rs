@@ -1,20 +1,21 @@
 //! `confab admin …` (the Admin service) and `confab register`.
 
-use std::path::PathBuf;
+use std::{io::IsTerminal, path::PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
-use crate::{client::api, pb, types::Secret};
+use super::table::Table;
+use crate::{client::api, pb, server::config::defaults, types::Secret};
 
 /// Where to reach the server.
 #[derive(Debug, Args)]
 pub(crate) struct ServerArgs {
     /// Server URL (`https://…` for TLS).
-    #[arg(long, env = "CONFAB_SERVER", default_value = crate::types::DEFAULT_SERVER_URL)]
+    #[arg(long, global = true, env = "CONFAB_SERVER", default_value = crate::types::DEFAULT_SERVER_URL)]
     pub(crate) server: String,
     /// PEM certificate authority to trust for an https server.
-    #[arg(long, env = "CONFAB_CA")]
+    #[arg(long, global = true, env = "CONFAB_CA")]
     pub(crate) ca: Option<PathBuf>,
 }
 
@@ -34,15 +35,14 @@ pub(crate) struct RegisterArgs {
 pub(crate) struct AdminArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// File holding the admin token (the server writes DATA_DIR/admin.token).
-    #[arg(
-        long,
-        env = "CONFAB_ADMIN_TOKEN_FILE",
-        default_value = "./confab-data/admin.token"
-    )]
-    token_file: PathBuf,
+    /// The server's data directory, where it wrote `admin.token` (as given to `confab serve`).
+    #[arg(long, global = true, env = "CONFAB_DATA_DIR", default_value = defaults::DATA_DIR)]
+    data_dir: PathBuf,
+    /// File holding the admin token (default: DATA_DIR/admin.token).
+    #[arg(long, global = true, env = "CONFAB_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Print JSON instead of a table.
-    #[arg(long, env = "CONFAB_JSON")]
+    #[arg(long, global = true, env = "CONFAB_JSON")]
     json: bool,
     #[command(subcommand)]
     command: AdminCommand,
@@ -66,6 +66,29 @@ enum AdminCommand {
         /// Whose lockout.
         user: String,
     },
+    /// Disable an account: its session ends and it cannot log in until enabled.
+    Disable {
+        /// Whose account.
+        user: String,
+    },
+    /// Let a disabled account log in again.
+    Enable {
+        /// Whose account.
+        user: String,
+    },
+    /// Delete an account with its inbox and blocks; the name becomes free.
+    Delete {
+        /// Whose account.
+        user: String,
+    },
+    /// Set an account's password (prompted for, or CONFAB_PASSWORD, or stdin's first line).
+    SetPassword {
+        /// Whose account.
+        user: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
+        password_stdin: bool,
+    },
     /// Create an account (also when registration is off); the password is prompted for.
     CreateUser {
         /// The new username.
@@ -76,34 +99,68 @@ enum AdminCommand {
     },
     /// Check a stopped server's store (offline): the write-ahead log, the schema, SQLite's
     /// quick_check. Exits non-zero if it cannot be trusted.
-    Check {
-        /// The server's data directory.
-        #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./confab-data")]
-        data_dir: PathBuf,
-    },
+    /// (`--data-dir` names the directory.)
+    Check,
     /// Recover what is readable from a stopped server's damaged store into a fresh one, keeping
     /// the damaged files in DATA_DIR/damaged-TIME/ (offline; does nothing to a healthy store).
-    Repair {
-        /// The server's data directory.
-        #[arg(long, env = "CONFAB_DATA_DIR", default_value = "./confab-data")]
-        data_dir: PathBuf,
-    },
+    /// (`--data-dir` names the directory.)
+    Repair,
 }
 
-/// Reads a password: `CONFAB_PASSWORD`, the first line of stdin, or a prompt without echo.
+/// Reads a password: the first line of stdin when asked (`from_stdin`), else
+/// `CONFAB_PASSWORD`, else a prompt without echo on a terminal, else (stdin is a pipe or a
+/// file, as in scripts) the first line of stdin.
 pub(crate) fn read_password(from_stdin: bool, prompt: &str) -> anyhow::Result<Secret> {
-    if from_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("reading the password from stdin")?;
-        return Ok(Secret::new(line.trim_end_matches(['\r', '\n'])));
+    if !from_stdin {
+        if let Ok(p) = std::env::var("CONFAB_PASSWORD") {
+            return Ok(Secret::new(p));
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password(prompt).context("reading the password")?;
+            return Ok(Secret::new(p));
+        }
     }
-    if let Ok(p) = std::env::var("CONFAB_PASSWORD") {
-        return Ok(Secret::new(p));
+    let mut line = String::new();
+    let n = std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    if n == 0 {
+        bail!(
+            "no password: stdin is not a terminal and ended before a line; pipe the password \
+             in (`echo … | confab …`) or set CONFAB_PASSWORD"
+        );
     }
-    let p = rpassword::prompt_password(prompt).context("reading the password")?;
-    Ok(Secret::new(p))
+    Ok(Secret::new(line.trim_end_matches(['\r', '\n'])))
+}
+
+/// The admin token: from `--token-file`, else `DATA_DIR/admin.token`; a missing file is
+/// reported with the full path looked at and how to point elsewhere.
+fn read_token(args: &AdminArgs) -> anyhow::Result<String> {
+    let (path, why) = match &args.token_file {
+        Some(path) => (path.clone(), "--token-file"),
+        None => (
+            args.data_dir.join(defaults::ADMIN_TOKEN_FILE),
+            "--data-dir/CONFAB_DATA_DIR",
+        ),
+    };
+    let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+    match std::fs::read_to_string(&path) {
+        Ok(token) => Ok(token.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no admin token at {} (following {why}); the server writes admin.token into its data \
+             directory at first start: give the same --data-dir as `confab serve` (or \
+             CONFAB_DATA_DIR), or --token-file",
+            shown.display()
+        ),
+        Err(e) => {
+            Err(e).with_context(|| format!("reading the admin token from {}", shown.display()))
+        }
+    }
+}
+
+/// A yes/no cell.
+fn yes(on: bool) -> String {
+    if on { "yes".into() } else { String::new() }
 }
 
 pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
@@ -135,33 +192,22 @@ fn ms(t: i64) -> String {
 }
 
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let AdminArgs {
-        server,
-        token_file,
-        json,
-        command,
-    } = args;
-    match command {
+    match args.command {
         // Offline: they work on the files of a stopped server, never through one.
-        AdminCommand::Check { data_dir } => super::storage::check(&data_dir, json),
-        AdminCommand::Repair { data_dir } => super::storage::repair(&data_dir, json),
-        command => online(&server, &token_file, json, command).await,
+        AdminCommand::Check => super::storage::check(&args.data_dir, args.json),
+        AdminCommand::Repair => super::storage::repair(&args.data_dir, args.json),
+        _ => online(args).await,
     }
 }
 
-async fn online(
-    server: &ServerArgs,
-    token_file: &std::path::Path,
-    json: bool,
-    command: AdminCommand,
-) -> anyhow::Result<()> {
-    let token = std::fs::read_to_string(token_file)
-        .with_context(|| format!("reading the admin token from {}", token_file.display()))?;
-    let channel = api::connect(&server.server, server.ca.as_deref()).await?;
-    let mut admin = api::admin(channel, token.trim())?;
+async fn online(args: AdminArgs) -> anyhow::Result<()> {
+    let token = read_token(&args)?;
+    let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
+    let mut admin = api::admin(channel, &token)?;
+    let json = args.json;
     let fail = |s: tonic::Status| anyhow::anyhow!(api::sentence(&s));
-    match command {
-        AdminCommand::Check { .. } | AdminCommand::Repair { .. } => {
+    match args.command {
+        AdminCommand::Check | AdminCommand::Repair => {
             anyhow::bail!("check and repair work offline, on the data directory")
         }
         AdminCommand::Users => {
@@ -171,28 +217,27 @@ async fn online(
                 .map_err(fail)?
                 .into_inner()
                 .users;
+            let mut table = Table::new(&["USER", "ONLINE", "LAST LOGIN", "LOCKED", "DISABLED"]);
             for u in users {
                 if json {
                     println!(
                         "{}",
                         serde_json::json!({"username": u.username, "online": u.online,
                             "created_at_ms": u.created_at_ms, "last_login_ms": u.last_login_ms,
-                            "locked_until_ms": u.locked_until_ms})
+                            "locked_until_ms": u.locked_until_ms, "disabled": u.disabled})
                     );
                 } else {
-                    let locked = if u.locked_until_ms > 0 {
-                        "  locked"
-                    } else {
-                        ""
-                    };
-                    let online = if u.online { "online" } else { "" };
-                    println!(
-                        "{:<32} {:<7} last login {}{locked}",
+                    table.row(vec![
                         u.username,
-                        online,
-                        ms(u.last_login_ms)
-                    );
+                        yes(u.online),
+                        ms(u.last_login_ms),
+                        yes(u.locked_until_ms > 0),
+                        yes(u.disabled),
+                    ]);
                 }
+            }
+            if !json {
+                print!("{}", table.render());
             }
         }
         AdminCommand::Sessions => {
@@ -202,6 +247,8 @@ async fn online(
                 .map_err(fail)?
                 .into_inner()
                 .sessions;
+            let mut table =
+                Table::new(&["USER", "ADDRESS", "SINCE", "HEARTBEAT", "INBOX", "STREAM"]);
             for s in sessions {
                 if json {
                     println!(
@@ -211,16 +258,18 @@ async fn online(
                             "pending_inbox": s.pending_inbox, "subscribed": s.subscribed})
                     );
                 } else {
-                    println!(
-                        "{:<32} {:<22} since {:<10} heartbeat {:<10} inbox {}{}",
+                    table.row(vec![
                         s.username,
                         s.address,
                         ms(s.since_ms),
                         ms(s.last_heartbeat_ms),
-                        s.pending_inbox,
-                        if s.subscribed { "" } else { "  (no stream)" }
-                    );
+                        s.pending_inbox.to_string(),
+                        yes(s.subscribed),
+                    ]);
                 }
+            }
+            if !json {
+                print!("{}", table.render());
             }
         }
         AdminCommand::Stats => {
@@ -252,9 +301,11 @@ async fn online(
                     .collect();
                 println!("{}", serde_json::Value::Object(map));
             } else {
+                let mut table = Table::new(&["COUNTER", "VALUE"]);
                 for (k, v) in rows {
-                    println!("{k:<24} {v}");
+                    table.row(vec![k.to_owned(), v.to_string()]);
                 }
+                print!("{}", table.render());
             }
         }
         AdminCommand::Kick { user } => {
@@ -282,6 +333,53 @@ async fn online(
                 .await
                 .map_err(fail)?;
             println!("unlocked {user}");
+        }
+        AdminCommand::Disable { user } => {
+            let r = admin
+                .disable_user(pb::DisableUserRequest {
+                    username: user.clone(),
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            let ended = if r.was_online {
+                "; their session was ended"
+            } else {
+                ""
+            };
+            println!("disabled {user}{ended}");
+        }
+        AdminCommand::Enable { user } => {
+            admin
+                .enable_user(pb::EnableUserRequest {
+                    username: user.clone(),
+                })
+                .await
+                .map_err(fail)?;
+            println!("enabled {user}");
+        }
+        AdminCommand::Delete { user } => {
+            admin
+                .delete_user(pb::DeleteUserRequest {
+                    username: user.clone(),
+                })
+                .await
+                .map_err(fail)?;
+            println!("deleted {user}");
+        }
+        AdminCommand::SetPassword {
+            user,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin, &format!("new password for {user}: "))?;
+            admin
+                .set_password(pb::SetPasswordRequest {
+                    username: user.clone(),
+                    password: password.expose().to_owned(),
+                })
+                .await
+                .map_err(fail)?;
+            println!("set the password of {user}");
         }
         AdminCommand::CreateUser {
             user,

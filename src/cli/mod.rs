@@ -3,8 +3,12 @@
 
 mod admin;
 mod chat;
+mod config_file;
+mod generate;
+mod logs;
 mod serve;
 mod storage;
+mod table;
 
 use clap::{Parser, Subcommand};
 // The subcommands' `value_parser = super::duration`; `bench` uses the same parser directly.
@@ -30,16 +34,28 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Load-test a server with simulated users and print what it measured.
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, …) on stdout.
+    Completions(generate::CompletionsArgs),
+    /// Write man pages (confab.1, confab-serve.1, …) into a directory.
+    Man(generate::ManArgs),
 }
 
 /// Parses the command line and runs it; the process exit code.
 pub fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match config_file::parse() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // The chat client shares the terminal with the person typing: only warnings by default.
-    init_tracing(match cli.command {
+    let level = match cli.command {
         Command::Chat(_) => "warn",
         _ => "info",
-    });
+    };
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => logs::LogFormat::Text,
+    };
+    logs::init(level, format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +73,8 @@ pub fn main() -> std::process::ExitCode {
             Command::Admin(args) => admin::run(args).await,
             Command::Chat(args) => chat::run(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
+            Command::Completions(args) => generate::completions(args),
+            Command::Man(args) => generate::man(args),
         }
     });
     match result {
@@ -68,13 +86,4 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

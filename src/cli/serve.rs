@@ -16,6 +16,13 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
+    /// Read settings from this TOML file (keys are the flag names: `listen = "0.0.0.0:4119"`).
+    /// A flag beats its environment variable, which beats the file, which beats the default.
+    #[arg(long, env = "CONFAB_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log lines as readable text or as JSON objects, one per line.
+    #[arg(long, env = "CONFAB_LOG_FORMAT", value_enum, default_value_t)]
+    pub(crate) log_format: super::logs::LogFormat,
     /// Address to listen on.
     #[arg(long, env = "CONFAB_LISTEN", default_value_t = defaults::LISTEN)]
     listen: SocketAddr,
@@ -46,6 +53,9 @@ pub(crate) struct ServeArgs {
     /// Allow plaintext on a non-loopback address (passwords and tokens cross the network in clear).
     #[arg(long, env = "CONFAB_ALLOW_INSECURE")]
     allow_insecure: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off unless given).
+    #[arg(long, env = "CONFAB_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Consecutive failed logins before a username is locked.
     #[arg(long, env = "CONFAB_MAX_LOGIN_ATTEMPTS", default_value_t = defaults::MAX_LOGIN_ATTEMPTS)]
     max_login_attempts: u32,
@@ -145,6 +155,7 @@ impl ServeArgs {
             .zip(self.tls_key)
             .map(|(cert, key)| TlsFiles { cert, key });
         c.allow_insecure = self.allow_insecure;
+        c.metrics_listen = self.metrics_listen;
         c.max_login_attempts = self.max_login_attempts;
         c.block_duration = self.block_duration.into();
         c.login_rate = self.login_rate;
@@ -184,7 +195,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("--bench-fast-hash: password hashes are cheap to crack; load tests only");
     }
     let handle = server::start(config).await?;
-    // Printed for scripts and tests that start the server on port 0.
+    // Printed for scripts and tests that start the server on port 0; the listening line last,
+    // so a reader can stop at it.
+    if let Some(at) = handle.metrics_addr {
+        println!("confab metrics on http://{at}/metrics");
+    }
     println!("confab listening on {}", handle.addr);
     let shutdown = handle.shutdown.clone();
     tokio::spawn(async move {

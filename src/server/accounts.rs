@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
 };
 
@@ -30,13 +30,37 @@ pub struct Account {
     pub created_ms: i64,
     /// Last successful login, Unix ms.
     pub last_login_ms: AtomicI64,
-    password_hash: String,
+    /// Replaced when the password is set or changed (`Core::set_password`).
+    password_hash: RwLock<String>,
+    /// An operator disabled the account: logins are refused.
+    pub disabled: AtomicBool,
 }
 
 impl Account {
     /// Last successful login, Unix ms (0: never).
     pub fn last_login(&self) -> i64 {
         self.last_login_ms.load(Ordering::Relaxed)
+    }
+
+    /// The PHC string of the current password.
+    fn password_hash(&self) -> String {
+        self.password_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the password hash (after the store has committed it).
+    pub fn set_password_hash(&self, hash: String) {
+        *self
+            .password_hash
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = hash;
+    }
+
+    /// Whether an operator disabled the account.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
     }
 }
 
@@ -69,12 +93,21 @@ impl Directory {
             name: row.name.as_str().into(),
             created_ms: row.created_ms,
             last_login_ms: AtomicI64::new(row.last_login_ms),
-            password_hash: row.password_hash,
+            password_hash: RwLock::new(row.password_hash),
+            disabled: AtomicBool::new(row.disabled),
         });
         let mut maps = self.inner.write().unwrap_or_else(|p| p.into_inner());
         maps.by_key.insert(username_key(&row.name), account.clone());
         maps.by_id.insert(row.id, account.clone());
         account
+    }
+
+    /// Forgets the account `id` (deleted); its name may be registered again.
+    pub fn remove(&self, id: UserId) {
+        let mut maps = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(account) = maps.by_id.remove(&id) {
+            maps.by_key.remove(&username_key(&account.name));
+        }
     }
 
     /// The account named `name`, ignoring case.
@@ -172,8 +205,8 @@ impl Hasher {
         tokio::task::spawn_blocking(move || {
             let hash = account
                 .as_ref()
-                .map_or(this.dummy.as_str(), |a| a.password_hash.as_str());
-            let ok = PasswordHash::new(hash).is_ok_and(|parsed| {
+                .map_or_else(|| this.dummy.clone(), |a| a.password_hash());
+            let ok = PasswordHash::new(&hash).is_ok_and(|parsed| {
                 // Verify with the parameters stored in the hash, whatever today's cost is.
                 Argon2::default()
                     .verify_password(password.expose().as_bytes(), &parsed)
@@ -201,6 +234,7 @@ mod tests {
             password_hash: hash,
             created_ms: 0,
             last_login_ms: 0,
+            disabled: false,
         }]);
         let alice = dir.get("alice");
         assert!(alice.is_some());

@@ -92,6 +92,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// `--allow-insecure`: plaintext on a non-loopback address.
     pub allow_insecure: bool,
+    /// `--metrics-listen`: where `/metrics` is served (SPEC §14); off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
     /// `--max-login-attempts`: consecutive failures before a lockout.
     pub max_login_attempts: u32,
     /// `--block-duration`: how long a lockout lasts.
@@ -173,6 +175,7 @@ impl Config {
             admin_token_file: None,
             tls: None,
             allow_insecure: false,
+            metrics_listen: None,
             max_login_attempts: d::MAX_LOGIN_ATTEMPTS,
             block_duration: d::BLOCK_DURATION,
             login_rate: d::LOGIN_RATE,

@@ -106,6 +106,9 @@ pub enum Error {
     /// The request was made to somebody else.
     #[error("that address request was made to somebody else")]
     NotYourRequest,
+    /// An operator disabled the account.
+    #[error("the account {0} is disabled; ask the server's operator to enable it")]
+    AccountDisabled(String),
     /// The disk holding the store is full; nothing of this request was stored.
     #[error(
         "the server is out of disk space; nothing was stored, try again in {}",
@@ -146,7 +149,8 @@ impl Error {
             | Error::RegistrationClosed
             | Error::BlockedMessage(_)
             | Error::BlockedAddress(_)
-            | Error::NotYourRequest => Code::PermissionDenied,
+            | Error::NotYourRequest
+            | Error::AccountDisabled(_) => Code::PermissionDenied,
             Error::LoginThrottled { .. }
             | Error::SendThrottled { .. }
             | Error::InboxFull(_)

@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod listen;
 pub mod lockout;
+pub mod metrics;
 pub mod ratelimit;
 pub mod rpc;
 mod serve;
@@ -39,6 +40,8 @@ use self::core::Core;
 pub struct Handle {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address `/metrics` is served on, if `--metrics-listen` was given.
+    pub metrics_addr: Option<SocketAddr>,
     /// The operator token for the Admin service.
     pub admin_token: String,
     /// Cancel to shut down gracefully.
@@ -58,9 +61,30 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => Some(
+            TcpListener::bind(at)
+                .await
+                .with_context(|| format!("binding the metrics address {at}"))?,
+        ),
+        None => None,
+    };
     let (core, data_dir) = build(config).await?;
     let admin_token = core.admin_token.expose().to_owned();
     let shutdown = CancellationToken::new();
+    let metrics_addr = match metrics_listener {
+        Some(listener) => {
+            let at = listener.local_addr()?;
+            tokio::spawn(metrics::http::serve(
+                core.clone(),
+                listener,
+                shutdown.clone(),
+            ));
+            tracing::info!(addr = %at, "metrics are served at /metrics");
+            Some(at)
+        }
+        None => None,
+    };
     let serving = serve::serve(core, listener, shutdown.clone());
     // The data directory stays locked until the server has stopped and flushed.
     let task = tokio::spawn(async move {
@@ -70,6 +94,7 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
     tracing::info!(%addr, "confab is listening");
     Ok(Handle {
         addr,
+        metrics_addr,
         admin_token,
         shutdown,
         task,

@@ -11,6 +11,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use super::{
     core::Core,
     listen,
+    metrics::rpc::RpcMetricsLayer,
     rpc::{
         admin::AdminService,
         auth::AuthService,
@@ -57,10 +58,13 @@ pub(super) async fn serve(
             builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
     }
     let incoming = listen::incoming(listener, listen::Limits::from(config));
-    // Each request tells its connection that the HTTP/2 handshake is over.
-    let mut builder = builder.layer(tower::util::MapRequestLayer::new(
-        listen::note_request::<tonic::body::Body>,
-    ));
+    // Each request tells its connection that the HTTP/2 handshake is over; every call is
+    // counted and timed for /metrics.
+    let mut builder = builder
+        .layer(tower::util::MapRequestLayer::new(
+            listen::note_request::<tonic::body::Body>,
+        ))
+        .layer(RpcMetricsLayer::new(&core.stats));
     let stop_core = core.clone();
     let stop = shutdown.clone();
     let router = builder

@@ -4,18 +4,23 @@
 
 #![allow(unreachable_pub)] // test helpers are shared between modules with `pub`
 
+mod accounts;
 mod admin;
+mod admin_cli;
 mod auth;
 mod bench;
 mod blocks;
 mod chat;
 mod common;
+mod completions;
 mod consent;
+mod contrib;
 mod decoding;
 mod files;
 mod limits;
 mod messages;
 mod netns;
+mod operate;
 mod peer;
 mod pg_outage;
 mod presence;

@@ -4,9 +4,14 @@
 //! The writer calls [`Local`] through [`Deliver`] without knowing what it does, which is where a
 //! bus between nodes plugs in: a cluster node publishes the committed batch instead.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use super::session::{Outbound, Pushed, Sessions};
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::{
+    session::{Outbound, Pushed, Sessions},
+    stats,
+};
 use crate::server::{
     wire,
     writer::{Committed, Deliver},
@@ -15,12 +20,14 @@ use crate::server::{
 /// Delivery to this node's own streams.
 pub struct Local {
     sessions: Arc<Sessions>,
+    /// Send-to-delivery latency of the messages that went out live (`Stats::send_to_delivery`).
+    latency: Histogram,
 }
 
 impl Local {
-    /// Delivers through `sessions`.
-    pub fn new(sessions: Arc<Sessions>) -> Self {
-        Local { sessions }
+    /// Delivers through `sessions`, recording each live delivery's latency in `latency`.
+    pub fn new(sessions: Arc<Sessions>, latency: Histogram) -> Self {
+        Local { sessions, latency }
     }
 }
 
@@ -41,6 +48,13 @@ impl Local {
             return session.subscribed();
         }
         let event = wire::direct(m.seq, m.from, m.body, m.message_id, m.sent_ms);
-        session.push(Outbound::stored(m.seq, event)) == Pushed::Queued
+        let queued = session.push(Outbound::stored(m.seq, event)) == Pushed::Queued;
+        if queued {
+            // The send time is wall-clock milliseconds taken on this node; a clock step
+            // backwards would make it negative, which is recorded as zero.
+            let ms = u64::try_from(crate::now_ms() - m.sent_ms).unwrap_or(0);
+            stats::observe(&self.latency, Duration::from_millis(ms));
+        }
+        queued
     }
 }

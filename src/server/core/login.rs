@@ -53,6 +53,7 @@ impl Core {
                     password_hash,
                     created_ms,
                     last_login_ms: 0,
+                    disabled: false,
                 }))
             }
             WriteOutcome::NameTaken => Err(Error::NameTaken(name.to_owned())),
@@ -138,6 +139,10 @@ impl Core {
             return Err(self.login_failed(name, &key, account.as_deref(), remote));
         }
         let account = account.expect("verified accounts exist");
+        // Told only to someone who knows the password, so it reveals nothing to guessers.
+        if account.is_disabled() {
+            return Err(Error::AccountDisabled(account.name.to_string()));
+        }
         // The lock may have started while this attempt was hashing.
         if let Some(left) = self.lockout().locked(&key, Instant::now()) {
             return Err(Error::LockedOut {
@@ -231,7 +236,7 @@ impl Core {
     }
 }
 
-fn check_password(password: &Secret) -> Result<()> {
+pub(super) fn check_password(password: &Secret) -> Result<()> {
     let p = password.expose();
     if p.chars().count() < MIN_PASSWORD_LEN {
         return Err(Error::invalid(

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Instant};
 use super::{
     Core,
     session::{Outbound, Pushed, Session},
-    stats::{add, bump},
+    stats::{self, add, bump},
 };
 pub use crate::server::domain::Delivery;
 use crate::{
@@ -114,6 +114,7 @@ impl Core {
             .await?;
         let core = self.clone();
         let recipient = out.recipient;
+        let started = Instant::now();
         Ok(async move {
             let written = rx
                 .await
@@ -121,6 +122,7 @@ impl Core {
             match written.outcome {
                 WriteOutcome::Appended { seq, duplicate } => {
                     if !duplicate {
+                        stats::observe(&core.stats.send_to_commit, started.elapsed());
                         bump(&core.stats.messages_relayed);
                         if written.live {
                             bump(&core.stats.messages_delivered_live);

@@ -1,6 +1,7 @@
 //! The message center's state and every rule of SPEC §2–6, one file per section:
 //!
 //! - [`login`]: §2 accounts, login, lockout;
+//! - [`manage`]: §14 disabling, enabling and deleting accounts, setting passwords;
 //! - [`presence`]: §3 ending sessions, presence, the reaper, acknowledgements, who is online;
 //! - [`messages`]: §4 direct messages and broadcast;
 //! - [`blocks`]: §5 blocking;
@@ -19,6 +20,7 @@ pub mod delivery;
 pub mod feed;
 pub mod handshake;
 pub mod login;
+pub mod manage;
 pub mod messages;
 pub mod presence;
 pub mod session;
@@ -94,9 +96,13 @@ impl Core {
         let (slow_tx, slow_rx) = mpsc::unbounded_channel();
         let presence = feed::PresenceFeed::new();
         let sessions = Arc::new(Sessions::new(slow_tx, presence.position()));
+        let stats = Stats::default();
         let (writer, _thread) = Writer::start(
             store.clone(),
-            Arc::new(delivery::Local::new(sessions.clone())),
+            Arc::new(delivery::Local::new(
+                sessions.clone(),
+                stats.send_to_delivery.clone(),
+            )),
         );
         let accounts = Directory::load(store.users()?);
         let blocks = Blocks::load(store.blocks()?);
@@ -122,7 +128,7 @@ impl Core {
             presence: presence.clone(),
             consent,
             lockout: std::sync::Mutex::new(lockout),
-            stats: Stats::default(),
+            stats,
             admin_token,
             started: Instant::now(),
         });

@@ -368,6 +368,7 @@ mod tests {
             password_hash: String::new(),
             created_ms: 0,
             last_login_ms: 0,
+            disabled: false,
         })
     }
 

@@ -1,9 +1,23 @@
-//! Counters for `Admin/GetStats`, bumped where each thing happens.
+//! Counters for `Admin/GetStats` and `/metrics`, bumped where each thing happens, and the
+//! latency histograms `/metrics` adds. This is the one source of both: the metrics endpoint
+//! reads these at scrape time rather than keeping counters of its own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+};
 
 /// Counters since the server started.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     /// Successful logins.
     pub logins: AtomicU64,
@@ -25,6 +39,63 @@ pub struct Stats {
     pub address_grants: AtomicU64,
     /// Sessions ended `TOO_SLOW`.
     pub streams_too_slow: AtomicU64,
+    /// Seconds from a `SendMessage` reaching the server to its commit being confirmed.
+    pub send_to_commit: Histogram,
+    /// Seconds from a direct message's send time to its queueing on the recipient's live
+    /// stream (only messages that went out live).
+    pub send_to_delivery: Histogram,
+    /// gRPC calls answered, by method and status code.
+    pub rpc_calls: Family<RpcCall, Counter>,
+    /// Seconds until each gRPC call's response headers, by method (for a stream, its start).
+    pub rpc_seconds: Family<RpcMethod, Histogram>,
+}
+
+/// Labels of one method and outcome of `rpc_calls`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcCall {
+    /// `confab.v1.Chat/SendMessage`, or `unknown` for a path the server does not serve.
+    pub method: String,
+    /// The gRPC status code's name (`OK`, `NOT_FOUND`, …).
+    pub code: String,
+}
+
+/// The label of one method in `rpc_seconds`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcMethod {
+    /// As in [`RpcCall::method`].
+    pub method: String,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            logins: AtomicU64::default(),
+            failed_logins: AtomicU64::default(),
+            lockouts: AtomicU64::default(),
+            messages_relayed: AtomicU64::default(),
+            messages_delivered_live: AtomicU64::default(),
+            broadcasts: AtomicU64::default(),
+            broadcast_deliveries: AtomicU64::default(),
+            address_requests: AtomicU64::default(),
+            address_grants: AtomicU64::default(),
+            streams_too_slow: AtomicU64::default(),
+            send_to_commit: latency_histogram(),
+            send_to_delivery: latency_histogram(),
+            rpc_calls: Family::default(),
+            rpc_seconds: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+/// Buckets from 100 µs to about 13 s, doubling: a commit takes a fraction of a millisecond on
+/// an idle disk and seconds on a saturated one.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
+}
+
+/// Records `elapsed` in `histogram`, in seconds.
+pub fn observe(histogram: &Histogram, elapsed: Duration) {
+    histogram.observe(elapsed.as_secs_f64());
 }
 
 /// Adds one to `counter`.

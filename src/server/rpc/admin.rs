@@ -54,6 +54,7 @@ impl Admin for AdminService {
                 online: core.sessions.by_user(a.id).is_some(),
                 locked_until_ms: core.locked_until_ms(&a.name),
                 last_login_ms: a.last_login(),
+                disabled: a.is_disabled(),
             })
             .collect();
         users.sort_by_key(|u| u.username.to_ascii_lowercase());
@@ -155,5 +156,49 @@ impl Admin for AdminService {
         Ok(Response::new(pb::CreateUserResponse {
             username: account.name.to_string(),
         }))
+    }
+
+    async fn disable_user(
+        &self,
+        request: Request<pb::DisableUserRequest>,
+    ) -> Result<Response<pb::DisableUserResponse>, Status> {
+        self.check(&request)?;
+        let was_online = self
+            .0
+            .set_disabled(&request.into_inner().username, true)
+            .await?;
+        Ok(Response::new(pb::DisableUserResponse { was_online }))
+    }
+
+    async fn enable_user(
+        &self,
+        request: Request<pb::EnableUserRequest>,
+    ) -> Result<Response<pb::EnableUserResponse>, Status> {
+        self.check(&request)?;
+        self.0
+            .set_disabled(&request.into_inner().username, false)
+            .await?;
+        Ok(Response::new(pb::EnableUserResponse {}))
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        self.check(&request)?;
+        let was_online = self.0.delete_user(&request.into_inner().username).await?;
+        Ok(Response::new(pb::DeleteUserResponse { was_online }))
+    }
+
+    async fn set_password(
+        &self,
+        request: Request<pb::SetPasswordRequest>,
+    ) -> Result<Response<pb::SetPasswordResponse>, Status> {
+        self.check(&request)?;
+        let req = request.into_inner();
+        self.0
+            .set_password(&req.username, Secret::new(req.password))
+            .await?;
+        Ok(Response::new(pb::SetPasswordResponse {}))
     }
 }

@@ -240,6 +240,22 @@ impl Chat for ChatService {
             .respond_address(&session, &req.request_id, req.accept)?;
         Ok(Response::new(pb::RespondAddressRequestResponse {}))
     }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let session = self.session(&request)?;
+        let req = request.into_inner();
+        self.0
+            .change_password(
+                &session,
+                crate::types::Secret::new(req.old_password),
+                crate::types::Secret::new(req.new_password),
+            )
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
 }
 
 fn draft(req: pb::SendMessageRequest) -> Draft {

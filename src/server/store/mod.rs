@@ -64,6 +64,8 @@ pub struct UserRow {
     pub created_ms: i64,
     /// Last successful login, Unix ms (0: never).
     pub last_login_ms: i64,
+    /// An operator disabled the account: it cannot log in until enabled again.
+    pub disabled: bool,
 }
 
 /// A stored direct message.
@@ -138,6 +140,29 @@ pub enum WriteOp {
         user: UserId,
         /// Unix ms.
         at_ms: i64,
+    },
+    /// Replaces `user`'s password hash (an operator's reset or the user's own change).
+    SetPassword {
+        /// Whose.
+        user: UserId,
+        /// The new PHC string.
+        password_hash: String,
+    },
+    /// Disables or enables `user`'s account ([`UserRow::disabled`]).
+    SetDisabled {
+        /// Whose.
+        user: UserId,
+        /// `true` disables.
+        disabled: bool,
+    },
+    /// Deletes `user`: their inbox and every block they made or received go at once, the
+    /// account leaves [`Store::users`] and its name may be registered again. Messages the user
+    /// sent that still wait in other inboxes stay there and keep the sender's name, so nobody
+    /// loses what was already accepted. (SQLite keeps the row as a tombstone for that; another
+    /// store may copy the name into the inbox instead.) Deleting an unknown id is a no-op.
+    DeleteUser {
+        /// Whom.
+        user: UserId,
     },
 }
 

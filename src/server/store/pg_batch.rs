@@ -54,6 +54,18 @@ const ACK: &str = "WITH gone AS (
 const BLOCK: &str = "INSERT INTO blocks (blocker, blocked) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 const UNBLOCK: &str = "DELETE FROM blocks WHERE blocker = $1 AND blocked = $2";
 const LAST_LOGIN: &str = "UPDATE users SET last_login_ms = $2 WHERE id = $1";
+const SET_PASSWORD: &str = "UPDATE users SET password_hash = $2 WHERE id = $1 AND NOT deleted";
+const SET_DISABLED: &str = "UPDATE users SET disabled = $2 WHERE id = $1 AND NOT deleted";
+/// The inbox and every block go; the row stays as a tombstone (no password, a name key nobody
+/// can type: usernames have no `/`) so messages it sent keep their sender's name.
+const DELETE_USER: &str = "WITH inbox_gone AS (
+         DELETE FROM inbox WHERE recipient = $1 RETURNING 1
+     ), blocks_gone AS (
+         DELETE FROM blocks WHERE blocker = $1 OR blocked = $1 RETURNING 1
+     )
+     UPDATE users SET deleted = true, password_hash = '', inbox_count = 0,
+         name_key = 'deleted/' || id
+     WHERE id = $1 AND NOT deleted";
 
 /// A [`WriteOp`] with its values as PostgreSQL takes them, owned so it can move to the store's
 /// runtime.
@@ -88,6 +100,17 @@ pub(super) enum Op {
     LastLogin {
         user: UserId,
         at_ms: i64,
+    },
+    SetPassword {
+        user: UserId,
+        password_hash: String,
+    },
+    SetDisabled {
+        user: UserId,
+        disabled: bool,
+    },
+    DeleteUser {
+        user: UserId,
     },
 }
 
@@ -141,6 +164,18 @@ impl From<&WriteOp> for Op {
                 user: *user,
                 at_ms: *at_ms,
             },
+            WriteOp::SetPassword {
+                user,
+                password_hash,
+            } => Op::SetPassword {
+                user: *user,
+                password_hash: password_hash.clone(),
+            },
+            WriteOp::SetDisabled { user, disabled } => Op::SetDisabled {
+                user: *user,
+                disabled: *disabled,
+            },
+            WriteOp::DeleteUser { user } => Op::DeleteUser { user: *user },
         }
     }
 }
@@ -154,6 +189,9 @@ struct Statements {
     block: Statement,
     unblock: Statement,
     last_login: Statement,
+    set_password: Statement,
+    set_disabled: Statement,
+    delete_user: Statement,
 }
 
 impl Statements {
@@ -166,6 +204,9 @@ impl Statements {
             block: session.prepare(BLOCK).await?,
             unblock: session.prepare(UNBLOCK).await?,
             last_login: session.prepare(LAST_LOGIN).await?,
+            set_password: session.prepare(SET_PASSWORD).await?,
+            set_disabled: session.prepare(SET_DISABLED).await?,
+            delete_user: session.prepare(DELETE_USER).await?,
         })
     }
 }
@@ -178,7 +219,8 @@ pub(super) async fn write(session: &mut Session, ops: &[Op]) -> anyhow::Result<V
         .filter_map(|op| match op {
             Op::Append { recipient: u, .. }
             | Op::Ack { user: u, .. }
-            | Op::LastLogin { user: u, .. } => Some(*u),
+            | Op::LastLogin { user: u, .. }
+            | Op::DeleteUser { user: u } => Some(*u),
             _ => None,
         })
         .collect();
@@ -327,6 +369,21 @@ async fn apply(c: &impl GenericClient, st: &Statements, op: &Op) -> anyhow::Resu
         }
         Op::LastLogin { user, at_ms } => {
             c.execute(&st.last_login, &[user, at_ms]).await?;
+            WriteOutcome::Done
+        }
+        Op::SetPassword {
+            user,
+            password_hash,
+        } => {
+            c.execute(&st.set_password, &[user, password_hash]).await?;
+            WriteOutcome::Done
+        }
+        Op::SetDisabled { user, disabled } => {
+            c.execute(&st.set_disabled, &[user, disabled]).await?;
+            WriteOutcome::Done
+        }
+        Op::DeleteUser { user } => {
+            c.execute(&st.delete_user, &[user]).await?;
             WriteOutcome::Done
         }
     })

@@ -47,6 +47,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (recipient, seq)
     );
     CREATE UNIQUE INDEX inbox_dedupe ON inbox (recipient, sender, message_id);",
+    // 2: operators disable and delete accounts. A deleted account stays as a tombstone (its
+    // name for the messages it sent that still wait in other inboxes) with a name key nobody
+    // can type, so the name can be registered again.
+    "ALTER TABLE users
+        ADD COLUMN disabled boolean NOT NULL DEFAULT false,
+        ADD COLUMN deleted boolean NOT NULL DEFAULT false;",
 ];
 
 /// The schema version this binary writes.

@@ -101,7 +101,8 @@ fn count(n: i64) -> u64 {
 impl Store for PostgresStore {
     fn users(&self) -> anyhow::Result<Vec<UserRow>> {
         self.read(
-            "SELECT id, name, password_hash, created_ms, last_login_ms FROM users ORDER BY id",
+            "SELECT id, name, password_hash, created_ms, last_login_ms, disabled FROM users
+             WHERE NOT deleted ORDER BY id",
             |rows| {
                 Ok(rows
                     .iter()
@@ -111,6 +112,7 @@ impl Store for PostgresStore {
                         password_hash: r.get(2),
                         created_ms: r.get(3),
                         last_login_ms: r.get(4),
+                        disabled: r.get(5),
                     })
                     .collect())
             },

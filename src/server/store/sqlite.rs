@@ -54,6 +54,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (recipient, seq)
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX inbox_dedupe ON inbox (recipient, sender, message_id);",
+    // 2: operators disable and delete accounts. A deleted account stays as a tombstone (its
+    // name_key freed) while messages it sent wait in other inboxes, which name their sender.
+    "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this binary writes: a database with a higher `user_version` comes from a
@@ -252,7 +256,8 @@ impl Store for SqliteStore {
     fn users(&self) -> anyhow::Result<Vec<UserRow>> {
         let conn = self.reader();
         let mut stmt = conn.prepare(
-            "SELECT id, name, password_hash, created_ms, last_login_ms FROM users ORDER BY id",
+            "SELECT id, name, password_hash, created_ms, last_login_ms, disabled FROM users
+             WHERE deleted = 0 ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(UserRow {
@@ -261,6 +266,7 @@ impl Store for SqliteStore {
                 password_hash: r.get(2)?,
                 created_ms: r.get(3)?,
                 last_login_ms: r.get(4)?,
+                disabled: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -447,6 +453,34 @@ fn apply(
         WriteOp::LastLogin { user, at_ms } => {
             tx.prepare_cached("UPDATE users SET last_login_ms = ?2 WHERE id = ?1")?
                 .execute(params![user, at_ms])?;
+            WriteOutcome::Done
+        }
+        WriteOp::SetPassword {
+            user,
+            password_hash,
+        } => {
+            tx.prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+                .execute(params![user, password_hash])?;
+            WriteOutcome::Done
+        }
+        WriteOp::SetDisabled { user, disabled } => {
+            tx.prepare_cached("UPDATE users SET disabled = ?2 WHERE id = ?1")?
+                .execute(params![user, disabled])?;
+            WriteOutcome::Done
+        }
+        WriteOp::DeleteUser { user } => {
+            counters(inboxes, before, *user);
+            tx.prepare_cached("DELETE FROM inbox WHERE recipient = ?1")?
+                .execute(params![user])?;
+            tx.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 OR blocked = ?1")?
+                .execute(params![user])?;
+            // A tombstone: no password, a name key nobody can type (usernames have no `/`).
+            tx.prepare_cached(
+                "UPDATE users SET deleted = 1, password_hash = '', inbox_count = 0,
+                 name_key = 'deleted/' || id WHERE id = ?1",
+            )?
+            .execute(params![user])?;
+            inboxes.remove(user);
             WriteOutcome::Done
         }
     })

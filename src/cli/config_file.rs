@@ -1,0 +1,124 @@
+//! `confab serve --config FILE`: settings from a TOML file whose keys are the flag names of
+//! `confab serve` (`data-dir = "/var/lib/confab"`, `max-inbox = 5000`, `allow-insecure = true`).
+//!
+//! Precedence is decided by clap alone (SPEC §14): a flag beats its environment variable, which
+//! beats the file, which beats the default. The file's values are turned into flags and the
+//! command line is parsed again with them appended, but only for settings whose value clap
+//! says came from a default; the defaults themselves stay written once, in
+//! `server::config::defaults`, through the `default_value`s of [`super::serve::ServeArgs`].
+
+use std::{ffi::OsString, path::Path};
+
+use clap::{
+    CommandFactory, FromArgMatches,
+    error::{Error, ErrorKind},
+    parser::{ArgMatches, ValueSource},
+};
+
+use super::Cli;
+
+/// Parses the process's command line, merging in `confab serve --config FILE`.
+///
+/// # Errors
+/// A clap error (bad flags, `--help`, `--version`) or an unreadable or invalid file, ready to
+/// be printed by `Error::exit`.
+pub(crate) fn parse() -> Result<Cli, Error> {
+    parse_from(std::env::args_os().collect())
+}
+
+fn parse_from(mut argv: Vec<OsString>) -> Result<Cli, Error> {
+    let mut command = Cli::command();
+    let mut matches = command.try_get_matches_from_mut(&argv)?;
+    if let Some(("serve", serve)) = matches.subcommand()
+        && let Some(path) = serve.get_one::<std::path::PathBuf>("config")
+    {
+        let serve_command = command
+            .find_subcommand("serve")
+            .expect("confab has a serve subcommand");
+        let from_file = file_flags(path, serve, serve_command)?;
+        if !from_file.is_empty() {
+            argv.extend(from_file);
+            matches = command.try_get_matches_from_mut(&argv)?;
+        }
+    }
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+}
+
+/// The flags the file at `path` contributes: one per key whose setting was not given as a flag
+/// or in the environment.
+fn file_flags(
+    path: &Path,
+    given: &ArgMatches,
+    serve: &clap::Command,
+) -> Result<Vec<OsString>, Error> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::raw(
+            ErrorKind::Io,
+            format!("cannot read the config file {shown}: {e}\n"),
+        )
+    })?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Error::raw(
+            ErrorKind::InvalidValue,
+            format!("the config file {shown} is not valid TOML: {e}"),
+        )
+    })?;
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()) && a.get_id() != "config")
+            .ok_or_else(|| {
+                Error::raw(
+                    ErrorKind::UnknownArgument,
+                    format!(
+                        "{shown}: unknown setting `{key}`; the keys are the flag names of \
+                         `confab serve` (see `confab serve --help`), e.g. `data-dir`\n"
+                    ),
+                )
+            })?;
+        if matches!(
+            given.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let takes_value = arg.get_action().takes_values();
+        let flag = format!("--{key}");
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(on) if !takes_value => {
+                if on {
+                    flags.push(flag.into());
+                }
+                continue;
+            }
+            other => {
+                return Err(Error::raw(
+                    ErrorKind::InvalidValue,
+                    format!(
+                        "{shown}: `{key}` must be {}, not {}\n",
+                        if takes_value {
+                            "a string or a number"
+                        } else {
+                            "true or false"
+                        },
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        if !takes_value {
+            return Err(Error::raw(
+                ErrorKind::InvalidValue,
+                format!("{shown}: `{key}` is a switch: write `{key} = true` or leave it out\n"),
+            ));
+        }
+        // `--key=value`, so a value starting with `-` is not taken for a flag.
+        flags.push(format!("{flag}={value}").into());
+    }
+    Ok(flags)
+}
