@@ -4,8 +4,10 @@
 //! per stream per change: a login storm of N users cost N² pushes. Now a change is appended here
 //! once, and streams are woken once per window (at most [`WINDOW`] after the first change) to
 //! read everything new in one go, so N logins cost each stream a handful of wake-ups. The events
-//! are encoded once and shared; the block filter (SPEC §3: nobody sees the presence of a user
-//! who blocked them) is computed once per range of changes, not once per stream.
+//! are encoded once and shared. Each change carries who may not see it (SPEC §3: the users its
+//! subject blocks, taken when it changed), and the range every stream reads after a wake-up is
+//! put together once and shared; only a stream's own range (up to a queued item's mark) is
+//! filtered for that stream alone.
 //!
 //! Order with other events is kept exactly: every queued item carries the feed's position at the
 //! time it was pushed ([`super::Outbound::presence_mark`]), and a stream emits the changes up to
@@ -40,6 +42,8 @@ struct Change {
     user: UserId,
     /// The `PresenceChanged` event, encoded once for everybody.
     event: EncodedEvent,
+    /// Who may not see it: the users `user` blocked when it changed.
+    hidden: HashSet<UserId>,
 }
 
 /// The changes of a range, with the users who may not see all of them.
@@ -92,13 +96,18 @@ impl PresenceFeed {
         self.latest.load(Ordering::Acquire)
     }
 
-    /// Appends `user`'s change; streams learn of it within [`WINDOW`], or sooner with the next
-    /// event pushed to them.
-    pub fn append(&self, user: UserId, event: EncodedEvent) {
+    /// Appends `user`'s change, which the users in `hidden` (those `user` blocks) must not see;
+    /// streams learn of it within [`WINDOW`], or sooner with the next event pushed to them.
+    pub fn append(&self, user: UserId, event: EncodedEvent, hidden: HashSet<UserId>) {
         {
             let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
             let seq = self.latest.load(Ordering::Relaxed) + 1;
-            log.push_back(Change { seq, user, event });
+            log.push_back(Change {
+                seq,
+                user,
+                event,
+                hidden,
+            });
             if log.len() > KEEP {
                 log.pop_front();
             }
@@ -113,7 +122,10 @@ impl PresenceFeed {
     }
 
     /// The changes after `*cursor` up to `upto` that `me` may see, oldest first; moves the
-    /// cursor. `hidden_from(subject)` lists the users `subject` blocks.
+    /// cursor.
+    ///
+    /// The range every stream reads when the feed wakes it is worked out once and shared; a
+    /// read up to a queued item's mark (a stream's own range) filters just its few changes.
     ///
     /// # Errors
     /// [`Lagged`] when changes after the cursor were trimmed before this stream read them.
@@ -122,53 +134,48 @@ impl PresenceFeed {
         cursor: &mut u64,
         upto: u64,
         me: UserId,
-        hidden_from: impl Fn(UserId) -> HashSet<UserId>,
     ) -> Result<Vec<EncodedEvent>, Lagged> {
         if upto <= *cursor {
             return Ok(Vec::new());
         }
         let (from, to) = (*cursor, upto);
         *cursor = upto;
-        let range = {
+        let shared = {
             let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
             match memo.as_ref() {
-                Some(r) if r.from == from && r.to == to => (r.events.clone(), r.excluded.clone()),
-                _ => {
-                    let r = self.range(from, to, &hidden_from)?;
+                Some(r) if r.from == from && r.to == to => {
+                    Some((r.events.clone(), r.excluded.clone()))
+                }
+                _ if to == *self.published.borrow() => {
+                    let r = self.range(from, to)?;
                     let shared = (r.events.clone(), r.excluded.clone());
                     *memo = Some(r);
-                    shared
+                    Some(shared)
                 }
+                _ => None,
             }
         };
-        let (events, excluded) = range;
-        if !excluded.contains(&me) {
+        if let Some((events, excluded)) = shared
+            && !excluded.contains(&me)
+        {
             return Ok(events.as_ref().clone());
         }
-        // Rare: this stream may not see some of these; filter them one by one.
+        // This stream's own range, or one it may not see all of: filter change by change.
         let log = self.log.read().unwrap_or_else(|p| p.into_inner());
         Ok(Self::changes(&log, from, to)?
-            .filter(|c| c.user != me && !hidden_from(c.user).contains(&me))
+            .filter(|c| c.user != me && !c.hidden.contains(&me))
             .map(|c| c.event.clone())
             .collect())
     }
 
-    fn range(
-        &self,
-        from: u64,
-        to: u64,
-        hidden_from: &impl Fn(UserId) -> HashSet<UserId>,
-    ) -> Result<Range, Lagged> {
+    fn range(&self, from: u64, to: u64) -> Result<Range, Lagged> {
         let log = self.log.read().unwrap_or_else(|p| p.into_inner());
         let mut events = Vec::new();
         let mut excluded = HashSet::new();
-        let mut subjects = HashSet::new();
         for change in Self::changes(&log, from, to)? {
             events.push(change.event.clone());
-            if subjects.insert(change.user) {
-                excluded.insert(change.user);
-                excluded.extend(hidden_from(change.user));
-            }
+            excluded.insert(change.user);
+            excluded.extend(change.hidden.iter().copied());
         }
         Ok(Range {
             from,
@@ -224,7 +231,7 @@ mod tests {
         EncodedEvent(Bytes::from(vec![n]))
     }
 
-    fn nobody(_: UserId) -> HashSet<UserId> {
+    fn nobody() -> HashSet<UserId> {
         HashSet::new()
     }
 
@@ -232,19 +239,19 @@ mod tests {
     fn a_stream_reads_each_change_once_in_order_and_never_its_own() {
         let feed = PresenceFeed::new();
         let mut cursor = feed.latest();
-        feed.append(1, event(1));
-        feed.append(2, event(2));
-        feed.append(3, event(3));
+        feed.append(1, event(1), nobody());
+        feed.append(2, event(2), nobody());
+        feed.append(3, event(3), nobody());
         let upto = feed.latest();
         assert_eq!(
-            feed.read(&mut cursor, upto, 9, nobody).unwrap(),
+            feed.read(&mut cursor, upto, 9).unwrap(),
             vec![event(1), event(2), event(3)]
         );
-        assert!(feed.read(&mut cursor, upto, 9, nobody).unwrap().is_empty());
+        assert!(feed.read(&mut cursor, upto, 9).unwrap().is_empty());
         // User 2 does not see its own change.
         let mut cursor = 0;
         assert_eq!(
-            feed.read(&mut cursor, upto, 2, nobody).unwrap(),
+            feed.read(&mut cursor, upto, 2).unwrap(),
             vec![event(1), event(3)]
         );
     }
@@ -253,44 +260,33 @@ mod tests {
     fn reading_up_to_a_mark_leaves_later_changes_for_later() {
         let feed = PresenceFeed::new();
         let mut cursor = 0;
-        feed.append(1, event(1));
+        feed.append(1, event(1), nobody());
         let mark = feed.latest();
-        feed.append(2, event(2));
-        assert_eq!(
-            feed.read(&mut cursor, mark, 9, nobody).unwrap(),
-            vec![event(1)]
-        );
+        feed.append(2, event(2), nobody());
+        assert_eq!(feed.read(&mut cursor, mark, 9).unwrap(), vec![event(1)]);
         let upto = feed.latest();
-        assert_eq!(
-            feed.read(&mut cursor, upto, 9, nobody).unwrap(),
-            vec![event(2)]
-        );
+        assert_eq!(feed.read(&mut cursor, upto, 9).unwrap(), vec![event(2)]);
     }
 
     #[test]
     fn a_blocked_user_does_not_see_the_blockers_presence_but_others_share_the_range() {
         let feed = PresenceFeed::new();
-        feed.append(1, event(1));
-        feed.append(2, event(2));
-        let upto = feed.latest();
         // User 1 blocks user 7.
-        let blocks = |subject: UserId| -> HashSet<UserId> {
-            if subject == 1 {
-                HashSet::from([7])
-            } else {
-                HashSet::new()
-            }
-        };
+        feed.append(1, event(1), HashSet::from([7]));
+        feed.append(2, event(2), nobody());
+        let upto = feed.latest();
+        // As when the feed wakes the streams: the range is worked out once and shared.
+        feed.published.send_replace(upto);
         let mut seven = 0;
-        assert_eq!(
-            feed.read(&mut seven, upto, 7, blocks).unwrap(),
-            vec![event(2)]
-        );
+        assert_eq!(feed.read(&mut seven, upto, 7).unwrap(), vec![event(2)]);
         let mut eight = 0;
         assert_eq!(
-            feed.read(&mut eight, upto, 8, blocks).unwrap(),
+            feed.read(&mut eight, upto, 8).unwrap(),
             vec![event(1), event(2)]
         );
+        // The same rule on a stream's own range (up to a queued item's mark).
+        let mut seven = 0;
+        assert!(feed.read(&mut seven, 1, 7).unwrap().is_empty());
     }
 
     #[test]
@@ -298,12 +294,12 @@ mod tests {
         let feed = PresenceFeed::new();
         let mut cursor = 0;
         for n in 0..=KEEP {
-            feed.append(n as UserId, event(1));
+            feed.append(n as UserId, event(1), nobody());
         }
         let upto = feed.latest();
-        assert_eq!(feed.read(&mut cursor, upto, 0, nobody), Err(Lagged));
+        assert_eq!(feed.read(&mut cursor, upto, 0), Err(Lagged));
         let mut recent = upto - 1;
-        assert_eq!(feed.read(&mut recent, upto, 0, nobody).unwrap().len(), 1);
+        assert_eq!(feed.read(&mut recent, upto, 0).unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -312,11 +308,11 @@ mod tests {
         tokio::spawn(PresenceFeed::run(Arc::downgrade(&feed)));
         let mut woken = feed.subscribe();
         for n in 0..10 {
-            feed.append(n, event(1));
+            feed.append(n, event(1), nobody());
         }
         woken.changed().await.unwrap();
         assert_eq!(*woken.borrow_and_update(), 10);
-        feed.append(10, event(1));
+        feed.append(10, event(1), nobody());
         woken.changed().await.unwrap();
         assert_eq!(*woken.borrow_and_update(), 11);
     }

@@ -41,8 +41,11 @@ impl Core {
     /// append to the presence feed, which every stream reads (`feed.rs`), instead of a push to
     /// each of them.
     pub(super) fn presence(&self, subject: &Session, online: bool) {
-        self.presence
-            .append(subject.user_id(), wire::presence(subject.name(), online));
+        self.presence.append(
+            subject.user_id(),
+            wire::presence(subject.name(), online),
+            self.blocks.blocked_by_user(subject.user_id()),
+        );
     }
 
     /// The presence feed's position now: a new stream reads the changes after it.
@@ -65,9 +68,7 @@ impl Core {
         upto: u64,
         me: &Session,
     ) -> Result<Vec<EncodedEvent>, Lagged> {
-        self.presence.read(cursor, upto, me.user_id(), |subject| {
-            self.blocks.blocked_by_user(subject)
-        })
+        self.presence.read(cursor, upto, me.user_id())
     }
 
     /// Ends every session whose last call is older than the session timeout.
