@@ -29,8 +29,9 @@ fn with_database(url: &str, db: &str) -> String {
     format!("{server}/{db}")
 }
 
-/// Runs `sql` on `url` (its own connection, its own runtime, so it works from any context).
-pub fn execute(url: &str, sql: &str) {
+/// Runs `sql` on `url` with its own connection on a runtime of its own, on a thread of its own,
+/// so it works from any context, and returns the messages PostgreSQL answered.
+fn simple_query(url: &str, sql: &str) -> Vec<tokio_postgres::SimpleQueryMessage> {
     let (url, sql) = (url.to_owned(), sql.to_owned());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -42,39 +43,29 @@ pub fn execute(url: &str, sql: &str) {
                 .await
                 .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL: {e}"));
             tokio::spawn(conn);
-            client.batch_execute(&sql).await.unwrap();
-        })
-    })
-    .join()
-    .unwrap();
-}
-
-/// The first column of the first row of `sql` on `url`, as text.
-pub fn query_text(url: &str, sql: &str) -> String {
-    let (url, sql) = (url.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let rows = client.simple_query(&sql).await.unwrap();
-            rows.iter()
-                .find_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => {
-                        Some(r.get(0).unwrap_or("NULL").to_owned())
-                    }
-                    _ => None,
-                })
-                .expect("a row")
+            client.simple_query(&sql).await.unwrap()
         })
     })
     .join()
     .unwrap()
+}
+
+/// Runs `sql` on `url`.
+pub fn execute(url: &str, sql: &str) {
+    simple_query(url, sql);
+}
+
+/// The first column of the first row of `sql` on `url`, as text.
+pub fn query_text(url: &str, sql: &str) -> String {
+    simple_query(url, sql)
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some(r.get(0).unwrap_or("NULL").to_owned())
+            }
+            _ => None,
+        })
+        .expect("a row")
 }
 
 /// A new, empty database on the shared server; its URL.
