@@ -18,9 +18,9 @@
 //! the client's inbound channel.
 
 pub mod file;
-mod frame;
+pub(crate) mod frame;
 mod listener;
-mod noise;
+pub(crate) mod noise;
 mod send;
 
 pub use listener::{
