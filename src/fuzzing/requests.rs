@@ -79,7 +79,7 @@ fn decode_as<T: Message + Default + PartialEq>(bytes: &[u8]) {
 
 /// A `SendStream` item: decoded by the handler, whose refusal keeps the item's `message_id`.
 fn send_stream_item(bytes: &[u8]) {
-    let item = SendStreamItem(Bytes::copy_from_slice(bytes));
+    let item = SendStreamItem::new(Bytes::copy_from_slice(bytes));
     match item.decode() {
         Ok(request) => assert_eq!(
             pb::SendStreamRequest::decode(bytes).ok(),
