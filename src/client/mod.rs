@@ -22,6 +22,7 @@ pub(crate) mod input;
 pub(crate) mod login;
 pub(crate) mod render;
 pub(crate) mod repl;
+pub(crate) mod retry;
 pub(crate) mod seen;
 
 use std::{net::SocketAddr, path::PathBuf};

@@ -108,6 +108,8 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         consent: config.consent,
         background: JoinSet::new(),
         files: Files::new(config.json, config.terminal, config.auto_accept_files),
+        script: !config.terminal,
+        failures: 0,
     };
     repl.run(lines, events, peer_rx, file_rx).await
 }
@@ -127,6 +129,10 @@ struct Repl {
     background: JoinSet<Done>,
     /// File offers and transfers, both ways.
     files: Files,
+    /// Commands come from a script, not a person: any failure makes the exit status non-zero.
+    script: bool,
+    /// Error lines shown so far (failed commands, refused messages).
+    failures: u32,
 }
 
 impl Repl {
@@ -163,13 +169,13 @@ impl Repl {
                             None => lines.ready(),
                         },
                         Err(usage) => {
-                            self.printer.show(&Item::usage(usage));
+                            self.show(Item::usage(usage));
                             lines.ready();
                         }
                     },
                     Input::Eof | Input::Interrupted => break Exit::Logout,
                     Input::Failed(why) => {
-                        self.printer.show(&Item::refused("", format!("cannot read input any more: {why}")));
+                        self.show(Item::refused("", format!("cannot read input any more: {why}")));
                         break Exit::Logout;
                     }
                 },
@@ -207,10 +213,19 @@ impl Repl {
                 let ack_seq = self.shown.load(Ordering::Acquire);
                 let mut chat = last.chat.clone();
                 match timed(chat.logout(pb::LogoutRequest { ack_seq })).await {
-                    Ok(_) => self.printer.show(&Item::LoggedOut),
-                    Err(status) => self.printer.show(&failed("logout", &status)),
+                    Ok(_) => self.show(Item::LoggedOut),
+                    Err(status) => self.show(failed("logout", &status)),
                 }
-                Ok(())
+                // A script must not pass for successful when a line of it failed: its caller
+                // only sees the exit status.
+                match self.failures {
+                    n if n > 0 && self.script => Err(anyhow!(
+                        "{n} {} failed (see the error {} above)",
+                        if n == 1 { "command" } else { "commands" },
+                        if n == 1 { "line" } else { "lines" },
+                    )),
+                    _ => Ok(()),
+                }
             }
             Exit::Over => Err(SessionOver.into()),
         };
@@ -283,6 +298,9 @@ impl Repl {
     }
 
     fn show(&mut self, item: Item) {
+        if matches!(item, Item::Error { .. }) {
+            self.failures += 1;
+        }
         self.printer.show(&item);
     }
 

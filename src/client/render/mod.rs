@@ -129,6 +129,10 @@ pub(crate) enum Item {
         via: Via,
         #[serde(skip_serializing_if = "Option::is_none")]
         fallback: Option<String>,
+        /// How often it was sent: more than once when the server's rate limit asked the client
+        /// to come back (same `message_id` each time, so it arrives once).
+        #[serde(skip_serializing_if = "is_once")]
+        attempts: u32,
     },
     BroadcastSent {
         delivered: u32,
@@ -184,6 +188,11 @@ pub(crate) enum Item {
     File(FileItem),
 }
 
+/// `attempts` is only worth a field when it is not the usual single send.
+fn is_once(attempts: &u32) -> bool {
+    *attempts == 1
+}
+
 impl Item {
     /// A usage error.
     pub(crate) fn usage(error: String) -> Item {
@@ -201,6 +210,14 @@ impl Item {
             code: "CLIENT".into(),
             error,
         }
+    }
+
+    /// A `Sent` item that took `n` sends.
+    pub(crate) fn attempted(mut self, n: u32) -> Item {
+        if let Item::Sent { attempts, .. } = &mut self {
+            *attempts = n;
+        }
+        self
     }
 
     /// The `--json` line.
@@ -230,6 +247,7 @@ mod tests {
             duplicate: false,
             via: Via::Direct,
             fallback: None,
+            attempts: 1,
         });
         assert_eq!(v["type"], "sent");
         assert_eq!(v["status"], "DIRECT");

@@ -288,6 +288,7 @@ mod tests {
             duplicate: false,
             via: Via::Server,
             fallback: Some("could not connect to the peer".into()),
+            attempts: 1,
         };
         let text = fallback.human().unwrap();
         assert!(text.contains("sent via the server"), "{text}");
