@@ -30,6 +30,8 @@ missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v groff >/dev/null || missing+=(groff-base)
+# tests/it/chat_connect.rs makes certificates the way users do, with openssl.
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -164,11 +164,12 @@ fn yes(on: bool) -> String {
 }
 
 pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    // The server first: one that is down is said before anybody types a password.
+    let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
     let password = read_password(
         args.password_stdin,
         &format!("password for {}: ", args.user),
     )?;
-    let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
     let response = api::auth(channel)
         .register(pb::RegisterRequest {
             username: args.user,

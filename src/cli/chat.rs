@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::admin::{ServerArgs, read_password};
 use crate::{
-    client::{self, Consent, login::Credentials},
+    client::{self, Consent, api, login::Credentials},
     peer::file::DEFAULT_MAX_FILE_BYTES,
     types::check_username,
 };
@@ -53,6 +53,13 @@ pub(crate) struct ChatArgs {
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     check_username(&args.user).map_err(|why| anyhow!("--user: {why}"))?;
+    let server = client::connect::server_url(&args.server.server).map_err(|why| anyhow!(why))?;
+    // The server first: one that is down or mistyped is said before anybody types a password.
+    let channel = api::connect(&server, args.server.ca.as_deref()).await?;
+    // A person at a prompt can type a wrong password again; a script's password is what it is.
+    let prompted = !args.password_stdin
+        && std::env::var_os("CONFAB_PASSWORD").is_none()
+        && std::io::stdin().is_terminal();
     let password = read_password(
         args.password_stdin,
         &format!("password for {}: ", args.user),
@@ -65,21 +72,25 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     // After --password-stdin the rest of stdin is a script, even when it is a terminal.
     let terminal =
         !args.password_stdin && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    client::run(client::Config {
-        server: args.server.server,
-        ca: args.server.ca,
-        credentials: Credentials {
-            user: args.user,
-            password,
-            advertise_host: args.advertise_host.filter(|h| !h.trim().is_empty()),
+    client::run(
+        client::Config {
+            server,
+            ca: args.server.ca,
+            credentials: Credentials {
+                user: args.user,
+                password,
+                advertise_host: args.advertise_host.filter(|h| !h.trim().is_empty()),
+            },
+            peer_listen: args.peer_listen,
+            json: args.json,
+            consent,
+            terminal,
+            download_dir: args.download_dir,
+            max_file_bytes: args.max_file_bytes,
+            auto_accept_files: args.auto_accept_files,
+            prompted,
         },
-        peer_listen: args.peer_listen,
-        json: args.json,
-        consent,
-        terminal,
-        download_dir: args.download_dir,
-        max_file_bytes: args.max_file_bytes,
-        auto_accept_files: args.auto_accept_files,
-    })
+        channel,
+    )
     .await
 }

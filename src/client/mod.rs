@@ -15,6 +15,7 @@ pub(crate) mod actions;
 pub mod api;
 pub(crate) mod call;
 pub(crate) mod commands;
+pub mod connect;
 pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod grants;
@@ -52,6 +53,8 @@ pub(crate) struct Config {
     pub(crate) max_file_bytes: u64,
     /// Accept every file offer without asking (`--auto-accept-files`).
     pub(crate) auto_accept_files: bool,
+    /// The password was typed at a prompt: a wrong one is asked for again.
+    pub(crate) prompted: bool,
 }
 
 /// How address requests are answered.

@@ -15,6 +15,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use tokio::{sync::mpsc, task::JoinSet};
+use tonic::{Code, transport::Channel};
 
 use super::{
     Config, Consent, SessionOver,
@@ -22,6 +23,7 @@ use super::{
     api,
     call::{failed, is_connection_failure, timed},
     commands::{self, Command},
+    connect,
     events::{self, Events, Notice, reason_words},
     files::{self, Files},
     grants::Grants,
@@ -37,7 +39,7 @@ use crate::{
         Inbound, PeerKeys, PeerListener,
         file::{Downloads, FileEvent, FileLimits},
     },
-    types::fingerprint,
+    types::{Secret, fingerprint},
 };
 
 /// Why the loop stopped.
@@ -53,8 +55,7 @@ enum Exit {
 /// # Errors
 /// The server cannot be reached, the login is refused (the server's sentence), or the session
 /// was ended by the server ([`SessionOver`], already shown).
-pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
-    let channel = api::connect(&config.server, config.ca.as_deref()).await?;
+pub(crate) async fn run(mut config: Config, channel: Channel) -> anyhow::Result<()> {
     let (listener, peer_rx) = PeerListener::bind(config.peer_listen, PeerKeys::generate())
         .await
         .with_context(|| {
@@ -70,15 +71,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             ..FileLimits::default()
         },
     );
-    let live = login(&channel, &config.credentials, &listener, 1)
-        .await
-        .map_err(|status| {
-            if is_connection_failure(&status) {
-                anyhow!("cannot reach the confab server at {}", config.server)
-            } else {
-                anyhow!(api::sentence(&status))
-            }
-        })?;
+    let live = first_login(&mut config, &channel, &listener).await?;
     let live = Arc::new(live);
     let (lines, sink) = if config.terminal {
         // A terminal the editor cannot drive (TERM=dumb, an odd emulator) still works line by
@@ -113,6 +106,63 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
     };
     repl.run(lines, events, peer_rx, file_rx).await
 }
+
+/// The first login. A wrong password typed at a prompt is asked for again, as often as the
+/// server allows before its lockout (which then ends it, with the server's sentence); a
+/// connection that fails is said in one sentence.
+async fn first_login(
+    config: &mut Config,
+    channel: &Channel,
+    listener: &PeerListener,
+) -> anyhow::Result<Live> {
+    let mut asked = 1;
+    loop {
+        let status = match login(channel, &config.credentials, listener, 1).await {
+            Ok(live) => return Ok(live),
+            Err(status) => status,
+        };
+        if config.prompted && status.code() == Code::Unauthenticated && asked < MAX_PROMPTS {
+            eprintln!("{}", api::sentence(&status));
+            let prompt = format!("password for {}: ", config.credentials.user);
+            config.credentials.password = tokio::task::spawn_blocking(move || {
+                rpassword::prompt_password(prompt).map(Secret::new)
+            })
+            .await
+            .context("reading the password")?
+            .context("reading the password")?;
+            asked += 1;
+            continue;
+        }
+        // Plain HTTP/2 to a TLS port fails in ways that say nothing (a cancelled call, a
+        // protocol error): ask the port whether it speaks TLS.
+        if !said_by_the_server(&status) && connect::speaks_tls(&config.server).await {
+            return Err(anyhow!(connect::tls_needed(&config.server)));
+        }
+        if !is_connection_failure(&status) {
+            return Err(anyhow!(api::sentence(&status)));
+        }
+        return Err(anyhow!(connect::explain(
+            &config.server,
+            config.ca.as_deref(),
+            &status
+        )));
+    }
+}
+
+/// The codes a confab server answers a login with; anything else came from the transport.
+fn said_by_the_server(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::ResourceExhausted
+            | Code::InvalidArgument
+            | Code::FailedPrecondition
+    )
+}
+
+/// A bound on password prompts, whatever the server's lockout allows.
+const MAX_PROMPTS: u32 = 10;
 
 struct Repl {
     printer: Printer,

@@ -11,6 +11,7 @@ mod auth;
 mod bench;
 mod blocks;
 mod chat;
+mod chat_connect;
 mod chat_script;
 mod common;
 mod completions;
