@@ -16,6 +16,8 @@ pub mod api;
 pub(crate) mod call;
 pub(crate) mod commands;
 pub mod connect;
+pub(crate) mod dirs;
+pub(crate) mod editor;
 pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod grants;

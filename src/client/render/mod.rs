@@ -97,6 +97,12 @@ pub(crate) enum Item {
         fingerprint: String,
         expires_at_ms: i64,
     },
+    /// An address request to us ended unanswered: `TIMEOUT` (we did not answer in time; the
+    /// asker was told) or `WITHDRAWN` (the asker went offline).
+    AddressRequestEnded {
+        user: String,
+        reason: String,
+    },
     AddressGranted {
         user: String,
         host: String,
@@ -175,6 +181,8 @@ pub(crate) enum Item {
         text: String,
     },
     LoggedOut,
+    /// `password` worked: the next login needs the new one.
+    PasswordChanged,
     /// A command failed. `code` is the gRPC code name for a server refusal, `USAGE` for a
     /// mistyped command, `CLIENT` for what the client refuses itself (no grant, too long…).
     Error {
