@@ -66,6 +66,12 @@ enum AdminCommand {
         /// Whose lockout.
         user: String,
     },
+    /// Revoke a user's device tickets (a lost laptop): until their next successful login, their
+    /// devices are locked out by failed attempts like anyone's.
+    RevokeTickets {
+        /// Whose tickets.
+        user: String,
+    },
     /// Disable an account: its session ends and it cannot log in until enabled.
     Disable {
         /// Whose account.
@@ -334,6 +340,17 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             println!("unlocked {user}");
+        }
+        AdminCommand::RevokeTickets { user } => {
+            admin
+                .revoke_device_tickets(pb::RevokeDeviceTicketsRequest {
+                    username: user.clone(),
+                })
+                .await
+                .map_err(fail)?;
+            println!(
+                "revoked {user}'s device tickets: their next logins face the lockout like anyone's"
+            );
         }
         AdminCommand::Disable { user } => {
             let r = admin

@@ -81,11 +81,13 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     // After --password-stdin the rest of stdin is a script, even when it is a terminal.
     let terminal =
         !args.password_stdin && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let ticket = client::ticket::TicketFile::new(&server, &user);
     client::run(
         client::Config {
             server,
             ca: args.server.ca,
             credentials: Credentials {
+                ticket,
                 user,
                 password: client::login::SharedSecret::new(password),
                 advertise_host: args.advertise_host.filter(|h| !h.trim().is_empty()),

@@ -14,6 +14,7 @@ use tonic::{Status, transport::Channel};
 use super::{
     api::{self, Authed},
     call::timed,
+    ticket::TicketFile,
 };
 use crate::{
     pb::{self, chat_client::ChatClient},
@@ -30,6 +31,8 @@ pub(crate) struct Credentials {
     pub(crate) password: SharedSecret,
     /// `--advertise-host`: what peers should dial instead of the address the server sees.
     pub(crate) advertise_host: Option<String>,
+    /// This device's ticket for this user at this server.
+    pub(crate) ticket: TicketFile,
 }
 
 /// A secret several parts of the client hold and one may replace (the password after
@@ -102,10 +105,12 @@ pub(crate) async fn login(
         peer_port: u32::from(listener.local_addr().port()),
         peer_public_key: keys.public().to_vec(),
         peer_host: credentials.advertise_host.clone().unwrap_or_default(),
+        device_ticket: credentials.ticket.read(),
     };
     let response = timed(api::auth(channel.clone()).login(request))
         .await?
         .into_inner();
+    credentials.ticket.keep(&response.device_ticket);
     let chat = api::chat(channel.clone(), &response.token)
         .map_err(|_| Status::internal("the server sent a session token that is not ASCII"))?;
     Ok(Live {

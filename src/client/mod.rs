@@ -27,6 +27,7 @@ pub(crate) mod render;
 pub(crate) mod repl;
 pub(crate) mod retry;
 pub(crate) mod seen;
+pub(crate) mod ticket;
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -33,4 +33,5 @@ mod rawh2;
 mod reflection;
 mod storage;
 mod store;
+mod tickets;
 mod tls;
