@@ -110,6 +110,16 @@ impl TestServer {
         api::admin(self.channel().await, &self.handle.admin_token).unwrap()
     }
 
+    /// The server's counters, as the Admin service reports them.
+    pub async fn stats(&self) -> pb::GetStatsResponse {
+        self.admin()
+            .await
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner()
+    }
+
     /// Every account, as the Admin service lists them.
     pub async fn users(&self) -> Vec<pb::UserInfo> {
         self.admin()

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 
 /// How often the checkpointer copies the WAL back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// WAL pages (of [`PAGE_SIZE`]) above which the checkpointer also waits for a gap between the
+/// WAL pages (of 4 KiB, the store's page size) above which the checkpointer also waits for a gap between the
 /// writer's commits to finish the checkpoint and truncate the log (16 MiB), so a busy server's
 /// WAL cannot grow without bound.
 const WAL_TRUNCATE_PAGES: i64 = 4096;
