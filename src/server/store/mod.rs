@@ -7,14 +7,13 @@
 //! `spawn_blocking`. SQLite ([`sqlite::SqliteStore`]) is the embedded default;
 //! [`postgres::PostgresStore`] keeps the same data in PostgreSQL, for several nodes.
 
-pub mod check;
 mod pg_batch;
 mod pg_conn;
 mod pg_schema;
 pub mod postgres;
-pub mod salvage;
 pub mod sqlite;
-pub mod wal;
+
+pub use sqlite::{check, salvage, wal};
 
 /// The disk holding the store is full: nothing of the failed batch was committed, and a later
 /// write may succeed once space is freed. A store returns it (through `anyhow`) so the server

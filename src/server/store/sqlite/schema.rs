@@ -50,7 +50,7 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Applies pending migrations.
-pub(in crate::server::store) fn migrate(conn: &Connection) -> anyhow::Result<()> {
+pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.unchecked_transaction()?;
