@@ -171,7 +171,10 @@ fn yes(on: bool) -> String {
 
 pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     // The server first: one that is down is said before anybody types a password.
-    let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
+    let server = crate::client::connect::server_url(&args.server.server)
+        .map_err(|why| anyhow::anyhow!(why))?;
+    let ca = args.server.ca.as_deref();
+    let channel = api::connect(&server, ca).await?;
     let password = read_password(
         args.password_stdin,
         &format!("password for {}: ", args.user),
@@ -181,8 +184,14 @@ pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
             username: args.user,
             password: password.expose().to_owned(),
         })
-        .await
-        .map_err(|s| anyhow::anyhow!(api::sentence(&s)))?;
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(status) => {
+            let why = crate::client::connect::first_call_failed(&server, ca, &status).await;
+            anyhow::bail!(why)
+        }
+    };
     println!("registered {}", response.into_inner().username);
     Ok(())
 }

@@ -155,6 +155,34 @@ pub async fn speaks_tls(server: &str) -> bool {
     }
 }
 
+/// Why the first call to `server` (a login, a registration) failed, in one sentence: the
+/// server's own words when it answered; otherwise what went wrong with the connection, asking
+/// the port whether it speaks TLS, because plain HTTP/2 to a TLS port fails in ways that say
+/// nothing (a cancelled call, a protocol error).
+pub async fn first_call_failed(server: &str, ca: Option<&Path>, status: &tonic::Status) -> String {
+    use tonic::Code;
+    let said_by_the_server = matches!(
+        status.code(),
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::ResourceExhausted
+            | Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::AlreadyExists
+            | Code::NotFound
+    );
+    if said_by_the_server {
+        return super::api::sentence(status);
+    }
+    if speaks_tls(server).await {
+        return tls_needed(server);
+    }
+    if super::call::is_connection_failure(status) {
+        return explain(server, ca, status);
+    }
+    super::api::sentence(status)
+}
+
 /// What to say when a call over `http://` failed against a server that speaks TLS.
 pub fn tls_needed(server: &str) -> String {
     let https = server.replacen("http://", "https://", 1);

@@ -21,7 +21,7 @@ use super::{
     Config, Consent, SessionOver,
     actions::{self, Context, Done, Pending, Start},
     api,
-    call::{failed, is_connection_failure, timed},
+    call::{failed, timed},
     commands::{self, Command},
     connect,
     editor::Names,
@@ -141,32 +141,9 @@ async fn first_login(
             asked += 1;
             continue;
         }
-        // Plain HTTP/2 to a TLS port fails in ways that say nothing (a cancelled call, a
-        // protocol error): ask the port whether it speaks TLS.
-        if !said_by_the_server(&status) && connect::speaks_tls(&config.server).await {
-            return Err(anyhow!(connect::tls_needed(&config.server)));
-        }
-        if !is_connection_failure(&status) {
-            return Err(anyhow!(api::sentence(&status)));
-        }
-        return Err(anyhow!(connect::explain(
-            &config.server,
-            config.ca.as_deref(),
-            &status
-        )));
+        let why = connect::first_call_failed(&config.server, config.ca.as_deref(), &status);
+        return Err(anyhow!(why.await));
     }
-}
-
-/// The codes a confab server answers a login with; anything else came from the transport.
-fn said_by_the_server(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unauthenticated
-            | Code::PermissionDenied
-            | Code::ResourceExhausted
-            | Code::InvalidArgument
-            | Code::FailedPrecondition
-    )
 }
 
 /// Fills `names` with who is online at login, for Tab completion; presence events keep it

@@ -158,13 +158,26 @@ async fn a_self_signed_ca_certificate_is_explained_and_the_suggested_one_works()
     )
     .await;
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(
-        one_line(&out.stderr),
-        format!(
-            "confab: the server at {plain} speaks TLS, not plain http: connect to \
-             https://127.0.0.1:{port} (with --ca FILE if its certificate is your own)"
-        )
+    let tls_needed = format!(
+        "confab: the server at {plain} speaks TLS, not plain http: connect to \
+         https://127.0.0.1:{port} (with --ca FILE if its certificate is your own)"
     );
+    assert_eq!(one_line(&out.stderr), tls_needed);
+    // `confab register` says the same.
+    let out = run_with_stdin(
+        Command::new(BIN).args([
+            "register",
+            "--server",
+            &plain,
+            "--user",
+            "bob",
+            "--password-stdin",
+        ]),
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(one_line(&out.stderr), tls_needed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
