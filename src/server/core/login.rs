@@ -109,15 +109,17 @@ impl Core {
             .map_err(|retry| Error::LoginThrottled { retry })
     }
 
-    /// Checks credentials and starts a session, ending the user's previous one.
-    /// Returns the session and its token.
+    /// Checks credentials and starts a session, ending the user's previous one. A valid device
+    /// `ticket` of the user puts the login under its own lockout count ([`super::tickets`]).
+    /// Returns the session, its token and the device ticket to keep.
     pub async fn login(
         &self,
         name: &str,
         password: Secret,
+        ticket: &str,
         remote: SocketAddr,
         peer: Option<PeerInfo>,
-    ) -> Result<(Arc<Session>, String)> {
+    ) -> Result<(Arc<Session>, String, String)> {
         self.throttle(remote)?;
         check_username(name).map_err(|m| Error::invalid("username", m))?;
         if password.expose().len() > MAX_PASSWORD_BYTES {
@@ -127,14 +129,16 @@ impl Core {
                 format!("a password has at most {MAX_PASSWORD_BYTES} bytes"),
             ));
         }
-        let key = username_key(name);
+        let name_key = username_key(name);
+        let account = self.accounts.get(name);
+        let device = self.device(account.as_deref(), ticket).await?;
+        let key = device.lock_key(&name_key).to_owned();
         if let Some(left) = self.lockout().locked(&key, Instant::now()) {
             return Err(Error::LockedOut {
                 user: name.to_owned(),
                 left,
             });
         }
-        let account = self.accounts.get(name);
         if !self.hasher.verify(account.clone(), password).await {
             return Err(self.login_failed(name, &key, account.as_deref(), remote));
         }
@@ -150,7 +154,13 @@ impl Core {
                 left,
             });
         }
-        self.lockout().clear(&key);
+        {
+            // The owner is in: the account's count starts afresh too.
+            let mut lockout = self.lockout();
+            lockout.clear(&key);
+            lockout.clear(&name_key);
+        }
+        let device_ticket = self.ticket_for(&account, device).await;
         let (session, token, replaced) = self.sessions.create(NewSession {
             user: account.clone(),
             remote,
@@ -170,7 +180,7 @@ impl Core {
         bump(&self.stats.logins);
         tracing::info!(user = %account.name, %remote, session = session.id, "logged in");
         self.presence(&session, true);
-        Ok((session, token))
+        Ok((session, token, device_ticket))
     }
 
     fn login_failed(
@@ -208,7 +218,7 @@ impl Core {
         }
     }
 
-    /// Lifts `name`'s lockout.
+    /// Lifts `name`'s lockout (the account's; a device's own count runs out by itself).
     pub fn unlock(&self, name: &str) -> Result<()> {
         let account = self.account(name)?;
         self.lockout().clear(&username_key(&account.name));

@@ -25,6 +25,7 @@ pub mod messages;
 pub mod presence;
 pub mod session;
 pub mod stats;
+pub mod tickets;
 
 use std::{
     sync::{Arc, Weak},

@@ -163,6 +163,23 @@ pub enum WriteOp {
         /// Whom.
         user: UserId,
     },
+    /// Stores a device ticket's hash for `user` (an existing hash is left alone), then forgets
+    /// the user's oldest tickets beyond the newest `keep`.
+    AddDeviceTicket {
+        /// Whose.
+        user: UserId,
+        /// SHA-256 of the ticket; the ticket itself is never stored.
+        hash: Vec<u8>,
+        /// Unix ms.
+        created_ms: i64,
+        /// How many of the user's tickets to keep.
+        keep: u32,
+    },
+    /// Forgets every device ticket of `user` (the operator's revocation).
+    RevokeDeviceTickets {
+        /// Whose.
+        user: UserId,
+    },
 }
 
 /// The result of one [`WriteOp`], in batch order.
@@ -204,6 +221,8 @@ pub trait Store: Send + Sync + 'static {
     fn inbox_page(&self, user: UserId, after: u64, limit: usize) -> anyhow::Result<Vec<InboxRow>>;
     /// Number of unacknowledged messages per user that has any.
     fn inbox_counts(&self) -> anyhow::Result<Vec<(UserId, u64)>>;
+    /// The user a device ticket with this hash belongs to, if it is stored.
+    fn device_ticket_owner(&self, hash: &[u8]) -> anyhow::Result<Option<UserId>>;
     /// Applies `ops` in one transaction and returns one outcome per op. Only the writer thread
     /// calls this. An `Err` means nothing was committed.
     /// An `Err` that is a [`DiskFull`] means the disk is full.

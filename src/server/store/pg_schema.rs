@@ -53,6 +53,13 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE users
         ADD COLUMN disabled boolean NOT NULL DEFAULT false,
         ADD COLUMN deleted boolean NOT NULL DEFAULT false;",
+    // 3: device tickets (SPEC §2): the hash of each ticket a successful login handed out.
+    "CREATE TABLE device_tickets (
+        hash bytea PRIMARY KEY,
+        user_id bigint NOT NULL REFERENCES users(id),
+        created_ms bigint NOT NULL
+    );
+    CREATE INDEX device_tickets_user ON device_tickets (user_id, created_ms);",
 ];
 
 /// The schema version this binary writes.

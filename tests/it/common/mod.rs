@@ -190,6 +190,7 @@ pub async fn login_at(
             peer_port: 40_000 + u32::from(rand::random::<u16>() % 20_000),
             peer_public_key: peer_public_key.clone(),
             peer_host: String::new(),
+            device_ticket: String::new(),
         })
         .await?
         .into_inner();

@@ -21,7 +21,7 @@
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use anyhow::Context;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome, int};
 
@@ -175,6 +175,12 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn device_ticket_owner(&self, hash: &[u8]) -> anyhow::Result<Option<UserId>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached("SELECT user_id FROM device_tickets WHERE hash = ?1")?;
+        Ok(stmt.query_row(params![hash], |r| r.get(0)).optional()?)
     }
 
     fn inbox_counts(&self) -> anyhow::Result<Vec<(UserId, u64)>> {
