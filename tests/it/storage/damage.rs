@@ -270,6 +270,8 @@ async fn an_index_that_disagrees_with_its_table_is_refused_and_repaired() {
     assert!(String::from_utf8_lossy(&check.stdout).contains("missing from index"));
 
     let server = start(&data, &["--repair"]).await;
+    // The repaired store takes writes (and the server is up before it is stopped).
+    Remote::new(&server).register("dave").await;
     stop(server).await;
     let check = admin("check", &data);
     assert!(
