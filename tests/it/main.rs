@@ -11,6 +11,7 @@ mod auth;
 mod bench;
 mod blocks;
 mod chat;
+mod cluster;
 mod common;
 mod completions;
 mod consent;

@@ -18,6 +18,7 @@ use crate::{
     now_ms,
     server::{
         accounts::Account,
+        cluster::bus::{AccountChange, Kind},
         error::{Error, Result},
         store::{UserRow, WriteOp, WriteOutcome},
         wire,
@@ -47,6 +48,7 @@ impl Core {
         match outcome {
             WriteOutcome::Created(id) => {
                 tracing::info!(user = name, "account created");
+                self.publish(Kind::Account(AccountChange { user: id }));
                 Ok(self.accounts.insert(UserRow {
                     id,
                     name: name.to_owned(),
@@ -134,7 +136,10 @@ impl Core {
                 left,
             });
         }
-        let account = self.accounts.get(name);
+        let account = match self.accounts.get(name) {
+            Some(a) => Some(a),
+            None => self.account_from_cluster(&key).await?,
+        };
         if !self.hasher.verify(account.clone(), password).await {
             return Err(self.login_failed(name, &key, account.as_deref(), remote));
         }
@@ -151,7 +156,9 @@ impl Core {
             });
         }
         self.lockout().clear(&key);
+        let id = self.claim_session(&account, remote, peer.as_ref()).await?;
         let (session, token, replaced) = self.sessions.create(NewSession {
+            id,
             user: account.clone(),
             remote,
             peer,
@@ -171,6 +178,58 @@ impl Core {
         tracing::info!(user = %account.name, %remote, session = session.id, "logged in");
         self.presence(&session, true);
         Ok((session, token))
+    }
+
+    /// On a cluster node, makes sure an account another node just created is known here
+    /// before a call names it (the bus tells every node, but may be a moment behind the
+    /// caller). Nothing on a lone server.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn learn(&self, name: &str) -> Result<()> {
+        if self.cluster.is_none()
+            || check_username(name).is_err()
+            || self.accounts.get(name).is_some()
+        {
+            return Ok(());
+        }
+        self.account_from_cluster(&username_key(name)).await?;
+        Ok(())
+    }
+
+    /// On a cluster node, an account another node created that this one has not heard of yet.
+    async fn account_from_cluster(&self, key: &str) -> Result<Option<Arc<Account>>> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        Ok(cluster
+            .directory()
+            .user(key)
+            .await?
+            .map(|row| self.accounts.insert(row)))
+    }
+
+    /// On a cluster node, makes this login the user's one session in the cluster (another
+    /// node's session of the user is kicked) and returns its epoch, the session's id.
+    async fn claim_session(
+        &self,
+        account: &Account,
+        remote: SocketAddr,
+        peer: Option<&PeerInfo>,
+    ) -> Result<Option<u64>> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let entry = crate::server::store::pg_directory::Entry {
+            user: account.id,
+            node: String::new(),
+            epoch: 0,
+            since_ms: now_ms(),
+            remote: remote.to_string(),
+            peer: peer.map(|p| (p.host.clone(), p.port, p.public_key.clone())),
+        };
+        let (epoch, _replaced) = cluster.claim(entry).await?;
+        Ok(Some(epoch))
     }
 
     fn login_failed(

@@ -10,6 +10,7 @@
 pub mod check;
 mod pg_batch;
 mod pg_conn;
+pub mod pg_directory;
 mod pg_schema;
 pub mod postgres;
 pub mod salvage;

@@ -53,6 +53,23 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE users
         ADD COLUMN disabled boolean NOT NULL DEFAULT false,
         ADD COLUMN deleted boolean NOT NULL DEFAULT false;",
+    // 3: the cluster (`store/pg_directory.rs`): the database's id, which names the cluster on
+    // the bus, the nodes' leases and the session directory.
+    "CREATE TABLE cluster (id text NOT NULL);
+    INSERT INTO cluster (id) VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 16));
+    CREATE TABLE nodes (name text PRIMARY KEY, lease_until_ms bigint NOT NULL);
+    CREATE SEQUENCE session_epoch;
+    CREATE TABLE sessions (
+        user_id bigint PRIMARY KEY REFERENCES users(id),
+        node text NOT NULL,
+        epoch bigint NOT NULL,
+        since_ms bigint NOT NULL,
+        remote text NOT NULL,
+        peer_host text,
+        peer_port integer,
+        peer_key bytea
+    );
+    CREATE INDEX sessions_node ON sessions (node);",
 ];
 
 /// The schema version this binary writes.

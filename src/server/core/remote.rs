@@ -1,0 +1,448 @@
+//! SPEC §12: the core's side of a cluster. What this node publishes when its sessions change,
+//! and what the other nodes' events do here: each event is applied by the same rules as a local
+//! change (blocks filter presence and broadcast, grants end with either session, one session
+//! per user).
+//!
+//! Direct messages reach the bus only after their commit (`ClusterDeliver` is the writer's
+//! [`Deliver`]), so a node's death loses nothing acknowledged: whatever the bus drops waits in
+//! the recipient's inbox for the next `Subscribe`.
+
+use std::{collections::HashMap, sync::Arc};
+
+use super::{
+    Core, EndReason,
+    delivery::Local,
+    handshake::party,
+    session::{Outbound, Pushed, Session},
+};
+use crate::server::{
+    cluster::{
+        Cluster,
+        bus::{self, Envelope, Event, Kind, PresenceChange, Route},
+        remote::RemoteSession,
+    },
+    consent::Party,
+    store::{UserId, pg_directory::Entry},
+    wire::{self, EncodedEvent},
+    writer::{Committed, Deliver},
+};
+
+/// The writer's [`Deliver`] on a cluster node: this node's streams first, then, in one event
+/// per node, the messages whose recipients are online on other nodes.
+pub struct ClusterDeliver {
+    local: Local,
+    cluster: Arc<Cluster>,
+}
+
+impl ClusterDeliver {
+    /// Delivers to `local` streams and through `cluster`.
+    pub fn new(local: Local, cluster: Arc<Cluster>) -> Self {
+        ClusterDeliver { local, cluster }
+    }
+}
+
+impl Deliver for ClusterDeliver {
+    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool> {
+        let mut live = self.local.deliver(batch);
+        let mut by_node: HashMap<String, Vec<bus::Direct>> = HashMap::new();
+        for (m, live) in batch.iter().zip(live.iter_mut()) {
+            if *live {
+                continue;
+            }
+            let Some(there) = self.cluster.remote_session(m.recipient) else {
+                continue;
+            };
+            // Told "delivered" as for a local stream: the recipient is online and its node
+            // gets the message now (or, if the bus loses it, at the next Subscribe).
+            *live = true;
+            if !m.duplicate {
+                by_node.entry(there.node).or_default().push(bus::Direct {
+                    recipient: m.recipient,
+                    from: m.from.to_owned(),
+                    seq: m.seq,
+                    message_id: m.message_id.to_owned(),
+                    body: m.body.to_owned(),
+                    sent_ms: m.sent_ms,
+                });
+            }
+        }
+        for (node, messages) in by_node {
+            self.cluster.publish(
+                Route::Node(node),
+                Event::new(Kind::Direct(bus::DirectBatch { messages })),
+            );
+        }
+        live
+    }
+}
+
+impl Core {
+    /// The cluster this node belongs to, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Tells the other nodes that `session` came or went (batched per window).
+    pub(super) fn publish_presence(&self, session: &Session, online: bool) {
+        let Some(cluster) = &self.cluster else { return };
+        cluster.presence_changed(PresenceChange {
+            user: session.user_id(),
+            online,
+            epoch: session.id,
+            since_ms: session.since_ms,
+            peer: session.peer.as_ref().map(|p| bus::Peer {
+                host: p.host.clone(),
+                port: u32::from(p.port),
+                public_key: p.public_key.clone(),
+            }),
+            remote: session.remote.to_string(),
+        });
+    }
+
+    /// After a session of this node ended: the other nodes end its grants, and its directory
+    /// entry goes (unless a newer login took it, or the whole node is leaving, which clears
+    /// its entries at once).
+    pub(super) fn publish_end(&self, session: &Session, reason: EndReason) {
+        let Some(cluster) = &self.cluster else { return };
+        cluster.publish(
+            Route::Others,
+            Event::new(Kind::Ended(bus::SessionRef {
+                user: session.user_id(),
+                epoch: session.id,
+            })),
+        );
+        if matches!(
+            reason,
+            EndReason::LoggedInElsewhere | EndReason::ServerShutdown
+        ) {
+            return;
+        }
+        let (cluster, user, epoch) = (cluster.clone(), session.user_id(), session.id);
+        tokio::spawn(async move {
+            if let Err(e) = cluster.directory().release(user, epoch).await {
+                // The entry stays until this node's own stop, or its lease, clears it.
+                tracing::warn!("could not remove a session from the directory: {e:#}");
+            }
+        });
+    }
+
+    /// Sends `kind` to every other node, if this node has any.
+    pub(super) fn publish(&self, kind: Kind) {
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(Route::Others, Event::new(kind));
+        }
+    }
+
+    /// Pushes `event` to `to`'s session wherever it is: here, or through the bus. `request_id`
+    /// names an address request, whose answer must find its way back here.
+    pub(super) fn push_to(&self, to: &Party, event: EncodedEvent, request_id: Option<&str>) {
+        if let Some(session) = self.sessions.by_user(to.user) {
+            if session.id == to.session {
+                session.push(Outbound::now(event));
+            }
+            return;
+        }
+        let Some(cluster) = &self.cluster else { return };
+        let Some(there) = cluster.remote_session(to.user) else {
+            return;
+        };
+        if there.epoch != to.session {
+            return;
+        }
+        cluster.publish(
+            Route::Node(there.node),
+            Event::new(Kind::Notice(bus::Notice {
+                user: to.user,
+                session: to.session,
+                event: event.0,
+                request_id: request_id.unwrap_or_default().to_owned(),
+            })),
+        );
+    }
+
+    /// Applies an event from another node.
+    pub fn apply_remote(self: &Arc<Self>, envelope: Envelope) {
+        let Some(kind) = envelope.event.and_then(|e| e.kind) else {
+            return;
+        };
+        match kind {
+            Kind::Direct(batch) => {
+                for m in batch.messages {
+                    if let Some(s) = self.sessions.by_user(m.recipient) {
+                        let event = wire::direct(m.seq, &m.from, &m.body, &m.message_id, m.sent_ms);
+                        s.push(Outbound::stored(m.seq, event));
+                    }
+                }
+            }
+            Kind::Presence(batch) => {
+                for c in batch.changes {
+                    self.remote_presence(&envelope.from, c);
+                }
+            }
+            Kind::Notice(n) => {
+                if let Some(s) = self.sessions.by_user(n.user)
+                    && (n.session == 0 || s.id == n.session)
+                {
+                    if !n.request_id.is_empty()
+                        && let Some(c) = &self.cluster
+                    {
+                        c.asked(n.request_id, envelope.from);
+                    }
+                    s.push(Outbound::now(EncodedEvent(n.event)));
+                }
+            }
+            Kind::Broadcast(b) => {
+                let blockers = self.blocks.blockers_of(b.from_user);
+                let event = EncodedEvent(b.event);
+                for s in self.sessions.all() {
+                    if s.user_id() != b.from_user && !blockers.contains(&s.user_id()) {
+                        s.push(Outbound::now(event.clone()));
+                    }
+                }
+            }
+            Kind::Kick(k) => {
+                if let Some(s) = self.sessions.by_user(k.user)
+                    && s.id <= k.epoch
+                {
+                    self.end_session(&s, EndReason::LoggedInElsewhere);
+                }
+            }
+            Kind::Ended(e) => {
+                self.notify(self.consent.session_ended(e.epoch));
+            }
+            Kind::Block(b) => {
+                if b.added {
+                    self.blocks.add(b.blocker, b.blocked);
+                    self.notify(self.consent.blocked(b.blocker, b.blocked));
+                } else {
+                    self.blocks.remove(b.blocker, b.blocked);
+                }
+            }
+            Kind::Account(a) => {
+                let core = self.clone();
+                tokio::spawn(async move { core.refresh_account(a.user).await });
+            }
+            Kind::Answer(a) => {
+                let Some(name) = self.accounts.by_id(a.user).map(|x| x.name.clone()) else {
+                    return;
+                };
+                let by = Party {
+                    user: a.user,
+                    session: a.session,
+                    name,
+                };
+                match self
+                    .consent
+                    .respond(&by, &a.request_id, a.accept, std::time::Instant::now())
+                {
+                    Ok(notices) => self.notify(notices),
+                    Err(e) => tracing::debug!("an answer from another node was refused: {e}"),
+                }
+            }
+        }
+    }
+
+    /// A session came or went on node `node`.
+    fn remote_presence(&self, node: &str, c: PresenceChange) {
+        let Some(account) = self.accounts.by_id(c.user) else {
+            return;
+        };
+        let changed = if c.online {
+            account
+                .last_login_ms
+                .store(c.since_ms, std::sync::atomic::Ordering::Relaxed);
+            self.cluster.as_ref().is_some_and(|cl| {
+                cl.remote.online(
+                    c.user,
+                    RemoteSession {
+                        node: node.to_owned(),
+                        epoch: c.epoch,
+                        since_ms: c.since_ms,
+                        remote: c.remote.clone(),
+                        peer: c
+                            .peer
+                            .map(|p| (p.host, u16::try_from(p.port).unwrap_or(0), p.public_key)),
+                    },
+                )
+            })
+        } else {
+            self.cluster
+                .as_ref()
+                .is_some_and(|cl| cl.remote.offline(c.user, c.epoch))
+        };
+        if changed {
+            self.presence.append(
+                c.user,
+                wire::presence(&account.name, c.online),
+                self.blocks.blocked_by_user(c.user),
+            );
+        }
+    }
+
+    /// Sessions of a node that died (or of this node's previous life) that this node took out
+    /// of the directory: every node forgets them, as if each had logged out.
+    pub fn sessions_gone(&self, entries: Vec<Entry>) {
+        let Some(cluster) = &self.cluster else { return };
+        let mut changes = Vec::new();
+        for e in entries {
+            changes.push(PresenceChange {
+                user: e.user,
+                online: false,
+                epoch: e.epoch,
+                since_ms: e.since_ms,
+                peer: None,
+                remote: e.remote.clone(),
+            });
+            self.notify(self.consent.session_ended(e.epoch));
+            self.publish(Kind::Ended(bus::SessionRef {
+                user: e.user,
+                epoch: e.epoch,
+            }));
+            self.remote_presence(&e.node, changes.last().expect("pushed").clone());
+        }
+        if !changes.is_empty() {
+            // On behalf of the dead node: the others apply it as that node's logouts.
+            for c in changes {
+                cluster.presence_changed(c);
+            }
+        }
+    }
+
+    /// Leaves the cluster at a clean stop, after every local session ended: the other nodes
+    /// get the last presence batch, and this node's entries and lease leave the directory.
+    pub async fn leave(&self) {
+        let Some(cluster) = &self.cluster else { return };
+        cluster.flush_presence();
+        if let Err(e) = cluster.directory().clear_node(cluster.node()).await {
+            tracing::warn!("could not clear this node's sessions from the directory: {e:#}");
+        }
+        cluster.bus().flush().await;
+    }
+
+    /// Reloads who is online elsewhere from the directory (at start, and after the bus was
+    /// lost, when events may have been missed), ending local sessions another node took over.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn resync(&self) -> anyhow::Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let entries = cluster.directory().all().await?;
+        let mut elsewhere = HashMap::new();
+        for e in entries {
+            if e.node == cluster.node() {
+                if let Some(s) = self.sessions.by_user(e.user)
+                    && s.id < e.epoch
+                {
+                    self.end_session(&s, EndReason::LoggedInElsewhere);
+                }
+                continue;
+            }
+            if let Some(s) = self.sessions.by_user(e.user)
+                && s.id < e.epoch
+            {
+                self.end_session(&s, EndReason::LoggedInElsewhere);
+            }
+            elsewhere.insert(e.user, RemoteSession::from(e));
+        }
+        let (gone, new) = cluster.remote.reset(elsewhere);
+        for (users, online) in [(gone, false), (new, true)] {
+            for user in users {
+                if let Some(a) = self.accounts.by_id(user) {
+                    self.presence.append(
+                        user,
+                        wire::presence(&a.name, online),
+                        self.blocks.blocked_by_user(user),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads account `user` again from the store, after another node changed it.
+    async fn refresh_account(self: Arc<Self>, user: UserId) {
+        let store = self.store.clone();
+        let rows = match tokio::task::spawn_blocking(move || store.users()).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!("could not reload an account changed on another node: {e:#}");
+                return;
+            }
+            Err(_) => return,
+        };
+        match rows.into_iter().find(|r| r.id == user) {
+            Some(row) => {
+                let disabled = row.disabled;
+                match self.accounts.by_id(user) {
+                    Some(a) => {
+                        a.disabled
+                            .store(disabled, std::sync::atomic::Ordering::Relaxed);
+                        a.set_password_hash(row.password_hash);
+                    }
+                    None => {
+                        self.accounts.insert(row);
+                    }
+                }
+                if disabled && let Some(s) = self.sessions.by_user(user) {
+                    self.end_session(&s, EndReason::Kicked);
+                }
+            }
+            None => {
+                // Deleted.
+                if let Some(s) = self.sessions.by_user(user) {
+                    self.end_session(&s, EndReason::Kicked);
+                }
+                self.accounts.remove(user);
+                for blocked in self.blocks.blocked_by_user(user) {
+                    self.blocks.remove(user, blocked);
+                }
+                for blocker in self.blocks.blockers_of(user) {
+                    self.blocks.remove(blocker, user);
+                }
+            }
+        }
+    }
+
+    /// Whether `me`'s answer to request `id` must go to another node; sends it there if so.
+    pub(super) fn answer_elsewhere(&self, me: &Session, id: &str, accept: bool) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let Some(node) = cluster.asked_on(id) else {
+            return false;
+        };
+        let p = party(me);
+        cluster.publish(
+            Route::Node(node),
+            Event::new(Kind::Answer(bus::Answer {
+                request_id: id.to_owned(),
+                user: p.user,
+                session: p.session,
+                accept,
+            })),
+        );
+        true
+    }
+
+    /// Queues `event` for every session of this node except `from`'s and those of users in
+    /// `skip`; the number queued.
+    pub(super) fn fan_out(
+        &self,
+        from: UserId,
+        skip: &std::collections::HashSet<UserId>,
+        event: &EncodedEvent,
+    ) -> u32 {
+        let mut delivered = 0;
+        for s in self.sessions.all() {
+            if s.user_id() != from
+                && !skip.contains(&s.user_id())
+                && s.push(Outbound::now(event.clone())) == Pushed::Queued
+            {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+}

@@ -1,0 +1,104 @@
+//! Nodes stopping and dying: a clean stop takes its users offline for the others at once; a
+//! SIGKILL loses no acknowledged message, and its users go offline for the others within the
+//! session timeout.
+
+use std::collections::HashSet;
+
+use confab::pb;
+
+use super::TestCluster;
+use crate::common::{nats, pg, process::ServerProcess, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_takes_its_users_offline_for_the_others() {
+    let mut c = TestCluster::start(2).await;
+    let mut alice = c.nodes[0].user("alice").await;
+    let _bob = c.nodes[1].user("bob").await;
+    assert_eq!(alice.presence().await, ("bob".into(), pb::Presence::Online));
+    let leaving = c.nodes.pop().unwrap();
+    leaving.handle.shutdown.cancel();
+    assert_eq!(
+        alice.presence().await,
+        ("bob".into(), pb::Presence::Offline)
+    );
+    assert!(alice.online().await.is_empty());
+    // Bob can log in again on the node that stayed.
+    let mut bob = c.nodes[0].login("bob").await.unwrap();
+    bob.subscribe(0).await;
+    bob.backlog().await;
+    assert_eq!(alice.presence().await, ("bob".into(), pb::Presence::Online));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_no_acknowledged_message_and_its_users_go_offline() {
+    let db = pg::fresh_database();
+    let bus = nats::server_url();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let args = |name: &'static str| {
+        vec![
+            "--store".to_string(),
+            db.clone(),
+            "--bus".into(),
+            bus.clone(),
+            "--node-id".into(),
+            name.into(),
+            "--session-timeout".into(),
+            "3s".into(),
+            "--send-burst".into(),
+            "1000".into(),
+        ]
+    };
+    let start = |i: usize, name: &'static str| {
+        let a = args(name);
+        let dir = dirs[i].path().to_owned();
+        async move {
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            ServerProcess::start(&dir, &a).await
+        }
+    };
+    let doomed = start(0, "doomed").await;
+    let survivor = start(1, "survivor").await;
+    doomed.register("bob").await;
+    survivor.register("alice").await;
+    let mut bob = doomed.login("bob").await;
+    bob.subscribe(0).await;
+    bob.backlog().await;
+    let mut alice = survivor.login("alice").await;
+    alice.subscribe(0).await;
+    alice.backlog().await;
+    assert_eq!(alice.presence().await, ("bob".into(), pb::Presence::Online));
+
+    // Numbered messages from alice to bob; bob's node is killed half-way.
+    let mut acknowledged = Vec::new();
+    let mut doomed = Some(doomed);
+    for i in 0..200 {
+        if i == 100 {
+            doomed.take().unwrap().kill().await;
+        }
+        let id = format!("m{i}");
+        match alice.send_id("bob", &format!("n{i}"), &id).await {
+            Ok(_) => acknowledged.push(id),
+            Err(e) => panic!("the surviving node refused a send: {e:?}"),
+        }
+    }
+    // Bob's node stopped renewing its lease: alice sees him go within the session timeout.
+    loop {
+        let (who, presence) = alice.presence().await;
+        if who == "bob" && presence == pb::Presence::Offline {
+            break;
+        }
+    }
+    assert!(alice.online().await.is_empty());
+
+    // Bob comes back on the surviving node: every acknowledged message, exactly once.
+    let mut bob = survivor.login("bob").await;
+    bob.subscribe(0).await;
+    let backlog = within("bob's backlog", bob.backlog()).await;
+    let ids: Vec<String> = backlog.iter().map(|m| m.message_id.clone()).collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no message twice");
+    for id in &acknowledged {
+        assert!(unique.contains(id), "acknowledged {id} is missing");
+    }
+    assert_eq!(ids.len(), acknowledged.len());
+}
