@@ -8,7 +8,7 @@
 //!    from `crate::pb` except `Event`, which the server sends as pre-encoded bytes
 //!    (`crate::server::wire::EncodedEvent`) so that a broadcast is encoded once, not once per
 //!    recipient, and `SendStreamRequest`, which arrives undecoded
-//!    (`crate::server::decode::SendStreamItem`) so that one bad item is answered on its stream
+//!    (`crate::server::decode::SendStreamItem`; both are `server::raw::Raw`) so that one bad item is answered on its stream
 //!    instead of ending it; with `wire::ServerCodec`, whose small encode buffer keeps an idle
 //!    stream cheap and whose decoder answers undecodable requests `INVALID_ARGUMENT`;
 //! 3. `benches/relay.proto`, the bare relay `confab bench --baseline` measures against: client

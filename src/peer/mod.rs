@@ -17,10 +17,13 @@
 //! exchange deadline, and a [`PeerAck`](crate::pb::PeerAck) is only sent once the message is in
 //! the client's inbound channel.
 
+mod dial;
 pub mod file;
 mod frame;
+mod keyring;
 mod listener;
 mod noise;
+mod responder;
 mod send;
 
 pub use listener::{

@@ -80,9 +80,8 @@ impl fmt::Debug for PeerKeys {
 pub(crate) struct Initiator(HandshakeState);
 
 impl Initiator {
-    /// Starts a handshake towards the responder whose static public key is `remote`.
-    ///
-    /// Returns the initiator and the first handshake message (`HANDSHAKE_1_LEN` bytes).
+    /// [`start_with`](Self::start_with) an empty hello (a private message's exchange).
+    #[cfg(test)]
     pub(crate) fn start(
         keys: &PeerKeys,
         remote: &[u8],
@@ -90,9 +89,11 @@ impl Initiator {
         Self::start_with(keys, remote, &[])
     }
 
-    /// [`start`](Self::start) with `hello` (at most [`MAX_HELLO`] bytes) as the first message's
-    /// payload, encrypted and authenticated like the rest: it tells the responder which exchange
-    /// follows.
+    /// Starts a handshake towards the responder whose static public key is `remote`, with
+    /// `hello` (at most [`MAX_HELLO`] bytes) as the first message's payload, encrypted and
+    /// authenticated like the rest: it tells the responder which exchange follows.
+    ///
+    /// Returns the initiator and the first handshake message (`HANDSHAKE_1_LEN` bytes + hello).
     pub(crate) fn start_with(
         keys: &PeerKeys,
         remote: &[u8],

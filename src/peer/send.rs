@@ -3,14 +3,14 @@
 //! Knows nothing of grants or of the server: the caller passes the address and key it was
 //! granted and, on any error, falls back to `SendMessage` with the same `message_id` (SPEC §7).
 
-use std::io::ErrorKind;
 use std::time::Duration;
 
 use prost::Message as _;
 use tokio::net::TcpStream;
 
+use super::dial::{DialError, dial, peer_closed};
 use super::frame::{self, FrameError};
-use super::noise::{self, Initiator, KEY_LEN, PeerKeys};
+use super::noise::{self, PeerKeys, Transport};
 use crate::pb::{PeerAck, PeerMessage};
 
 /// Why a message could not be delivered over the peer path. Each names the step that failed.
@@ -57,12 +57,7 @@ pub async fn send(
     message: &PeerMessage,
     deadline: Duration,
 ) -> Result<(), PeerError> {
-    // Checked before connecting: neither can get better by trying.
-    if remote_public_key.len() != KEY_LEN {
-        return Err(PeerError::InvalidKey {
-            len: remote_public_key.len(),
-        });
-    }
+    // Checked before connecting: it cannot get better by trying.
     let plaintext = message.encode_to_vec();
     if plaintext.len() > noise::MAX_PLAINTEXT {
         return Err(PeerError::TooLarge {
@@ -71,47 +66,22 @@ pub async fn send(
         });
     }
     let exchange = async {
-        let mut stream = TcpStream::connect((host, port))
-            .await
-            .map_err(PeerError::Connect)?;
-        // Four small writes in lockstep: Nagle would hold each one back for the peer's ACK.
-        stream.set_nodelay(true).map_err(PeerError::Connect)?;
-        initiate(
-            &mut stream,
-            remote_public_key,
-            keys,
-            &plaintext,
-            &message.message_id,
-        )
-        .await
+        let (mut stream, transport) = dial(host, port, remote_public_key, keys, &[]).await?;
+        exchange(&mut stream, transport, &plaintext, &message.message_id).await
     };
     tokio::time::timeout(deadline, exchange)
         .await
         .unwrap_or(Err(PeerError::Timeout(deadline)))
 }
 
-/// The initiator's half of the exchange over a connected stream.
-async fn initiate(
+/// After the handshake: the message out, its ack back.
+async fn exchange(
     stream: &mut TcpStream,
-    remote_public_key: &[u8],
-    keys: &PeerKeys,
+    mut transport: Transport,
     plaintext: &[u8],
     message_id: &str,
 ) -> Result<(), PeerError> {
     let noise_failed = |e: snow::Error| PeerError::Handshake(e.to_string());
-
-    let (initiator, first) = Initiator::start(keys, remote_public_key).map_err(noise_failed)?;
-    frame::write(stream, &first).await.map_err(io_error)?;
-
-    // A responder that does not know our key closes without a word; so does one with new keys.
-    let reply = match frame::read(stream, noise::HANDSHAKE_2_LEN).await {
-        Ok(Some(reply)) => reply,
-        Ok(None) => return Err(PeerError::Refused),
-        Err(e) if peer_closed(&e) => return Err(PeerError::Refused),
-        Err(e) => return Err(protocol_or_io(e, "handshake reply")),
-    };
-    let mut transport = initiator.finish(&reply).map_err(noise_failed)?;
-
     let sealed = transport.seal(plaintext).map_err(noise_failed)?;
     frame::write(stream, &sealed).await.map_err(io_error)?;
 
@@ -136,18 +106,6 @@ async fn initiate(
     Ok(())
 }
 
-/// True when the error means the peer hung up (cleanly or not) rather than sent nonsense.
-fn peer_closed(e: &FrameError) -> bool {
-    match e {
-        FrameError::Truncated => true,
-        FrameError::Io(io) => matches!(
-            io.kind(),
-            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::UnexpectedEof
-        ),
-        FrameError::Empty | FrameError::TooLong { .. } => false,
-    }
-}
-
 fn protocol_or_io(e: FrameError, what: &str) -> PeerError {
     match e {
         FrameError::Io(io) => PeerError::Io(io),
@@ -160,6 +118,19 @@ fn io_error(e: FrameError) -> PeerError {
         FrameError::Io(io) => PeerError::Io(io),
         // Our own frames are never empty or oversize; say so rather than panic if one were.
         other => PeerError::Protocol(format!("could not frame our own message: {other}")),
+    }
+}
+
+impl From<DialError> for PeerError {
+    fn from(e: DialError) -> Self {
+        match e {
+            DialError::InvalidKey { len } => PeerError::InvalidKey { len },
+            DialError::Connect(e) => PeerError::Connect(e),
+            DialError::Refused => PeerError::Refused,
+            DialError::Handshake(e) => PeerError::Handshake(e),
+            DialError::Protocol(e) => PeerError::Protocol(e),
+            DialError::Io(e) => PeerError::Io(e),
+        }
     }
 }
 

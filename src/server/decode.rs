@@ -7,11 +7,8 @@
 //! answered on the stream like any other failed send instead of ending it (tonic's stream decoder
 //! cannot go on after an item fails to decode).
 
-use bytes::{Buf, BufMut, Bytes};
-use prost::{
-    DecodeError, Message,
-    encoding::{DecodeContext, WireType},
-};
+use super::raw::Raw;
+use prost::{DecodeError, Message};
 use tonic::{
     Status,
     codec::{BufferSettings, DecodeBuf, Decoder},
@@ -107,15 +104,7 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
 
 /// A `confab.v1.SendStreamRequest` as it arrived: its bytes, decoded by the handler with
 /// [`SendStreamItem::decode`]. Decoding it as a [`Message`] never fails.
-#[derive(Clone, Default, PartialEq)]
-pub struct SendStreamItem(pub Bytes);
-
-impl std::fmt::Debug for SendStreamItem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the bytes: they carry a message body.
-        write!(f, "SendStreamItem({} bytes)", self.0.len())
-    }
-}
+pub type SendStreamItem = Raw<pb::SendStreamRequest>;
 
 /// An item of a `SendStream` that could not be decoded.
 #[derive(Debug)]
@@ -140,14 +129,14 @@ struct LenientMessage {
     message_id: Vec<u8>,
 }
 
-impl SendStreamItem {
+impl Raw<pb::SendStreamRequest> {
     /// The request, or what to answer instead.
     ///
     /// # Errors
     /// The bytes are not a valid `SendStreamRequest`.
     pub fn decode(&self) -> Result<pb::SendStreamRequest, Rejected> {
-        pb::SendStreamRequest::decode(self.0.clone()).map_err(|e| Rejected {
-            message_id: LenientItem::decode(self.0.clone())
+        pb::SendStreamRequest::decode(self.bytes().clone()).map_err(|e| Rejected {
+            message_id: LenientItem::decode(self.bytes().clone())
                 .ok()
                 .and_then(|item| item.message)
                 .and_then(|m| String::from_utf8(m.message_id).ok())
@@ -157,39 +146,11 @@ impl SendStreamItem {
     }
 }
 
-impl Message for SendStreamItem {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    fn merge(&mut self, mut buf: impl Buf) -> Result<(), DecodeError> {
-        // Keep the whole item; the handler decodes it and answers a failure on the stream.
-        self.0 = buf.copy_to_bytes(buf.remaining());
-        Ok(())
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        // Only reached through `merge_length_delimited`, which the server never uses.
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0 = Bytes::new();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use prost::encoding::WireType;
+
     use super::*;
 
     /// `message` encoded, then field `tag` again as the bytes `bad` (the last occurrence of a
@@ -250,7 +211,7 @@ mod tests {
         let inner = with_field(&msg, 2, b"\xff");
         let mut outer = Vec::new();
         prost::encoding::bytes::encode(1, &inner, &mut outer);
-        let item = SendStreamItem(Bytes::from(outer));
+        let item = SendStreamItem::new(Bytes::from(outer));
         let rejected = item.decode().unwrap_err();
         assert_eq!(rejected.message_id, "m-7");
         assert_eq!(
@@ -261,7 +222,7 @@ mod tests {
         let good = pb::SendStreamRequest {
             message: Some(msg.clone()),
         };
-        let item = SendStreamItem(Bytes::from(good.encode_to_vec()));
+        let item = SendStreamItem::new(Bytes::from(good.encode_to_vec()));
         assert_eq!(item.decode().unwrap().message, Some(msg));
         assert!(!format!("{item:?}").contains("m-7"));
     }

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod lockout;
 pub mod metrics;
 pub mod ratelimit;
+pub mod raw;
 pub mod rpc;
 mod serve;
 pub mod storage;

@@ -9,54 +9,19 @@
 
 use std::marker::PhantomData;
 
-use bytes::{Buf, BufMut, Bytes};
-use prost::{
-    DecodeError, Message,
-    encoding::{DecodeContext, WireType, skip_field},
-};
+use bytes::Bytes;
+use prost::Message;
 
 use super::{
     consent::{Denial, Grant},
     decode::RequestDecoder,
     domain::{Delivery, EndReason, OnlineUser},
+    raw::Raw,
 };
 use crate::pb::{self, event::Kind};
 
 /// A protobuf-encoded `confab.v1.Event`.
-#[derive(Clone, Default, PartialEq)]
-pub struct EncodedEvent(pub Bytes);
-
-impl std::fmt::Debug for EncodedEvent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the bytes: a direct message event carries a body.
-        write!(f, "EncodedEvent({} bytes)", self.0.len())
-    }
-}
-
-impl Message for EncodedEvent {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        buf.put_slice(&self.0);
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        // The server never decodes events; accept and drop anything.
-        skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0 = Bytes::new();
-    }
-}
+pub type EncodedEvent = Raw<pb::Event>;
 
 /// Initial size of a response stream's encode buffer. tonic's default (8 KiB) is allocated per
 /// stream and held while it is open; events are a few hundred bytes, and the buffer grows when a
@@ -105,7 +70,7 @@ where
 
 /// Encodes one event.
 pub fn encode(kind: Kind) -> EncodedEvent {
-    EncodedEvent(Bytes::from(pb::Event { kind: Some(kind) }.encode_to_vec()))
+    EncodedEvent::new(Bytes::from(pb::Event { kind: Some(kind) }.encode_to_vec()))
 }
 
 /// A direct message event.

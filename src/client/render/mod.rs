@@ -4,13 +4,13 @@
 //!
 //! Owns the wording and the JSON shape. Never prints secrets (there are none in an [`Item`]).
 
+mod file;
 mod printer;
 mod text;
 
 use serde::Serialize;
 
-use super::files::FileItem;
-
+pub(crate) use file::{Direction, FileItem};
 pub(crate) use printer::{Printer, Sink};
 
 /// Which path brought or took a message.

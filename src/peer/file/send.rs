@@ -13,12 +13,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
-use tokio::net::TcpStream;
 
 use super::{MAX_CHUNK, Progress, file_hello, hex};
 use crate::pb::{FileAck, FileAnswer, FileDecision, FileOffer, FilePart, file_part::Part as Piece};
+use crate::peer::dial::{DialError, dial};
 use crate::peer::frame::{self, FrameError};
-use crate::peer::noise::{self, Initiator, KEY_LEN, PeerKeys, Transport};
+use crate::peer::noise::{PeerKeys, Transport};
 
 /// Connect and handshake, as for a private message.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
@@ -134,19 +134,8 @@ pub async fn send_file(
     file: &FileToSend,
     progress: Arc<Progress>,
 ) -> Result<FileSent, FileError> {
-    if remote_public_key.len() != KEY_LEN {
-        return Err(FileError::InvalidKey {
-            len: remote_public_key.len(),
-        });
-    }
-    let connect = async {
-        let mut stream = TcpStream::connect((host, port))
-            .await
-            .map_err(FileError::Connect)?;
-        stream.set_nodelay(true).map_err(FileError::Connect)?;
-        let transport = handshake(&mut stream, remote_public_key, keys).await?;
-        Ok::<_, FileError>((stream, transport))
-    };
+    let hello = file_hello();
+    let connect = dial(host, port, remote_public_key, keys, &hello);
     let (mut stream, mut transport) = tokio::time::timeout(CONNECT_DEADLINE, connect)
         .await
         .map_err(|_| FileError::Timeout("finish the handshake"))??;
@@ -221,29 +210,6 @@ pub async fn send_file(
     })
     .await
     .map_err(|e| FileError::Protocol(format!("the sending thread failed: {e}")))?
-}
-
-/// `-> e, es, s, ss` with the file hello, `<- e, ee, se`.
-async fn handshake(
-    stream: &mut TcpStream,
-    remote_public_key: &[u8],
-    keys: &PeerKeys,
-) -> Result<Transport, FileError> {
-    let failed = |e: snow::Error| FileError::Handshake(e.to_string());
-    let (initiator, first) =
-        Initiator::start_with(keys, remote_public_key, &file_hello()).map_err(failed)?;
-    frame::write(stream, &first)
-        .await
-        .map_err(|e| FileError::Connect(to_io(e)))?;
-    let reply = match frame::read(stream, noise::HANDSHAKE_2_LEN).await {
-        Ok(Some(reply)) => reply,
-        Ok(None) | Err(FrameError::Truncated) => return Err(FileError::Refused),
-        Err(FrameError::Io(e)) if e.kind() == ErrorKind::ConnectionReset => {
-            return Err(FileError::Refused);
-        }
-        Err(e) => return Err(FileError::Protocol(format!("bad handshake reply: {e}"))),
-    };
-    initiator.finish(&reply).map_err(failed)
 }
 
 /// The data phase, blocking: the hash of what the receiver holds, then chunks, the checksum,
@@ -377,6 +343,18 @@ fn encode_chunk(data: &[u8]) -> Vec<u8> {
     let mut out = room[start..].to_vec();
     out.extend_from_slice(data);
     out
+}
+
+impl From<DialError> for FileError {
+    fn from(e: DialError) -> Self {
+        match e {
+            DialError::InvalidKey { len } => FileError::InvalidKey { len },
+            DialError::Connect(e) | DialError::Io(e) => FileError::Connect(e),
+            DialError::Refused => FileError::Refused,
+            DialError::Handshake(e) => FileError::Handshake(e),
+            DialError::Protocol(e) => FileError::Protocol(e),
+        }
+    }
 }
 
 fn to_io(e: FrameError) -> io::Error {

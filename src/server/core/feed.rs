@@ -228,7 +228,7 @@ mod tests {
     use super::*;
 
     fn event(n: u8) -> EncodedEvent {
-        EncodedEvent(Bytes::from(vec![n]))
+        EncodedEvent::new(Bytes::from(vec![n]))
     }
 
     fn nobody() -> HashSet<UserId> {

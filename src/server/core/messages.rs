@@ -182,7 +182,7 @@ impl Core {
             }
             self.publish(Kind::Broadcast(bus::Broadcast {
                 from_user: from.user_id(),
-                event: event.0.clone(),
+                event: event.bytes().clone(),
             }));
         }
         bump(&self.stats.broadcasts);

@@ -154,7 +154,7 @@ impl Core {
             Event::new(Kind::Notice(bus::Notice {
                 user: to.user,
                 session: to.session,
-                event: event.0,
+                event: event.bytes().clone(),
                 request_id: request_id.unwrap_or_default().to_owned(),
             })),
         );
@@ -188,12 +188,12 @@ impl Core {
                     {
                         c.asked(n.request_id, envelope.from);
                     }
-                    s.push(Outbound::now(EncodedEvent(n.event)));
+                    s.push(Outbound::now(EncodedEvent::new(n.event)));
                 }
             }
             Kind::Broadcast(b) => {
                 let blockers = self.blocks.blockers_of(b.from_user);
-                let event = EncodedEvent(b.event);
+                let event = EncodedEvent::new(b.event);
                 for s in self.sessions.all() {
                     if s.user_id() != b.from_user && !blockers.contains(&s.user_id()) {
                         s.push(Outbound::now(event.clone()));

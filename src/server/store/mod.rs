@@ -85,7 +85,7 @@ pub struct InboxRow {
 }
 
 /// One write in a batch.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Creates an account unless the name key is taken.
     CreateUser {
@@ -187,6 +187,13 @@ pub enum WriteOutcome {
     InboxFull,
     /// This operation failed; the others in the batch were still committed.
     Failed(String),
+}
+
+/// A count or client-supplied position as the engines' signed 64-bit integer: beyond its range
+/// means "no limit" or "everything", which `i64::MAX` says as well (a plain cast would wrap to -1
+/// and mean "nothing").
+fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Durable storage. Implementations must be safe to call from any thread.

@@ -22,7 +22,7 @@ use futures_util::future::{join, join_all};
 use tokio_postgres::{GenericClient, Statement};
 
 use super::{
-    UserId, WriteOp, WriteOutcome,
+    UserId, WriteOp, WriteOutcome, int,
     pg_conn::{Session, is_conflict},
 };
 
@@ -67,119 +67,6 @@ const DELETE_USER: &str = "WITH inbox_gone AS (
          name_key = 'deleted/' || id
      WHERE id = $1 AND NOT deleted";
 
-/// A [`WriteOp`] with its values as PostgreSQL takes them, owned so it can move to the store's
-/// runtime.
-#[derive(Debug)]
-pub(super) enum Op {
-    CreateUser {
-        name: String,
-        name_key: String,
-        password_hash: String,
-        created_ms: i64,
-    },
-    Append {
-        recipient: UserId,
-        sender: UserId,
-        message_id: Vec<u8>,
-        body: Vec<u8>,
-        sent_ms: i64,
-        max_inbox: i64,
-    },
-    Ack {
-        user: UserId,
-        upto: i64,
-    },
-    Block {
-        blocker: UserId,
-        blocked: UserId,
-    },
-    Unblock {
-        blocker: UserId,
-        blocked: UserId,
-    },
-    LastLogin {
-        user: UserId,
-        at_ms: i64,
-    },
-    SetPassword {
-        user: UserId,
-        password_hash: String,
-    },
-    SetDisabled {
-        user: UserId,
-        disabled: bool,
-    },
-    DeleteUser {
-        user: UserId,
-    },
-}
-
-/// A count as `bigint`; beyond its range means "no limit", which `i64::MAX` says as well.
-fn int(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-impl From<&WriteOp> for Op {
-    fn from(op: &WriteOp) -> Op {
-        match op {
-            WriteOp::CreateUser {
-                name,
-                name_key,
-                password_hash,
-                created_ms,
-            } => Op::CreateUser {
-                name: name.clone(),
-                name_key: name_key.clone(),
-                password_hash: password_hash.clone(),
-                created_ms: *created_ms,
-            },
-            WriteOp::Append {
-                recipient,
-                sender,
-                message_id,
-                body,
-                sent_ms,
-                max_inbox,
-            } => Op::Append {
-                recipient: *recipient,
-                sender: *sender,
-                message_id: message_id.as_bytes().to_vec(),
-                body: body.as_bytes().to_vec(),
-                sent_ms: *sent_ms,
-                max_inbox: int(*max_inbox),
-            },
-            WriteOp::Ack { user, upto } => Op::Ack {
-                user: *user,
-                upto: int(*upto),
-            },
-            WriteOp::Block { blocker, blocked } => Op::Block {
-                blocker: *blocker,
-                blocked: *blocked,
-            },
-            WriteOp::Unblock { blocker, blocked } => Op::Unblock {
-                blocker: *blocker,
-                blocked: *blocked,
-            },
-            WriteOp::LastLogin { user, at_ms } => Op::LastLogin {
-                user: *user,
-                at_ms: *at_ms,
-            },
-            WriteOp::SetPassword {
-                user,
-                password_hash,
-            } => Op::SetPassword {
-                user: *user,
-                password_hash: password_hash.clone(),
-            },
-            WriteOp::SetDisabled { user, disabled } => Op::SetDisabled {
-                user: *user,
-                disabled: *disabled,
-            },
-            WriteOp::DeleteUser { user } => Op::DeleteUser { user: *user },
-        }
-    }
-}
-
 /// The batch's statements, prepared on the writer connection.
 struct Statements {
     lock: Statement,
@@ -212,15 +99,18 @@ impl Statements {
 }
 
 /// Applies `ops` in one transaction; one outcome per op, in order.
-pub(super) async fn write(session: &mut Session, ops: &[Op]) -> anyhow::Result<Vec<WriteOutcome>> {
+pub(super) async fn write(
+    session: &mut Session,
+    ops: &[WriteOp],
+) -> anyhow::Result<Vec<WriteOutcome>> {
     let st = Statements::prepare(session).await?;
     let mut locked: Vec<UserId> = ops
         .iter()
         .filter_map(|op| match op {
-            Op::Append { recipient: u, .. }
-            | Op::Ack { user: u, .. }
-            | Op::LastLogin { user: u, .. }
-            | Op::DeleteUser { user: u } => Some(*u),
+            WriteOp::Append { recipient: u, .. }
+            | WriteOp::Ack { user: u, .. }
+            | WriteOp::LastLogin { user: u, .. }
+            | WriteOp::DeleteUser { user: u } => Some(*u),
             _ => None,
         })
         .collect();
@@ -260,7 +150,7 @@ async fn pipelined(
     session: &mut Session,
     st: &Statements,
     locked: &[UserId],
-    ops: &[Op],
+    ops: &[WriteOp],
 ) -> anyhow::Result<Vec<WriteOutcome>> {
     let tx = session.client.transaction().await?;
     // join_all polls (and so sends) the statements in order; PostgreSQL runs them in that order.
@@ -282,7 +172,7 @@ async fn one_by_one(
     session: &mut Session,
     st: &Statements,
     locked: &[UserId],
-    ops: &[Op],
+    ops: &[WriteOp],
 ) -> anyhow::Result<Vec<WriteOutcome>> {
     let mut tx = session.client.transaction().await?;
     if !locked.is_empty() {
@@ -312,9 +202,13 @@ async fn one_by_one(
     Ok(out)
 }
 
-async fn apply(c: &impl GenericClient, st: &Statements, op: &Op) -> anyhow::Result<WriteOutcome> {
+async fn apply(
+    c: &impl GenericClient,
+    st: &Statements,
+    op: &WriteOp,
+) -> anyhow::Result<WriteOutcome> {
     Ok(match op {
-        Op::CreateUser {
+        WriteOp::CreateUser {
             name,
             name_key,
             password_hash,
@@ -328,7 +222,7 @@ async fn apply(c: &impl GenericClient, st: &Statements, op: &Op) -> anyhow::Resu
             .map_or(WriteOutcome::NameTaken, |row| {
                 WriteOutcome::Created(row.get(0))
             }),
-        Op::Append {
+        WriteOp::Append {
             recipient,
             sender,
             message_id,
@@ -339,7 +233,14 @@ async fn apply(c: &impl GenericClient, st: &Statements, op: &Op) -> anyhow::Resu
             let row = c
                 .query_one(
                     &st.append,
-                    &[recipient, sender, message_id, body, sent_ms, max_inbox],
+                    &[
+                        recipient,
+                        sender,
+                        &message_id.as_bytes(),
+                        &body.as_bytes(),
+                        sent_ms,
+                        &int(*max_inbox),
+                    ],
                 )
                 .await?;
             let (dup, new): (Option<i64>, Option<i64>) = (row.get(0), row.get(1));
@@ -355,34 +256,34 @@ async fn apply(c: &impl GenericClient, st: &Statements, op: &Op) -> anyhow::Resu
                 (None, None) => WriteOutcome::InboxFull,
             }
         }
-        Op::Ack { user, upto } => {
-            c.execute(&st.ack, &[user, upto]).await?;
+        WriteOp::Ack { user, upto } => {
+            c.execute(&st.ack, &[user, &int(*upto)]).await?;
             WriteOutcome::Done
         }
-        Op::Block { blocker, blocked } => {
+        WriteOp::Block { blocker, blocked } => {
             c.execute(&st.block, &[blocker, blocked]).await?;
             WriteOutcome::Done
         }
-        Op::Unblock { blocker, blocked } => {
+        WriteOp::Unblock { blocker, blocked } => {
             c.execute(&st.unblock, &[blocker, blocked]).await?;
             WriteOutcome::Done
         }
-        Op::LastLogin { user, at_ms } => {
+        WriteOp::LastLogin { user, at_ms } => {
             c.execute(&st.last_login, &[user, at_ms]).await?;
             WriteOutcome::Done
         }
-        Op::SetPassword {
+        WriteOp::SetPassword {
             user,
             password_hash,
         } => {
             c.execute(&st.set_password, &[user, password_hash]).await?;
             WriteOutcome::Done
         }
-        Op::SetDisabled { user, disabled } => {
+        WriteOp::SetDisabled { user, disabled } => {
             c.execute(&st.set_disabled, &[user, disabled]).await?;
             WriteOutcome::Done
         }
-        Op::DeleteUser { user } => {
+        WriteOp::DeleteUser { user } => {
             c.execute(&st.delete_user, &[user]).await?;
             WriteOutcome::Done
         }

@@ -15,8 +15,7 @@ use std::sync::{
 use anyhow::Context;
 
 use super::{
-    InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome,
-    pg_batch::{self, Op},
+    InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome, pg_batch,
     pg_conn::{self, Conn, Runtime, with_session},
     pg_schema,
 };
@@ -163,7 +162,8 @@ impl Store for PostgresStore {
     }
 
     fn write_batch(&self, ops: &[WriteOp]) -> anyhow::Result<Vec<WriteOutcome>> {
-        let ops: Vec<Op> = ops.iter().map(Op::from).collect();
+        // Owned, to move to the store's runtime.
+        let ops = ops.to_vec();
         let writer = self.writer.clone();
         self.runtime.run(async move {
             with_session(&writer, async |s| pg_batch::write(s, &ops).await).await

@@ -84,23 +84,23 @@ async fn presence_and_list_online_cover_the_whole_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_reaches_every_node_but_not_those_who_block_the_sender() {
     let c = TestCluster::start(3).await;
+    let mut erin = c.nodes[0].user("erin").await;
     let mut alice = c.nodes[0].user("alice").await;
     let mut bob = c.nodes[1].user("bob").await;
     let mut carol = c.nodes[2].user("carol").await;
     let mut dave = c.nodes[2].user("dave").await;
-    dave.block("alice").await;
-    // Everyone has seen everyone arrive (alice: 3; bob: 2 of carol, dave; …).
+    // Alice has seen the others arrive, so her node knows where they are.
     for _ in 0..3 {
         alice.presence().await;
     }
-    for _ in 0..2 {
-        bob.presence().await;
-        carol.presence().await;
-    }
+    dave.block("alice").await;
+    // A barrier: dave's node published the block before this message.
+    dave.send("alice", "barrier").await.unwrap();
+    assert_eq!(message(&mut alice).await.body, "barrier");
     let answer = alice.broadcast("hello all").await.unwrap();
-    assert_eq!(answer.delivered, 2, "{answer:?}");
+    assert_eq!(answer.delivered, 3, "bob, carol and erin: {answer:?}");
     assert_eq!(answer.withheld, 1, "{answer:?}");
-    for s in [&mut bob, &mut carol] {
+    for s in [&mut bob, &mut carol, &mut erin] {
         match next_not_presence(s, "the broadcast").await {
             Kind::Broadcast(b) => {
                 assert_eq!(b.from, "alice");
@@ -109,10 +109,11 @@ async fn a_broadcast_reaches_every_node_but_not_those_who_block_the_sender() {
             other => panic!("expected the broadcast, got {other:?}"),
         }
     }
-    // Barrier: the next thing dave gets is bob's message, not alice's broadcast.
-    bob.send("dave", "barrier").await.unwrap();
+    // Barrier: erin's node (alice's) published the broadcast before erin's message, so dave's
+    // next event is erin's message, not the broadcast.
+    erin.send("dave", "barrier").await.unwrap();
     loop {
-        match dave.next("bob's message").await {
+        match dave.next("erin's message").await {
             Kind::Message(m) => {
                 assert_eq!(m.body, "barrier");
                 break;

@@ -13,12 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use confab::pb::{FileAnswer, FileDecision, FileOffer, FilePart, file_part::Part};
-use confab::peer::file::{Downloads, FileEvent, FileLimits, IncomingFile, Progress, Saved};
+use confab::peer::file::{
+    Downloads, FileError, FileEvent, FileLimits, FileSent, FileToSend, IncomingFile, Progress,
+    Saved, send_file,
+};
 use confab::peer::{Inbound, PeerKeys, PeerListener};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::Receiver;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 /// Long enough for anything that should happen to happen, even on a loaded machine.
@@ -91,6 +95,31 @@ impl Recipient {
 
     fn port(&self) -> u16 {
         self.listener.local_addr().port()
+    }
+
+    /// `file` offered by alice (holding `keys`) to this recipient with a real `send_file`, in a
+    /// task of its own so the test can answer; `progress` follows the sender's side.
+    fn send_from_alice(
+        &self,
+        keys: &PeerKeys,
+        file: &FileToSend,
+        progress: Arc<Progress>,
+    ) -> JoinHandle<Result<FileSent, FileError>> {
+        let (port, key) = (self.port(), self.keys.public().to_vec());
+        let (keys, file) = (keys.clone(), file.clone());
+        tokio::spawn(async move {
+            send_file(
+                "127.0.0.1",
+                port,
+                &key,
+                &keys,
+                "alice",
+                "bob",
+                &file,
+                progress,
+            )
+            .await
+        })
     }
 
     fn dir(&self) -> PathBuf {

@@ -17,32 +17,14 @@ async fn an_accepted_file_arrives_whole_under_its_name_with_its_checksum() {
     let path = source(&src, "report.pdf", 3 * 65_515 + 17);
     let file = FileToSend::open(&path).unwrap();
     let sent_progress = progress();
-    let port = bob.port();
-    let bob_key = bob.keys.public().to_vec();
-    let alice_public = alice.public().to_vec();
-    let sending = tokio::spawn({
-        let (file, progress) = (file.clone(), sent_progress.clone());
-        async move {
-            send_file(
-                "127.0.0.1",
-                port,
-                &bob_key,
-                &alice,
-                "alice",
-                "bob",
-                &file,
-                progress,
-            )
-            .await
-        }
-    });
+    let sending = bob.send_from_alice(&alice, &file, sent_progress.clone());
     let offer = bob.offered().await;
     assert_eq!(
         (offer.from.as_str(), offer.name.as_str()),
         ("alice", "report.pdf")
     );
     assert_eq!((offer.size, offer.offset), (file.size, 0));
-    assert_eq!(offer.from_key, alice_public);
+    assert_eq!(offer.from_key, alice.public());
     let received_progress = offer.progress.clone();
     assert!(offer.answer(true));
 
@@ -65,20 +47,7 @@ async fn an_empty_file_is_a_file_too() {
     let alice = bob.allow("alice");
     let src = tempfile::tempdir().unwrap();
     let file = FileToSend::open(&source(&src, "empty", 0)).unwrap();
-    let (port, key) = (bob.port(), bob.keys.public().to_vec());
-    let sending = tokio::spawn(async move {
-        send_file(
-            "127.0.0.1",
-            port,
-            &key,
-            &alice,
-            "alice",
-            "bob",
-            &file,
-            progress(),
-        )
-        .await
-    });
+    let sending = bob.send_from_alice(&alice, &file, progress());
     assert!(bob.offered().await.answer(true));
     let saved = bob.finished().await.expect("saved");
     sending.await.unwrap().expect("confirmed");
@@ -109,24 +78,8 @@ async fn a_cut_off_transfer_resumes_from_what_the_receiver_holds() {
 
     // Second attempt, a real sender with a new key (a new login): it resumes.
     let alice = bob.allow("alice");
-    let (port, key) = (bob.port(), bob.keys.public().to_vec());
     let sent_progress = progress();
-    let sending = tokio::spawn({
-        let progress = sent_progress.clone();
-        async move {
-            send_file(
-                "127.0.0.1",
-                port,
-                &key,
-                &alice,
-                "alice",
-                "bob",
-                &file,
-                progress,
-            )
-            .await
-        }
-    });
+    let sending = bob.send_from_alice(&alice, &file, sent_progress.clone());
     let again = bob.offered().await;
     assert_eq!(
         again.offset, 100_000,
@@ -154,43 +107,19 @@ async fn a_declined_or_oversize_file_is_refused_with_a_reason() {
     let mut bob = Recipient::start(limits).await;
     let alice = bob.allow("alice");
     let src = tempfile::tempdir().unwrap();
-    let (port, key) = (bob.port(), bob.keys.public().to_vec());
-
     let big = FileToSend::open(&source(&src, "big", 1001)).unwrap();
-    let err = send_file(
-        "127.0.0.1",
-        port,
-        &key,
-        &alice,
-        "alice",
-        "bob",
-        &big,
-        progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = bob
+        .send_from_alice(&alice, &big, progress())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(
         matches!(&err, FileError::Declined { decision: FileDecision::TooLarge, reason } if reason.contains("at most 1000 bytes")),
         "{err:?}"
     );
 
     let small = FileToSend::open(&source(&src, "small", 1000)).unwrap();
-    let sending = tokio::spawn({
-        let alice = alice.clone();
-        async move {
-            send_file(
-                "127.0.0.1",
-                port,
-                &key,
-                &alice,
-                "alice",
-                "bob",
-                &small,
-                progress(),
-            )
-            .await
-        }
-    });
+    let sending = bob.send_from_alice(&alice, &small, progress());
     assert!(bob.offered().await.answer(false));
     let err = sending.await.unwrap().unwrap_err();
     assert!(
@@ -303,18 +232,11 @@ async fn a_sender_whose_key_is_not_allowed_is_refused_at_the_handshake() {
     let src = tempfile::tempdir().unwrap();
     let file = FileToSend::open(&source(&src, "f", 10)).unwrap();
     let stranger = PeerKeys::generate();
-    let err = send_file(
-        "127.0.0.1",
-        bob.port(),
-        bob.keys.public(),
-        &stranger,
-        "alice",
-        "bob",
-        &file,
-        progress(),
-    )
-    .await
-    .unwrap_err();
+    let err = bob
+        .send_from_alice(&stranger, &file, progress())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, FileError::Refused), "{err:?}");
     assert_eq!(bob.written(), ["downloads"]);
 }

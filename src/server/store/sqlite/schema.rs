@@ -1,0 +1,57 @@
+//! The SQLite schema: its migrations and the version this binary writes.
+
+use anyhow::Context;
+use rusqlite::Connection;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, blocks, inbox.
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        last_login_ms INTEGER NOT NULL DEFAULT 0,
+        -- Highest seq ever given to this user's inbox; seqs are never reused.
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        inbox_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE blocks (
+        blocker INTEGER NOT NULL REFERENCES users(id),
+        blocked INTEGER NOT NULL REFERENCES users(id),
+        PRIMARY KEY (blocker, blocked)
+    ) WITHOUT ROWID;
+    CREATE TABLE inbox (
+        recipient INTEGER NOT NULL REFERENCES users(id),
+        seq INTEGER NOT NULL,
+        sender INTEGER NOT NULL REFERENCES users(id),
+        message_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        sent_ms INTEGER NOT NULL,
+        PRIMARY KEY (recipient, seq)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX inbox_dedupe ON inbox (recipient, sender, message_id);",
+    // 2: operators disable and delete accounts. A deleted account stays as a tombstone (its
+    // name_key freed) while messages it sent wait in other inboxes, which name their sender.
+    "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;",
+];
+
+/// The schema version this binary writes: a database with a higher `user_version` comes from a
+/// newer confab and is refused.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Applies pending migrations.
+pub(in crate::server::store) fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}

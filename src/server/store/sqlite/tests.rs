@@ -1,0 +1,170 @@
+//! The SQLite store's own rules: seqs, duplicates, limits, acknowledgements, a full disk.
+
+use super::*;
+use crate::server::store::DiskFull;
+
+fn user(store: &SqliteStore, name: &str) -> UserId {
+    let out = store
+        .write_batch(&[WriteOp::CreateUser {
+            name: name.into(),
+            name_key: name.to_ascii_lowercase(),
+            password_hash: "x".into(),
+            created_ms: 1,
+        }])
+        .unwrap();
+    match out[0] {
+        WriteOutcome::Created(id) => id,
+        ref other => panic!("{other:?}"),
+    }
+}
+
+fn append(store: &SqliteStore, to: UserId, from: UserId, id: &str, max: u64) -> WriteOutcome {
+    store
+        .write_batch(&[WriteOp::Append {
+            recipient: to,
+            sender: from,
+            message_id: id.into(),
+            body: "b".into(),
+            sent_ms: 2,
+            max_inbox: max,
+        }])
+        .unwrap()
+        .remove(0)
+}
+
+#[test]
+fn inbox_seqs_dedupe_limits_and_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    let (a, b) = (user(&store, "alice"), user(&store, "bob"));
+    let dup = store
+        .write_batch(&[WriteOp::CreateUser {
+            name: "Bob".into(),
+            name_key: "bob".into(),
+            password_hash: "x".into(),
+            created_ms: 1,
+        }])
+        .unwrap();
+    assert_eq!(dup, vec![WriteOutcome::NameTaken]);
+
+    assert_eq!(
+        append(&store, b, a, "m1", 2),
+        WriteOutcome::Appended {
+            seq: 1,
+            duplicate: false
+        }
+    );
+    assert_eq!(
+        append(&store, b, a, "m1", 2),
+        WriteOutcome::Appended {
+            seq: 1,
+            duplicate: true
+        }
+    );
+    assert_eq!(
+        append(&store, b, a, "m2", 2),
+        WriteOutcome::Appended {
+            seq: 2,
+            duplicate: false
+        }
+    );
+    assert_eq!(append(&store, b, a, "m3", 2), WriteOutcome::InboxFull);
+    // A resend into a full inbox is still recognised as a duplicate.
+    assert_eq!(
+        append(&store, b, a, "m1", 2),
+        WriteOutcome::Appended {
+            seq: 1,
+            duplicate: true
+        }
+    );
+    assert_eq!(store.inbox_page(b, 0, 10).unwrap().len(), 2);
+
+    store
+        .write_batch(&[WriteOp::Ack { user: b, upto: 1 }])
+        .unwrap();
+    let left = store.inbox_page(b, 0, 10).unwrap();
+    assert_eq!(left.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(left[0].sender, "alice");
+    // Seqs are never reused after an ack.
+    assert_eq!(
+        append(&store, b, a, "m3", 2),
+        WriteOutcome::Appended {
+            seq: 3,
+            duplicate: false
+        }
+    );
+    drop(store);
+    let reopened = SqliteStore::open(&dir.path().join("db")).unwrap();
+    assert_eq!(reopened.inbox_counts().unwrap(), vec![(b, 2)]);
+    // Acknowledge everything: after a restart the next seq still follows the last one.
+    reopened
+        .write_batch(&[WriteOp::Ack { user: b, upto: 3 }])
+        .unwrap();
+    drop(reopened);
+    let reopened = SqliteStore::open(&dir.path().join("db")).unwrap();
+    assert!(reopened.inbox_counts().unwrap().is_empty());
+    assert_eq!(
+        append(&reopened, b, a, "m4", 2),
+        WriteOutcome::Appended {
+            seq: 4,
+            duplicate: false
+        }
+    );
+}
+
+#[test]
+fn a_full_disk_fails_the_whole_batch_and_writes_resume_when_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+    let (a, b) = (user(&store, "alice"), user(&store, "bob"));
+    let set_room = |pages: i64| {
+        let w = store.writer.lock().unwrap();
+        let used: i64 = w
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        w.conn
+            .pragma_update(None, "max_page_count", used + pages)
+            .unwrap();
+    };
+    // SQLite's max_page_count yields the same SQLITE_FULL as a full file system.
+    set_room(2);
+    let big = |id: u32| WriteOp::Append {
+        recipient: b,
+        sender: a,
+        message_id: format!("m{id}"),
+        body: "x".repeat(3000),
+        sent_ms: 1,
+        max_inbox: 1000,
+    };
+    let mut stored = 0;
+    let err = loop {
+        match store.write_batch(&[big(stored)]) {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 100, "the page limit never bit");
+    };
+    assert!(err.is::<DiskFull>(), "{err:#}");
+    // A batch with a small op before the one that does not fit: none of it is committed.
+    let batch = [
+        WriteOp::Block {
+            blocker: a,
+            blocked: b,
+        },
+        big(500),
+    ];
+    assert!(store.write_batch(&batch).unwrap_err().is::<DiskFull>());
+    assert!(store.blocks().unwrap().is_empty());
+    assert_eq!(store.inbox_counts().unwrap(), vec![(b, stored as u64)]);
+    set_room(1000);
+    let after = store.write_batch(&[big(501)]).unwrap();
+    assert_eq!(
+        after,
+        vec![WriteOutcome::Appended {
+            seq: stored as u64 + 1,
+            duplicate: false
+        }],
+        "the counters were restored: no seq was skipped"
+    );
+}
