@@ -58,7 +58,7 @@ pub struct Envelope {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Event {
     /// The kind of event.
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10")]
     pub kind: Option<Kind>,
 }
 
@@ -93,6 +93,9 @@ pub enum Kind {
     /// The target of a request made on another node answered it.
     #[prost(message, tag = "9")]
     Answer(Answer),
+    /// An operator kicked the user: the session with this epoch ends `KICKED`.
+    #[prost(message, tag = "10")]
+    Kicked(SessionRef),
 }
 
 /// Committed direct messages.

@@ -63,9 +63,9 @@ pub async fn start(
     ));
     // Sessions this node held before it died are nobody's now.
     let leftovers = cluster.directory().clear_node(&node).await?;
-    cluster.renew().await?;
+    let (swept, _) = cluster.renew().await?;
     let core = Core::start_node(config, store, admin_token, Some(cluster.clone()))?;
-    core.sessions_gone(leftovers);
+    core.sessions_gone(leftovers.into_iter().chain(swept).collect());
     core.resync().await?;
     let weak = Arc::downgrade(&core);
     let mut events = incoming.events;
@@ -75,7 +75,7 @@ pub async fn start(
         async move {
             while let Some(envelope) = events.recv().await {
                 let Some(core) = weak.upgrade() else { break };
-                core.apply_remote(envelope);
+                core.apply_remote(envelope).await;
             }
         }
     });
@@ -110,7 +110,16 @@ async fn lease(core: std::sync::Weak<Core>, tick: Duration) {
             break;
         };
         match cluster.renew().await {
-            Ok(gone) => {
+            Ok((gone, presumed_dead)) => {
+                if presumed_dead {
+                    // Stalled past its lease: the others have taken its sessions away and
+                    // shown its users offline. End them here too, so clients log in again
+                    // and are seen again, rather than live on unseen.
+                    tracing::warn!(
+                        "this node missed its lease and was taken for dead; ending its sessions"
+                    );
+                    core.end_all(crate::server::core::EndReason::TimedOut);
+                }
                 if failing {
                     tracing::info!("the session directory is reachable again");
                     failing = false;

@@ -83,7 +83,10 @@ impl Cluster {
             presence: Mutex::default(),
             presence_due: Arc::default(),
             asks: Mutex::default(),
-            lease: (session_timeout / 2).max(Duration::from_millis(300)),
+            // Two thirds of the session timeout, renewed every quarter of it: a dead node's
+            // users are gone within the timeout, and a node must miss three renewals in a row
+            // (a long stall) before the others take it for dead.
+            lease: (session_timeout * 2 / 3).max(Duration::from_millis(400)),
         }
     }
 
@@ -112,14 +115,15 @@ impl Cluster {
 
     /// How often the lease is renewed and dead nodes are looked for.
     pub fn lease_tick(&self) -> Duration {
-        self.lease / 3
+        self.lease / 4
     }
 
-    /// Renews this node's lease and takes away the entries of nodes whose lease ran out.
+    /// Renews this node's lease and takes away the entries of nodes whose lease ran out; also
+    /// says whether this node had itself been taken for dead.
     ///
     /// # Errors
     /// PostgreSQL is unreachable.
-    pub async fn renew(&self) -> anyhow::Result<Vec<Entry>> {
+    pub async fn renew(&self) -> anyhow::Result<(Vec<Entry>, bool)> {
         let now = now_ms();
         self.directory
             .renew_and_sweep(self.node(), now + self.lease.as_millis() as i64, now)

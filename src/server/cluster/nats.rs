@@ -93,6 +93,9 @@ impl NatsBus {
         let prefix = format!("confab.{cluster}");
         let mut all = client.subscribe(format!("{prefix}.all")).await?;
         let mut mine = client.subscribe(format!("{prefix}.node.{node}")).await?;
+        // A round trip: the server has the subscriptions before anything else happens, so no
+        // event another node publishes once this one has started is missed.
+        client.flush().await?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let me = node.to_owned();
         tokio::spawn(async move {

@@ -9,9 +9,11 @@ use std::{
 
 use anyhow::{Context, bail};
 
+use crate::server::lockout::Failure;
+
 use super::{
     Core, EndReason,
-    session::{NewSession, Outbound, PeerInfo, Session},
+    session::{NewSession, PeerInfo, Session},
     stats::bump,
 };
 use crate::{
@@ -130,7 +132,7 @@ impl Core {
             ));
         }
         let key = username_key(name);
-        if let Some(left) = self.lockout().locked(&key, Instant::now()) {
+        if let Some(left) = self.locked_for(&key).await? {
             return Err(Error::LockedOut {
                 user: name.to_owned(),
                 left,
@@ -141,7 +143,8 @@ impl Core {
             None => self.account_from_cluster(&key).await?,
         };
         if !self.hasher.verify(account.clone(), password).await {
-            return Err(self.login_failed(name, &key, account.as_deref(), remote));
+            let failure = self.count_failure(&key).await?;
+            return Err(self.login_failed(name, failure, account.as_deref(), remote));
         }
         let account = account.expect("verified accounts exist");
         // Told only to someone who knows the password, so it reveals nothing to guessers.
@@ -149,13 +152,13 @@ impl Core {
             return Err(Error::AccountDisabled(account.name.to_string()));
         }
         // The lock may have started while this attempt was hashing.
-        if let Some(left) = self.lockout().locked(&key, Instant::now()) {
+        if let Some(left) = self.locked_for(&key).await? {
             return Err(Error::LockedOut {
                 user: name.to_owned(),
                 left,
             });
         }
-        self.lockout().clear(&key);
+        self.clear_failures(&key).await?;
         let id = self.claim_session(&account, remote, peer.as_ref()).await?;
         let (session, token, replaced) = self.sessions.create(NewSession {
             id,
@@ -232,27 +235,62 @@ impl Core {
         Ok(Some(epoch))
     }
 
+    /// How long `key` stays locked out: counted by this node alone, or on a cluster by every
+    /// node together (in PostgreSQL), so spreading guesses over the nodes gains nothing.
+    async fn locked_for(&self, key: &str) -> Result<Option<std::time::Duration>> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(self.lockout().locked(key, Instant::now()));
+        };
+        let left = cluster.directory().locked(key, now_ms()).await?;
+        Ok(left.map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+    }
+
+    /// Counts a failed login for `key` (cluster-wide on a cluster node).
+    async fn count_failure(&self, key: &str) -> Result<Failure> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(self.lockout().fail(key, Instant::now()));
+        };
+        let now = now_ms();
+        let block_ms = i64::try_from(self.config.block_duration.as_millis()).unwrap_or(i64::MAX);
+        let (failures, until) = cluster
+            .directory()
+            .fail(key, self.config.max_login_attempts, now, block_ms)
+            .await?;
+        Ok(Failure {
+            failures,
+            locked_until: until.map(|u| {
+                Instant::now()
+                    + std::time::Duration::from_millis(u64::try_from(u - now).unwrap_or(0))
+            }),
+        })
+    }
+
+    /// Forgets `key`'s failures (cluster-wide on a cluster node).
+    async fn clear_failures(&self, key: &str) -> Result<()> {
+        self.lockout().clear(key);
+        if let Some(cluster) = self.cluster() {
+            cluster.directory().clear_failures(key).await?;
+        }
+        Ok(())
+    }
+
     fn login_failed(
         &self,
         name: &str,
-        key: &str,
+        failure: Failure,
         account: Option<&Account>,
         remote: SocketAddr,
     ) -> Error {
         bump(&self.stats.failed_logins);
         let now = Instant::now();
-        let (failure, attempts_left) = {
-            let mut l = self.lockout();
-            let f = l.fail(key, now);
-            (f, l.attempts_left(f))
-        };
+        let attempts_left = self.lockout().attempts_left(failure);
         tracing::info!(user = name, %remote, failures = failure.failures, "login failed");
         let locked_until_ms = failure.locked_until.map_or(0, |u| {
             now_ms() + u.saturating_duration_since(now).as_millis() as i64
         });
-        if let Some(live) = account.and_then(|a| self.sessions.by_user(a.id)) {
+        if let Some(account) = account {
             let event = wire::login_failed(failure.failures, locked_until_ms, remote.ip());
-            live.push(Outbound::now(event));
+            self.push_to_user(account.id, event);
         }
         match failure.locked_until {
             Some(until) => {
@@ -267,11 +305,11 @@ impl Core {
         }
     }
 
-    /// Lifts `name`'s lockout.
-    pub fn unlock(&self, name: &str) -> Result<()> {
+    /// Lifts `name`'s lockout (on every node).
+    pub async fn unlock(&self, name: &str) -> Result<()> {
+        self.learn(name).await?;
         let account = self.account(name)?;
-        self.lockout().clear(&username_key(&account.name));
-        Ok(())
+        self.clear_failures(&username_key(&account.name)).await
     }
 
     /// When `name`'s lockout ends, if it is locked.

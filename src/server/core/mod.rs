@@ -190,8 +190,13 @@ impl Core {
 
     /// Ends every session (`SERVER_SHUTDOWN`): each stream says so and closes.
     pub fn shut_down(&self) {
+        self.end_all(EndReason::ServerShutdown);
+    }
+
+    /// Ends every session of this node for `reason`.
+    pub fn end_all(&self, reason: EndReason) {
         for s in self.sessions.all() {
-            self.end_session(&s, EndReason::ServerShutdown);
+            self.end_session(&s, reason);
         }
     }
 }

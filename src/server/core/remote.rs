@@ -160,11 +160,65 @@ impl Core {
         );
     }
 
-    /// Applies an event from another node.
-    pub fn apply_remote(self: &Arc<Self>, envelope: Envelope) {
+    /// Pushes `event` to `user`'s live session, on this node or another.
+    pub(super) fn push_to_user(&self, user: UserId, event: EncodedEvent) {
+        if let Some(session) = self.sessions.by_user(user) {
+            session.push(Outbound::now(event));
+            return;
+        }
+        let Some(cluster) = &self.cluster else { return };
+        let Some(there) = cluster.remote_session(user) else {
+            return;
+        };
+        cluster.publish(
+            Route::Node(there.node),
+            Event::new(Kind::Notice(bus::Notice {
+                user,
+                session: there.epoch,
+                event: event.bytes().clone(),
+                request_id: String::new(),
+            })),
+        );
+    }
+
+    /// Ends `user`'s session wherever it is (`Admin/KickUser`); whether it had one.
+    pub fn kick(&self, user: UserId) -> bool {
+        if let Some(s) = self.sessions.by_user(user) {
+            return self.end_session(&s, EndReason::Kicked);
+        }
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        let Some(there) = cluster.remote_session(user) else {
+            return false;
+        };
+        cluster.publish(
+            Route::Node(there.node),
+            Event::new(Kind::Kicked(bus::SessionRef {
+                user,
+                epoch: there.epoch,
+            })),
+        );
+        true
+    }
+
+    /// Applies an event from another node. Events are applied one after the other, in the
+    /// order each node published them; an event naming an account this node has not heard of
+    /// yet (created a moment ago elsewhere) waits for it to be read.
+    pub async fn apply_remote(self: &Arc<Self>, envelope: Envelope) {
         let Some(kind) = envelope.event.and_then(|e| e.kind) else {
             return;
         };
+        let users: Vec<UserId> = match &kind {
+            Kind::Presence(b) => b.changes.iter().map(|c| c.user).collect(),
+            Kind::Answer(a) => vec![a.user],
+            _ => Vec::new(),
+        };
+        for user in users {
+            if self.accounts.by_id(user).is_none() {
+                self.load_account(user).await;
+            }
+        }
         match kind {
             Kind::Direct(batch) => {
                 for m in batch.messages {
@@ -207,6 +261,13 @@ impl Core {
                     self.end_session(&s, EndReason::LoggedInElsewhere);
                 }
             }
+            Kind::Kicked(k) => {
+                if let Some(s) = self.sessions.by_user(k.user)
+                    && s.id == k.epoch
+                {
+                    self.end_session(&s, EndReason::Kicked);
+                }
+            }
             Kind::Ended(e) => {
                 self.notify(self.consent.session_ended(e.epoch));
             }
@@ -218,10 +279,7 @@ impl Core {
                     self.blocks.remove(b.blocker, b.blocked);
                 }
             }
-            Kind::Account(a) => {
-                let core = self.clone();
-                tokio::spawn(async move { core.refresh_account(a.user).await });
-            }
+            Kind::Account(a) => self.refresh_account(a.user).await,
             Kind::Answer(a) => {
                 let Some(name) = self.accounts.by_id(a.user).map(|x| x.name.clone()) else {
                     return;
@@ -361,18 +419,29 @@ impl Core {
         Ok(())
     }
 
-    /// Reads account `user` again from the store, after another node changed it.
-    async fn refresh_account(self: Arc<Self>, user: UserId) {
-        let store = self.store.clone();
-        let rows = match tokio::task::spawn_blocking(move || store.users()).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
+    /// Reads account `user` from the database, if it exists.
+    async fn load_account(&self, user: UserId) {
+        let Some(cluster) = &self.cluster else { return };
+        match cluster.directory().user_by_id(user).await {
+            Ok(Some(row)) => {
+                self.accounts.insert(row);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("could not read an account created on another node: {e:#}"),
+        }
+    }
+
+    /// Reads account `user` again from the database, after another node changed it.
+    async fn refresh_account(&self, user: UserId) {
+        let Some(cluster) = &self.cluster else { return };
+        let row = match cluster.directory().user_by_id(user).await {
+            Ok(row) => row,
+            Err(e) => {
                 tracing::warn!("could not reload an account changed on another node: {e:#}");
                 return;
             }
-            Err(_) => return,
         };
-        match rows.into_iter().find(|r| r.id == user) {
+        match row {
             Some(row) => {
                 let disabled = row.disabled;
                 match self.accounts.by_id(user) {

@@ -43,6 +43,12 @@ pub struct Replaced {
     pub epoch: u64,
 }
 
+/// How an account is looked up.
+enum UserKey {
+    Name(String),
+    Id(UserId),
+}
+
 /// The directory, on its own connection.
 pub struct PgDirectory {
     conn: Arc<Conn>,
@@ -149,16 +155,32 @@ impl PgDirectory {
     /// # Errors
     /// PostgreSQL is unreachable.
     pub async fn user(&self, key: &str) -> anyhow::Result<Option<super::UserRow>> {
-        let key = key.to_owned();
+        self.user_where("name_key = $1", UserKey::Name(key.to_owned()))
+            .await
+    }
+
+    /// The account with id `id`, if it exists and is not deleted.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn user_by_id(&self, id: UserId) -> anyhow::Result<Option<super::UserRow>> {
+        self.user_where("id = $1", UserKey::Id(id)).await
+    }
+
+    async fn user_where(
+        &self,
+        condition: &'static str,
+        key: UserKey,
+    ) -> anyhow::Result<Option<super::UserRow>> {
         with_session(&self.conn, async move |s| {
-            let row = s
-                .client
-                .query_opt(
-                    "SELECT id, name, password_hash, created_ms, last_login_ms, disabled
-                     FROM users WHERE name_key = $1 AND NOT deleted",
-                    &[&key],
-                )
-                .await?;
+            let sql = format!(
+                "SELECT id, name, password_hash, created_ms, last_login_ms, disabled
+                 FROM users WHERE {condition} AND NOT deleted"
+            );
+            let row = match &key {
+                UserKey::Name(k) => s.client.query_opt(&sql, &[k]).await?,
+                UserKey::Id(id) => s.client.query_opt(&sql, &[id]).await?,
+            };
             Ok(row.map(|r| super::UserRow {
                 id: r.get(0),
                 name: r.get(1),
@@ -167,6 +189,88 @@ impl PgDirectory {
                 last_login_ms: r.get(4),
                 disabled: r.get(5),
             }))
+        })
+        .await
+    }
+
+    /// How long `key` stays locked out after `now_ms`, if it is; an expired lock is cleared
+    /// (a fresh start, as on a lone server).
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn locked(&self, key: &str, now_ms: i64) -> anyhow::Result<Option<i64>> {
+        let key = key.to_owned();
+        with_session(&self.conn, async move |s| {
+            let row = s
+                .client
+                .query_opt(
+                    "SELECT locked_until_ms FROM lockouts WHERE name_key = $1",
+                    &[&key],
+                )
+                .await?;
+            match row.map(|r| r.get::<_, i64>(0)) {
+                Some(until) if until > now_ms => Ok(Some(until - now_ms)),
+                Some(until) if until > 0 => {
+                    s.client
+                        .execute(
+                            "DELETE FROM lockouts WHERE name_key = $1 AND locked_until_ms = $2",
+                            &[&key, &until],
+                        )
+                        .await?;
+                    Ok(None)
+                }
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Counts a failed login for `key` on any node: the failures so far, and when the lock
+    /// ends if this one (the `max`th) locked it for `lock_ms`.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn fail(
+        &self,
+        key: &str,
+        max: u32,
+        now_ms: i64,
+        lock_ms: i64,
+    ) -> anyhow::Result<(u32, Option<i64>)> {
+        let key = key.to_owned();
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let until = now_ms + lock_ms;
+        with_session(&self.conn, async move |s| {
+            let row = s
+                .client
+                .query_one(
+                    "INSERT INTO lockouts AS l (name_key, failures, locked_until_ms)
+                     VALUES ($1, 1, CASE WHEN 1 >= $2::integer THEN $3::bigint ELSE 0 END)
+                     ON CONFLICT (name_key) DO UPDATE SET failures = l.failures + 1,
+                        locked_until_ms = CASE WHEN l.failures + 1 >= $2::integer THEN $3::bigint
+                                               ELSE l.locked_until_ms END
+                     RETURNING failures, locked_until_ms",
+                    &[&key, &max, &until],
+                )
+                .await?;
+            let failures = u32::try_from(row.get::<_, i32>(0)).unwrap_or(0);
+            let locked: i64 = row.get(1);
+            Ok((failures, (locked > 0).then_some(locked)))
+        })
+        .await
+    }
+
+    /// Clears `key`'s failures (a success, or an operator's unlock).
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn clear_failures(&self, key: &str) -> anyhow::Result<()> {
+        let key = key.to_owned();
+        with_session(&self.conn, async move |s| {
+            s.client
+                .execute("DELETE FROM lockouts WHERE name_key = $1", &[&key])
+                .await?;
+            Ok(())
         })
         .await
     }
@@ -204,9 +308,28 @@ impl PgDirectory {
         .await
     }
 
+    /// The nodes whose lease runs past `now_ms`.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn nodes(&self, now_ms: i64) -> anyhow::Result<Vec<String>> {
+        with_session(&self.conn, async move |s| {
+            let rows = s
+                .client
+                .query(
+                    "SELECT name FROM nodes WHERE lease_until_ms >= $1 ORDER BY name",
+                    &[&now_ms],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+
     /// Renews `node`'s lease until `until_ms`, then removes the entries of every node whose
-    /// lease ran out before `now_ms` (and those nodes), returning the entries removed. Two
-    /// nodes sweeping at once each get a disjoint share.
+    /// lease ran out before `now_ms` (and those nodes), returning the entries removed and
+    /// whether `node` itself had been taken for dead (its lease was gone). Two nodes sweeping at
+    /// once each get a disjoint share.
     ///
     /// # Errors
     /// PostgreSQL is unreachable.
@@ -215,16 +338,20 @@ impl PgDirectory {
         node: &str,
         until_ms: i64,
         now_ms: i64,
-    ) -> anyhow::Result<Vec<Entry>> {
+    ) -> anyhow::Result<(Vec<Entry>, bool)> {
         let node = node.to_owned();
         with_session(&self.conn, async move |s| {
-            s.client
-                .execute(
+            // `xmax = 0`: the row was inserted, not updated: there was no lease to renew.
+            let renewed = s
+                .client
+                .query_one(
                     "INSERT INTO nodes (name, lease_until_ms) VALUES ($1, $2)
-                     ON CONFLICT (name) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms",
+                     ON CONFLICT (name) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms
+                     RETURNING xmax = 0",
                     &[&node, &until_ms],
                 )
                 .await?;
+            let was_gone: bool = renewed.get(0);
             let rows = s
                 .client
                 .query(
@@ -236,7 +363,7 @@ impl PgDirectory {
                     &[&now_ms],
                 )
                 .await?;
-            Ok(rows.iter().map(entry).collect())
+            Ok((rows.iter().map(entry).collect(), was_gone))
         })
         .await
     }

@@ -54,7 +54,7 @@ const MIGRATIONS: &[&str] = &[
         ADD COLUMN disabled boolean NOT NULL DEFAULT false,
         ADD COLUMN deleted boolean NOT NULL DEFAULT false;",
     // 3: the cluster (`store/pg_directory.rs`): the database's id, which names the cluster on
-    // the bus, the nodes' leases and the session directory.
+    // the bus, the nodes' leases, the session directory and the login lockout every node counts.
     "CREATE TABLE cluster (id text NOT NULL);
     INSERT INTO cluster (id) VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 16));
     CREATE TABLE nodes (name text PRIMARY KEY, lease_until_ms bigint NOT NULL);
@@ -69,7 +69,13 @@ const MIGRATIONS: &[&str] = &[
         peer_port integer,
         peer_key bytea
     );
-    CREATE INDEX sessions_node ON sessions (node);",
+    CREATE INDEX sessions_node ON sessions (node);
+    CREATE TABLE lockouts (
+        name_key text PRIMARY KEY,
+        failures integer NOT NULL,
+        -- 0: not locked (yet).
+        locked_until_ms bigint NOT NULL
+    );",
 ];
 
 /// The schema version this binary writes.

@@ -42,8 +42,9 @@ async fn a_killed_node_loses_no_acknowledged_message_and_its_users_go_offline() 
             bus.clone(),
             "--node-id".into(),
             name.into(),
+            // Short, so the test is: the lease lasts two thirds of it (4 s).
             "--session-timeout".into(),
-            "3s".into(),
+            "6s".into(),
             "--send-burst".into(),
             "1000".into(),
         ]
@@ -60,12 +61,13 @@ async fn a_killed_node_loses_no_acknowledged_message_and_its_users_go_offline() 
     let survivor = start(1, "survivor").await;
     doomed.register("bob").await;
     survivor.register("alice").await;
-    let mut bob = doomed.login("bob").await;
-    bob.subscribe(0).await;
-    bob.backlog().await;
+    // Alice first, so she sees bob arrive.
     let mut alice = survivor.login("alice").await;
     alice.subscribe(0).await;
     alice.backlog().await;
+    let mut bob = doomed.login("bob").await;
+    bob.subscribe(0).await;
+    bob.backlog().await;
     assert_eq!(alice.presence().await, ("bob".into(), pb::Presence::Online));
 
     // Numbered messages from alice to bob; bob's node is killed half-way.

@@ -6,6 +6,7 @@
 //! must die (`failure.rs`). Without `CONFAB_TEST_POSTGRES` and `CONFAB_TEST_NATS` (which
 //! `scripts/test.sh` sets) these tests fail with a sentence saying so.
 
+mod admin;
 mod bus;
 mod delivery;
 mod failure;
