@@ -61,8 +61,12 @@ impl NatsBus {
         let options = async_nats::ConnectOptions::new()
             .name(format!("confab node {node}"))
             .connection_timeout(CONNECT_TIMEOUT)
-            // Retry for ever: a NATS restart must not end the node's membership.
+            // Retry for ever: a NATS restart must not end the node's membership. Often, too:
+            // the nodes' events wait meanwhile (the default backs off to several seconds).
             .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((attempts as u64 * 100).min(1000))
+            })
             .event_callback(move |event| {
                 let (reconnect_tx, was_lost) = (reconnect_tx.clone(), was_lost.clone());
                 async move {
