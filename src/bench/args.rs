@@ -40,9 +40,10 @@ pub(crate) struct BenchArgs {
     relay_pid: Option<u32>,
     /// Phases to run: 1 connect/login, 2 offered-rate latency, 3 saturation, 4 broadcast,
     /// 5 login storm, 6 peer path, 7 a file over the peer path (two `confab chat`s, scp as the
-    /// anchor; not run unless asked for: it writes --file-bytes three times to disk).
+    /// anchor; not run unless asked for: it writes --file-bytes three times to disk), 8 --users
+    /// more users joining while the others are online (presence to everyone already there).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6",
-          value_parser = clap::value_parser!(u8).range(1..=7), env = "CONFAB_BENCH_PHASES")]
+          value_parser = clap::value_parser!(u8).range(1..=8), env = "CONFAB_BENCH_PHASES")]
     phases: Vec<u8>,
     /// Simulated users, each with its own connection and stream.
     #[arg(long, default_value_t = 1000, env = "CONFAB_BENCH_USERS")]
@@ -231,6 +232,11 @@ impl Settings {
     /// The name of simulated user `i`.
     pub(crate) fn user(&self, i: usize) -> String {
         format!("{}{i:05}", self.prefix)
+    }
+
+    /// The name of phase 8's joining user `i`.
+    pub(crate) fn join_user(&self, i: usize) -> String {
+        format!("{}-j{i:05}", self.prefix)
     }
 
     /// The name of storm account `i`.

@@ -196,11 +196,12 @@ fn on_event(shared: &Shared, sink: &Sink, event: pb::Event) -> bool {
             sink.deliver(&m.body);
         }
         Some(Kind::Broadcast(b)) => sink.deliver(&b.body),
+        Some(Kind::Presence(_)) => sink.presence_changed(),
         Some(Kind::SessionEnded(_)) => {
             sink.session_ended();
             return false;
         }
-        // Presence and the rest: read and dropped, as by a client that shows nothing.
+        // The rest: read and dropped, as by a client that shows nothing.
         _ => {}
     }
     true

@@ -199,6 +199,8 @@ pub(crate) struct Sink {
     stray: AtomicU64,
     /// Sessions the server ended under the bench (e.g. `TOO_SLOW`); should stay 0.
     ended: AtomicU64,
+    /// Presence events read by every stream so far.
+    presence: AtomicU64,
 }
 
 impl Sink {
@@ -230,6 +232,16 @@ impl Sink {
                 self.stray.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A reader got a presence event.
+    pub(crate) fn presence_changed(&self) {
+        self.presence.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Presence events read so far.
+    pub(crate) fn presence(&self) -> u64 {
+        self.presence.load(Ordering::Relaxed)
     }
 
     /// The server ended a simulated user's session.

@@ -66,6 +66,12 @@ enum AdminCommand {
         /// Whose lockout.
         user: String,
     },
+    /// Revoke a user's device tickets (a lost laptop): until their next successful login, their
+    /// devices are locked out by failed attempts like anyone's.
+    RevokeTickets {
+        /// Whose tickets.
+        user: String,
+    },
     /// Disable an account: its session ends and it cannot log in until enabled.
     Disable {
         /// Whose account.
@@ -164,18 +170,28 @@ fn yes(on: bool) -> String {
 }
 
 pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    // The server first: one that is down is said before anybody types a password.
+    let server = crate::client::connect::server_url(&args.server.server)
+        .map_err(|why| anyhow::anyhow!(why))?;
+    let ca = args.server.ca.as_deref();
+    let channel = api::connect(&server, ca).await?;
     let password = read_password(
         args.password_stdin,
         &format!("password for {}: ", args.user),
     )?;
-    let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
     let response = api::auth(channel)
         .register(pb::RegisterRequest {
             username: args.user,
             password: password.expose().to_owned(),
         })
-        .await
-        .map_err(|s| anyhow::anyhow!(api::sentence(&s)))?;
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(status) => {
+            let why = crate::client::connect::first_call_failed(&server, ca, &status).await;
+            anyhow::bail!(why)
+        }
+    };
     println!("registered {}", response.into_inner().username);
     Ok(())
 }
@@ -345,6 +361,17 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             println!("unlocked {user}");
+        }
+        AdminCommand::RevokeTickets { user } => {
+            admin
+                .revoke_device_tickets(pb::RevokeDeviceTicketsRequest {
+                    username: user.clone(),
+                })
+                .await
+                .map_err(fail)?;
+            println!(
+                "revoked {user}'s device tickets: their next logins face the lockout like anyone's"
+            );
         }
         AdminCommand::Disable { user } => {
             let r = admin

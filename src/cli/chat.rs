@@ -3,12 +3,12 @@
 
 use std::{io::IsTerminal as _, net::SocketAddr, path::PathBuf};
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use clap::Args;
 
 use super::admin::{ServerArgs, read_password};
 use crate::{
-    client::{self, Consent, login::Credentials},
+    client::{self, Consent, api, login::Credentials},
     peer::file::DEFAULT_MAX_FILE_BYTES,
     types::check_username,
 };
@@ -17,9 +17,14 @@ use crate::{
 pub(crate) struct ChatArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Your username.
+    /// Your username (or `user = "…"` in the config file).
     #[arg(long, env = "CONFAB_USER")]
-    user: String,
+    user: Option<String>,
+    /// Settings file (TOML; keys are these flags' names, e.g. `server = "https://…"`); by
+    /// default ~/.config/confab/config.toml ($XDG_CONFIG_HOME honoured) if it exists. Flags and
+    /// environment variables beat it.
+    #[arg(long, env = "CONFAB_CHAT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Read the password from the first line of stdin; the following lines are commands.
     /// (Otherwise: CONFAB_PASSWORD, or a prompt that does not echo.)
     #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
@@ -52,11 +57,22 @@ pub(crate) struct ChatArgs {
 }
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
-    check_username(&args.user).map_err(|why| anyhow!("--user: {why}"))?;
-    let password = read_password(
-        args.password_stdin,
-        &format!("password for {}: ", args.user),
-    )?;
+    let Some(user) = args.user else {
+        bail!(
+            "whose chat? give --user NAME (or CONFAB_USER, or user = \"NAME\" in {})",
+            client::dirs::config_file()
+                .map_or("the config file".into(), |p| p.display().to_string())
+        );
+    };
+    check_username(&user).map_err(|why| anyhow!("--user: {why}"))?;
+    let server = client::connect::server_url(&args.server.server).map_err(|why| anyhow!(why))?;
+    // The server first: one that is down or mistyped is said before anybody types a password.
+    let channel = api::connect(&server, args.server.ca.as_deref()).await?;
+    // A person at a prompt can type a wrong password again; a script's password is what it is.
+    let prompted = !args.password_stdin
+        && std::env::var_os("CONFAB_PASSWORD").is_none()
+        && std::io::stdin().is_terminal();
+    let password = read_password(args.password_stdin, &format!("password for {user}: "))?;
     let consent = match (args.auto_accept, args.auto_deny) {
         (true, _) => Consent::Accept,
         (_, true) => Consent::Deny,
@@ -65,21 +81,27 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     // After --password-stdin the rest of stdin is a script, even when it is a terminal.
     let terminal =
         !args.password_stdin && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    client::run(client::Config {
-        server: args.server.server,
-        ca: args.server.ca,
-        credentials: Credentials {
-            user: args.user,
-            password,
-            advertise_host: args.advertise_host.filter(|h| !h.trim().is_empty()),
+    let ticket = client::ticket::TicketFile::new(&server, &user);
+    client::run(
+        client::Config {
+            server,
+            ca: args.server.ca,
+            credentials: Credentials {
+                ticket,
+                user,
+                password: client::login::SharedSecret::new(password),
+                advertise_host: args.advertise_host.filter(|h| !h.trim().is_empty()),
+            },
+            peer_listen: args.peer_listen,
+            json: args.json,
+            consent,
+            terminal,
+            download_dir: args.download_dir,
+            max_file_bytes: args.max_file_bytes,
+            auto_accept_files: args.auto_accept_files,
+            prompted,
         },
-        peer_listen: args.peer_listen,
-        json: args.json,
-        consent,
-        terminal,
-        download_dir: args.download_dir,
-        max_file_bytes: args.max_file_bytes,
-        auto_accept_files: args.auto_accept_files,
-    })
+        channel,
+    )
     .await
 }

@@ -1,5 +1,8 @@
 //! `confab serve --config FILE`: settings from a TOML file whose keys are the flag names of
 //! `confab serve` (`data-dir = "/var/lib/confab"`, `max-inbox = 5000`, `allow-insecure = true`).
+//! `confab chat` reads its own the same way: `--config FILE`, else the user's
+//! `~/.config/confab/config.toml` (`$XDG_CONFIG_HOME` honoured) when it exists
+//! (`server = "https://chat.example.org:4119"`, `user = "alice"`, `ca = "/etc/confab/ca.pem"`).
 //!
 //! Precedence is decided by clap alone (SPEC §14): a flag beats its environment variable, which
 //! beats the file, which beats the default. The file's values are turned into flags and the
@@ -29,13 +32,23 @@ pub(crate) fn parse() -> Result<Cli, Error> {
 fn parse_from(mut argv: Vec<OsString>) -> Result<Cli, Error> {
     let mut command = Cli::command();
     let mut matches = command.try_get_matches_from_mut(&argv)?;
-    if let Some(("serve", serve)) = matches.subcommand()
-        && let Some(path) = serve.get_one::<std::path::PathBuf>("config")
-    {
-        let serve_command = command
-            .find_subcommand("serve")
-            .expect("confab has a serve subcommand");
-        let from_file = file_flags(path, serve, serve_command)?;
+    let file = match matches.subcommand() {
+        Some((name @ "serve", args)) => args
+            .get_one::<std::path::PathBuf>("config")
+            .map(|path| (name, args, path.clone())),
+        // The user's own file is optional; one named with --config must exist.
+        Some((name @ "chat", args)) => args
+            .get_one::<std::path::PathBuf>("config")
+            .cloned()
+            .or_else(|| crate::client::dirs::config_file().filter(|p| p.exists()))
+            .map(|path| (name, args, path)),
+        _ => None,
+    };
+    if let Some((name, args, path)) = file {
+        let subcommand = command
+            .find_subcommand(name)
+            .expect("confab has this subcommand");
+        let from_file = file_flags(&path, args, subcommand)?;
         if !from_file.is_empty() {
             argv.extend(from_file);
             matches = command.try_get_matches_from_mut(&argv)?;
@@ -49,8 +62,9 @@ fn parse_from(mut argv: Vec<OsString>) -> Result<Cli, Error> {
 fn file_flags(
     path: &Path,
     given: &ArgMatches,
-    serve: &clap::Command,
+    subcommand: &clap::Command,
 ) -> Result<Vec<OsString>, Error> {
+    let name = subcommand.get_name();
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::raw(
@@ -66,7 +80,7 @@ fn file_flags(
     })?;
     let mut flags = Vec::new();
     for (key, value) in table {
-        let arg = serve
+        let arg = subcommand
             .get_arguments()
             .find(|a| a.get_long() == Some(key.as_str()) && a.get_id() != "config")
             .ok_or_else(|| {
@@ -74,7 +88,12 @@ fn file_flags(
                     ErrorKind::UnknownArgument,
                     format!(
                         "{shown}: unknown setting `{key}`; the keys are the flag names of \
-                         `confab serve` (see `confab serve --help`), e.g. `data-dir`\n"
+                         `confab {name}` (see `confab {name} --help`), e.g. `{example}`\n",
+                        example = if name == "serve" {
+                            "data-dir"
+                        } else {
+                            "server"
+                        },
                     ),
                 )
             })?;

@@ -3,13 +3,14 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
+use super::connect;
 use crate::pb::{admin_client::AdminClient, auth_client::AuthClient, chat_client::ChatClient};
 
 /// A channel whose every call carries `authorization: Bearer <token>`.
@@ -45,12 +46,14 @@ impl Interceptor for Bearer {
     }
 }
 
-/// An endpoint for `server` (`http://host:port` or `https://host:port`); `ca` is a PEM file of
-/// the certificate authority to trust for `https` (the system roots are not used).
+/// An endpoint for `server` (`http://host:port` or `https://host:port`, or a bare loopback
+/// `host:port`, see [`connect::server_url`]); `ca` is a PEM file of the certificate authority
+/// to trust for `https` (the system roots are not used).
 ///
 /// # Errors
 /// A malformed URL, an unreadable CA file, or `ca` with an `http` URL.
 pub fn endpoint(server: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
+    let server = &connect::server_url(server).map_err(|why| anyhow!(why))?;
     let mut endpoint = Endpoint::from_shared(server.to_owned())
         .with_context(|| format!("{server:?} is not a server URL like http://127.0.0.1:4119"))?
         .tcp_nodelay(true)
@@ -61,7 +64,8 @@ pub fn endpoint(server: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
         (true, ca) => {
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = ca {
-                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("cannot read the --ca file {}", ca.display()))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
             endpoint = endpoint.tls_config(tls)?;
@@ -75,12 +79,13 @@ pub fn endpoint(server: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
 /// Connects to `server`.
 ///
 /// # Errors
-/// As [`endpoint`], or the server cannot be reached.
+/// As [`endpoint`], or the server cannot be reached: one sentence saying why
+/// ([`connect::explain`]).
 pub async fn connect(server: &str, ca: Option<&Path>) -> anyhow::Result<Channel> {
     endpoint(server, ca)?
         .connect()
         .await
-        .with_context(|| format!("cannot reach the confab server at {server}"))
+        .map_err(|e| anyhow!(connect::explain(server, ca, &e)))
 }
 
 /// The `Auth` client.

@@ -35,6 +35,8 @@ pub(crate) enum Command {
     Fingerprint { user: String },
     /// `whoami`: our name and our own key's fingerprint.
     Whoami,
+    /// `password`: change our own password (asked for without echo, never on the line).
+    Password,
     /// `help`.
     Help,
     /// `logout` (also `quit`, `exit`).
@@ -60,6 +62,7 @@ impl Command {
             Command::Answer { accept: false, .. } => "deny",
             Command::Fingerprint { .. } => "fingerprint",
             Command::Whoami => "whoami",
+            Command::Password => "password",
             Command::Help => "help",
             Command::Logout => "logout",
             Command::Nothing => "",
@@ -84,6 +87,7 @@ commands:
   deny <user>               refuse (or: n)
   fingerprint <user>        the fingerprint of the key you hold for a user
   whoami                    your name and your own key's fingerprint
+  password                  change your password (asked for, not typed on the line)
   help                      this list
   logout                    log out and quit (also: end of input, Ctrl-D)";
 
@@ -154,6 +158,12 @@ pub(crate) fn parse(line: &str) -> Result<Command, String> {
             user: one_user(rest, "fingerprint <user>")?,
         },
         "whoami" => no_args(rest, "whoami", Command::Whoami)?,
+        // Never on the line: it would be seen, and kept in the history.
+        "password" => no_args(
+            rest,
+            "password (then asked for the passwords)",
+            Command::Password,
+        )?,
         "help" | "?" => Command::Help,
         "logout" | "quit" | "exit" => no_args(rest, "logout", Command::Logout)?,
         _ => {

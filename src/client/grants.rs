@@ -147,10 +147,27 @@ impl<A: Allowlist> Grants<A> {
         request
     }
 
-    /// Drops requests whose answer time has passed.
-    pub(crate) fn expire(&mut self, now_ms: i64) {
-        self.requests
-            .retain(|_, r| r.expires_at_ms == 0 || r.expires_at_ms > now_ms);
+    /// Drops requests whose answer time has passed, and returns them (the person asked is told:
+    /// the server has answered TIMEOUT for them).
+    pub(crate) fn expire(&mut self, now_ms: i64) -> Vec<Request> {
+        let expired: Vec<String> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.expires_at_ms != 0 && r.expires_at_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut gone: Vec<Request> = expired
+            .iter()
+            .filter_map(|k| self.requests.remove(k))
+            .collect();
+        gone.sort_by(|a, b| a.from.cmp(&b.from));
+        gone
+    }
+
+    /// `user` went offline: the server dropped their request, so nothing waits for our answer
+    /// any more. The request, if there was one.
+    pub(crate) fn withdrawn(&mut self, user: &str) -> Option<Request> {
+        self.requests.remove(&username_key(user))
     }
 
     /// Takes the request to answer: `user`'s, or with `None` the only one waiting.
@@ -167,6 +184,7 @@ impl<A: Allowlist> Grants<A> {
         user: Option<&str>,
         now_ms: i64,
     ) -> Result<Request, String> {
+        // Expired ones were (or are about to be) said by the REPL's tick.
         self.expire(now_ms);
         match user {
             Some(user) => self.requests.remove(&username_key(user)).ok_or_else(|| {
@@ -341,6 +359,20 @@ mod tests {
         let mut g = Grants::new(Recorded::default());
         g.requested(&requested("bob", "r1", 1, 1000));
         assert!(g.take_request(None, 1000).is_err());
+    }
+
+    #[test]
+    fn expiry_returns_what_timed_out_once_and_a_leaver_withdraws_theirs() {
+        let mut g = Grants::new(Recorded::default());
+        g.requested(&requested("carol", "r2", 2, 2000));
+        g.requested(&requested("bob", "r1", 1, 1000));
+        assert!(g.expire(999).is_empty());
+        let gone: Vec<String> = g.expire(1000).into_iter().map(|r| r.from).collect();
+        assert_eq!(gone, ["bob"]);
+        assert!(g.expire(1500).is_empty(), "said once");
+        assert_eq!(g.withdrawn("CAROL").map(|r| r.id), Some("r2".to_owned()));
+        assert!(g.withdrawn("carol").is_none());
+        assert!(!g.requests_waiting());
     }
 
     #[test]

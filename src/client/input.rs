@@ -20,10 +20,13 @@ use std::{
 };
 
 use anyhow::{Context, anyhow};
-use rustyline::{DefaultEditor, error::ReadlineError};
+use rustyline::{Editor, error::ReadlineError, history::DefaultHistory};
 use tokio::sync::mpsc;
 
-use super::render::Sink;
+use super::{
+    editor::{self, Helper, Names},
+    render::Sink,
+};
 
 /// One thing the user did at the input.
 #[derive(Debug)]
@@ -118,11 +121,12 @@ pub(crate) fn plain() -> (Lines, Sink) {
     (lines, Sink::Stdout)
 }
 
-/// Starts the line editor with `prompt`; the sink prints above the line being typed.
+/// Starts the line editor with `prompt`, completing the commands and the `names` online, with
+/// the history of earlier runs; the sink prints above the line being typed.
 ///
 /// # Errors
 /// The terminal cannot be set up for editing.
-pub(crate) fn terminal(prompt: String) -> anyhow::Result<(Lines, Sink)> {
+pub(crate) fn terminal(prompt: String, names: Names) -> anyhow::Result<(Lines, Sink)> {
     let saved_tty = std::process::Command::new("stty")
         .arg("-g")
         .stdin(std::process::Stdio::inherit())
@@ -139,18 +143,27 @@ pub(crate) fn terminal(prompt: String) -> anyhow::Result<(Lines, Sink)> {
     std::thread::Builder::new()
         .name("readline".into())
         .spawn(move || {
+            // Lines are added to the history by hand, so nothing secret gets in.
             let config = rustyline::Config::builder()
-                .auto_add_history(true)
+                .auto_add_history(false)
                 .max_history_size(1000)
-                .map(|b| b.build())
+                .map(|b| b.completion_type(rustyline::CompletionType::List).build())
                 .unwrap_or_default();
-            let mut editor = match DefaultEditor::with_config(config) {
+            let mut editor = match Editor::<Helper, DefaultHistory>::with_config(config) {
                 Ok(editor) => editor,
                 Err(e) => {
                     let _ = printer_tx.send(Err(e.to_string()));
                     return;
                 }
             };
+            editor.set_helper(Some(Helper::new(names)));
+            editor::bind_ctrl_c(&mut editor);
+            let history = editor::history_file();
+            if let Some(path) = &history
+                && let Err(e) = editor.load_history(path)
+            {
+                tracing::debug!("history not loaded from {}: {e}", path.display());
+            }
             let printer = editor
                 .create_external_printer()
                 .map(|p| Box::new(p) as Box<dyn rustyline::ExternalPrinter + Send>)
@@ -164,7 +177,17 @@ pub(crate) fn terminal(prompt: String) -> anyhow::Result<(Lines, Sink)> {
                 let read = editor.readline(&prompt);
                 reading_flag.store(false, Ordering::SeqCst);
                 let input = match read {
-                    Ok(line) => Input::Line(line),
+                    Ok(line) => {
+                        if editor::worth_keeping(&line) && editor.add_history_entry(&line).is_ok() {
+                            // Appended at once: a crash or a kill keeps what was typed.
+                            if let Some(path) = &history
+                                && let Err(e) = editor.append_history(path)
+                            {
+                                tracing::debug!("history not saved to {}: {e}", path.display());
+                            }
+                        }
+                        Input::Line(line)
+                    }
                     Err(ReadlineError::Eof) => Input::Eof,
                     Err(ReadlineError::Interrupted) => Input::Interrupted,
                     Err(e) => Input::Failed(e.to_string()),

@@ -4,13 +4,17 @@
 //! The listener is rekeyed before the call, so peers allowed under the old keys are forgotten
 //! before anybody can be granted the new ones.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tonic::{Status, transport::Channel};
 
 use super::{
     api::{self, Authed},
     call::timed,
+    ticket::TicketFile,
 };
 use crate::{
     pb::{self, chat_client::ChatClient},
@@ -23,10 +27,37 @@ use crate::{
 pub(crate) struct Credentials {
     /// The username as typed.
     pub(crate) user: String,
-    /// Kept for re-logins after a server restart.
-    pub(crate) password: Secret,
+    /// Kept for re-logins after a server restart; shared, so a `password` change reaches them.
+    pub(crate) password: SharedSecret,
     /// `--advertise-host`: what peers should dial instead of the address the server sees.
     pub(crate) advertise_host: Option<String>,
+    /// This device's ticket for this user at this server.
+    pub(crate) ticket: TicketFile,
+}
+
+/// A secret several parts of the client hold and one may replace (the password after
+/// `password`).
+#[derive(Debug, Clone)]
+pub(crate) struct SharedSecret(Arc<Mutex<Secret>>);
+
+impl SharedSecret {
+    pub(crate) fn new(secret: Secret) -> Self {
+        SharedSecret(Arc::new(Mutex::new(secret)))
+    }
+
+    /// The secret now.
+    pub(crate) fn get(&self) -> Secret {
+        self.lock().clone()
+    }
+
+    /// Replaces it for every holder.
+    pub(crate) fn set(&self, secret: Secret) {
+        *self.lock() = secret;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Secret> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// One login: what the REPL needs to make calls and peer sends on its behalf.
@@ -70,14 +101,16 @@ pub(crate) async fn login(
     listener.rekey(keys.clone());
     let request = pb::LoginRequest {
         username: credentials.user.clone(),
-        password: credentials.password.expose().to_owned(),
+        password: credentials.password.get().expose().to_owned(),
         peer_port: u32::from(listener.local_addr().port()),
         peer_public_key: keys.public().to_vec(),
         peer_host: credentials.advertise_host.clone().unwrap_or_default(),
+        device_ticket: credentials.ticket.read(),
     };
     let response = timed(api::auth(channel.clone()).login(request))
         .await?
         .into_inner();
+    credentials.ticket.keep(&response.device_ticket);
     let chat = api::chat(channel.clone(), &response.token)
         .map_err(|_| Status::internal("the server sent a session token that is not ASCII"))?;
     Ok(Live {

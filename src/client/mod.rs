@@ -15,6 +15,9 @@ pub(crate) mod actions;
 pub mod api;
 pub(crate) mod call;
 pub(crate) mod commands;
+pub mod connect;
+pub(crate) mod dirs;
+pub(crate) mod editor;
 pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod grants;
@@ -22,7 +25,9 @@ pub(crate) mod input;
 pub(crate) mod login;
 pub(crate) mod render;
 pub(crate) mod repl;
+pub(crate) mod retry;
 pub(crate) mod seen;
+pub(crate) mod ticket;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -51,6 +56,8 @@ pub(crate) struct Config {
     pub(crate) max_file_bytes: u64,
     /// Accept every file offer without asking (`--auto-accept-files`).
     pub(crate) auto_accept_files: bool,
+    /// The password was typed at a prompt: a wrong one is asked for again.
+    pub(crate) prompted: bool,
 }
 
 /// How address requests are answered.

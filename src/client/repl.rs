@@ -15,18 +15,21 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use tokio::{sync::mpsc, task::JoinSet};
+use tonic::{Code, transport::Channel};
 
 use super::{
     Config, Consent, SessionOver,
     actions::{self, Context, Done, Pending, Start},
     api,
-    call::{failed, is_connection_failure, timed},
+    call::{failed, timed},
     commands::{self, Command},
+    connect,
+    editor::Names,
     events::{self, Events, Notice, reason_words},
     files::{self, Files},
     grants::Grants,
     input::{self, Input, Lines},
-    login::{Live, login},
+    login::{Live, SharedSecret, login},
     render::{Item, Printer, Via},
     seen::Seen,
 };
@@ -37,7 +40,7 @@ use crate::{
         Inbound, PeerKeys, PeerListener,
         file::{Downloads, FileEvent, FileLimits},
     },
-    types::fingerprint,
+    types::{Secret, fingerprint},
 };
 
 /// Why the loop stopped.
@@ -53,8 +56,7 @@ enum Exit {
 /// # Errors
 /// The server cannot be reached, the login is refused (the server's sentence), or the session
 /// was ended by the server ([`SessionOver`], already shown).
-pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
-    let channel = api::connect(&config.server, config.ca.as_deref()).await?;
+pub(crate) async fn run(mut config: Config, channel: Channel) -> anyhow::Result<()> {
     let (listener, peer_rx) = PeerListener::bind(config.peer_listen, PeerKeys::generate())
         .await
         .with_context(|| {
@@ -70,20 +72,14 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
             ..FileLimits::default()
         },
     );
-    let live = login(&channel, &config.credentials, &listener, 1)
-        .await
-        .map_err(|status| {
-            if is_connection_failure(&status) {
-                anyhow!("cannot reach the confab server at {}", config.server)
-            } else {
-                anyhow!(api::sentence(&status))
-            }
-        })?;
+    let live = first_login(&mut config, &channel, &listener).await?;
     let live = Arc::new(live);
+    let names = Names::default();
     let (lines, sink) = if config.terminal {
+        seed_names(&live, names.clone());
         // A terminal the editor cannot drive (TERM=dumb, an odd emulator) still works line by
         // line, without editing.
-        input::terminal(format!("{}> ", live.user)).unwrap_or_else(|e| {
+        input::terminal(format!("{}> ", live.user), names.clone()).unwrap_or_else(|e| {
             tracing::debug!("no line editing: {e:#}");
             input::plain()
         })
@@ -97,6 +93,7 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         peer_port: listener.local_addr().port(),
         again: false,
     });
+    let password = config.credentials.password.clone();
     let events = events::start(channel, config.credentials, listener.clone(), live.clone());
     let repl = Repl {
         printer,
@@ -108,9 +105,63 @@ pub(crate) async fn run(config: Config) -> anyhow::Result<()> {
         consent: config.consent,
         background: JoinSet::new(),
         files: Files::new(config.json, config.terminal, config.auto_accept_files),
+        script: !config.terminal,
+        failures: 0,
+        names,
+        password: password.clone(),
+        secrets: None,
     };
     repl.run(lines, events, peer_rx, file_rx).await
 }
+
+/// The first login. A wrong password typed at a prompt is asked for again, as often as the
+/// server allows before its lockout (which then ends it, with the server's sentence); a
+/// connection that fails is said in one sentence.
+async fn first_login(
+    config: &mut Config,
+    channel: &Channel,
+    listener: &PeerListener,
+) -> anyhow::Result<Live> {
+    let mut asked = 1;
+    loop {
+        let status = match login(channel, &config.credentials, listener, 1).await {
+            Ok(live) => return Ok(live),
+            Err(status) => status,
+        };
+        if config.prompted && status.code() == Code::Unauthenticated && asked < MAX_PROMPTS {
+            eprintln!("{}", api::sentence(&status));
+            let prompt = format!("password for {}: ", config.credentials.user);
+            let password = tokio::task::spawn_blocking(move || {
+                rpassword::prompt_password(prompt).map(Secret::new)
+            })
+            .await
+            .context("reading the password")?
+            .context("reading the password")?;
+            config.credentials.password.set(password);
+            asked += 1;
+            continue;
+        }
+        let why = connect::first_call_failed(&config.server, config.ca.as_deref(), &status);
+        return Err(anyhow!(why.await));
+    }
+}
+
+/// Fills `names` with who is online at login, for Tab completion; presence events keep it
+/// current from then on. Nothing is shown: it is the editor's business only.
+fn seed_names(live: &Live, names: Names) {
+    let mut chat = live.chat.clone();
+    tokio::spawn(async move {
+        let request = pb::ListOnlineRequest { since_seconds: 0 };
+        if let Ok(r) = timed(chat.list_online(request)).await {
+            for user in r.into_inner().users {
+                names.presence(&user.username, true);
+            }
+        }
+    });
+}
+
+/// A bound on password prompts, whatever the server's lockout allows.
+const MAX_PROMPTS: u32 = 10;
 
 struct Repl {
     printer: Printer,
@@ -127,6 +178,16 @@ struct Repl {
     background: JoinSet<Done>,
     /// File offers and transfers, both ways.
     files: Files,
+    /// Commands come from a script, not a person: any failure makes the exit status non-zero.
+    script: bool,
+    /// Error lines shown so far (failed commands, refused messages).
+    failures: u32,
+    /// Who is online, for Tab completion.
+    names: Names,
+    /// The password automatic re-logins use (shared with the pump); `password` replaces it.
+    password: SharedSecret,
+    /// After `password` in a script: the secret lines collected so far.
+    secrets: Option<Vec<Secret>>,
 }
 
 impl Repl {
@@ -156,6 +217,10 @@ impl Repl {
                     }
                 }
                 input = lines.recv(), if inflight.is_none() => match input {
+                    Input::Line(line) if self.secrets.is_some() => match self.secret_line(line) {
+                        Some(pending) => inflight = Some(pending),
+                        None => lines.ready(),
+                    },
                     Input::Line(line) => match commands::parse(&line) {
                         Ok(Command::Logout) => break Exit::Logout,
                         Ok(command) => match self.start(command) {
@@ -163,13 +228,13 @@ impl Repl {
                             None => lines.ready(),
                         },
                         Err(usage) => {
-                            self.printer.show(&Item::usage(usage));
+                            self.show(Item::usage(usage));
                             lines.ready();
                         }
                     },
                     Input::Eof | Input::Interrupted => break Exit::Logout,
                     Input::Failed(why) => {
-                        self.printer.show(&Item::refused("", format!("cannot read input any more: {why}")));
+                        self.show(Item::refused("", format!("cannot read input any more: {why}")));
                         break Exit::Logout;
                     }
                 },
@@ -193,7 +258,11 @@ impl Repl {
                         self.show(Item::File(item));
                     }
                 }
-                _ = tick.tick() => self.grants.expire(now_ms()),
+                _ = tick.tick() => {
+                    for request in self.grants.expire(now_ms()) {
+                        self.show(Item::AddressRequestEnded { user: request.from, reason: "TIMEOUT".into() });
+                    }
+                }
                 () = signals.recv() => break Exit::Logout,
             }
         };
@@ -207,10 +276,19 @@ impl Repl {
                 let ack_seq = self.shown.load(Ordering::Acquire);
                 let mut chat = last.chat.clone();
                 match timed(chat.logout(pb::LogoutRequest { ack_seq })).await {
-                    Ok(_) => self.printer.show(&Item::LoggedOut),
-                    Err(status) => self.printer.show(&failed("logout", &status)),
+                    Ok(_) => self.show(Item::LoggedOut),
+                    Err(status) => self.show(failed("logout", &status)),
                 }
-                Ok(())
+                // A script must not pass for successful when a line of it failed: its caller
+                // only sees the exit status.
+                match self.failures {
+                    n if n > 0 && self.script => Err(anyhow!(
+                        "{n} {} failed (see the error {} above)",
+                        if n == 1 { "command" } else { "commands" },
+                        if n == 1 { "line" } else { "lines" },
+                    )),
+                    _ => Ok(()),
+                }
             }
             Exit::Over => Err(SessionOver.into()),
         };
@@ -255,9 +333,40 @@ impl Repl {
         None
     }
 
+    /// `password`: at a terminal the passwords are asked for; a script's next two lines are
+    /// taken as the current and the new password ([`Repl::secret_line`]).
+    fn password(&mut self) -> Option<Pending> {
+        if self.script {
+            self.secrets = Some(Vec::new());
+            return None;
+        }
+        Some(actions::ask_and_change(&self.live, self.password.clone()))
+    }
+
+    /// A line a script gave after `password`: kept as a secret, never parsed or shown; the
+    /// second one starts the change.
+    fn secret_line(&mut self, line: String) -> Option<Pending> {
+        let secrets = self.secrets.as_mut()?;
+        secrets.push(Secret::new(line));
+        if secrets.len() < 2 {
+            return None;
+        }
+        let mut two = self.secrets.take()?.into_iter();
+        let (old, new) = (two.next()?, two.next()?);
+        Some(actions::change_password(
+            &self.live,
+            self.password.clone(),
+            old,
+            new,
+        ))
+    }
+
     /// Starts what a typed command asks for: shows its answer at once, or returns the future
     /// that will.
     fn start(&mut self, command: Command) -> Option<Pending> {
+        if command == Command::Password {
+            return self.password();
+        }
         // Files are the loop's own business (their transfers run beside it), not an action's.
         let command = self.files_command(command)?;
         let context = Context {
@@ -283,6 +392,15 @@ impl Repl {
     }
 
     fn show(&mut self, item: Item) {
+        match &item {
+            Item::Error { .. } => self.failures += 1,
+            Item::Presence { user, online } => self.names.presence(user, *online),
+            Item::Online {
+                since_seconds: None,
+                users,
+            } => self.names.replace(users.iter().map(|u| u.user.clone())),
+            _ => {}
+        }
         self.printer.show(&item);
     }
 
@@ -354,10 +472,25 @@ impl Repl {
                 body: b.body,
                 sent_at_ms: b.sent_at_ms,
             }),
-            Kind::Presence(p) => self.show(Item::Presence {
-                user: p.user,
-                online: p.presence == Presence::Online as i32,
-            }),
+            Kind::Presence(p) => {
+                let online = p.presence == Presence::Online as i32;
+                // The server drops a request whose asker left: so does the prompt.
+                let withdrawn = if online {
+                    None
+                } else {
+                    self.grants.withdrawn(&p.user)
+                };
+                self.show(Item::Presence {
+                    user: p.user,
+                    online,
+                });
+                if let Some(request) = withdrawn {
+                    self.show(Item::AddressRequestEnded {
+                        user: request.from,
+                        reason: "WITHDRAWN".into(),
+                    });
+                }
+            }
             Kind::AddressRequested(r) => {
                 let request = self.grants.requested(&r);
                 let accept = match self.consent {

@@ -7,7 +7,7 @@
 //! connection with a `debug!` line. Message bodies and private keys are never logged.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -18,8 +18,7 @@ use tracing::debug;
 use super::file::{Downloads, FileEvent, FileLimits, FileReceiving};
 use super::keyring::Keyring;
 use super::noise::PeerKeys;
-use super::responder::Connection;
-use crate::pb::PeerMessage;
+use super::responder::{Connection, Files, Inbound};
 
 /// How long one connection may take, from accept to ack, before the listener closes it.
 pub const EXCHANGE_DEADLINE: Duration = Duration::from_secs(5);
@@ -30,28 +29,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const INBOUND_QUEUE: usize = 64;
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
-/// A message that arrived over the peer path, already authenticated.
-pub struct Inbound {
-    /// The username the initiator's key was allowed for (as given to [`PeerListener::allow`]);
-    /// `message.from` matched it, ignoring ASCII case.
-    pub from: String,
-    /// The decrypted message, already acknowledged to its sender.
-    pub message: PeerMessage,
-}
-
-impl std::fmt::Debug for Inbound {
-    // The body is the users' business, not the logs'.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inbound")
-            .field("from", &self.from)
-            .field("message_id", &self.message.message_id)
-            .field("to", &self.message.to)
-            .field("body_len", &self.message.body.len())
-            .field("sent_at_ms", &self.message.sent_at_ms)
-            .finish()
-    }
-}
 
 /// The listener's bounds. [`Default`] is what the client uses; tests shorten the deadline.
 #[derive(Debug, Clone)]
@@ -189,9 +166,6 @@ impl PeerListener {
         self.stop.cancel();
     }
 }
-
-/// How files are received, once the client asked for them; shared by every connection.
-pub(super) type Files = Arc<Mutex<Option<Arc<FileReceiving>>>>;
 
 /// The accept task's state; it ends when `stop` is cancelled or nobody takes inbound messages.
 struct AcceptLoop {

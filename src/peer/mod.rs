@@ -27,7 +27,8 @@ mod responder;
 mod send;
 
 pub use listener::{
-    EXCHANGE_DEADLINE, INBOUND_QUEUE, Inbound, ListenerLimits, MAX_CONNECTIONS, PeerListener,
+    EXCHANGE_DEADLINE, INBOUND_QUEUE, ListenerLimits, MAX_CONNECTIONS, PeerListener,
 };
 pub use noise::PeerKeys;
+pub use responder::Inbound;
 pub use send::{PeerError, send};

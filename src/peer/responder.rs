@@ -3,7 +3,7 @@
 //! its own task under the listener's deadline, so a slow peer delays nobody else.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -12,12 +12,36 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::file::{self, Exchange};
+use super::file::{self, Exchange, FileReceiving};
 use super::frame::{self, FrameError};
 use super::keyring::Keyring;
-use super::listener::{Files, Inbound};
 use super::noise::{self, Responder, Transport};
 use crate::pb::{PeerAck, PeerMessage};
+
+/// How files are received, once the client asked for them; shared by every connection.
+pub(super) type Files = Arc<Mutex<Option<Arc<FileReceiving>>>>;
+
+/// A message that arrived over the peer path, already authenticated.
+pub struct Inbound {
+    /// The username the initiator's key was allowed for (as given to [`PeerListener::allow`](super::PeerListener::allow));
+    /// `message.from` matched it, ignoring ASCII case.
+    pub from: String,
+    /// The decrypted message, already acknowledged to its sender.
+    pub message: PeerMessage,
+}
+
+impl std::fmt::Debug for Inbound {
+    // The body is the users' business, not the logs'.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound")
+            .field("from", &self.from)
+            .field("message_id", &self.message.message_id)
+            .field("to", &self.message.to)
+            .field("body_len", &self.message.body.len())
+            .field("sent_at_ms", &self.message.sent_at_ms)
+            .finish()
+    }
+}
 
 /// The longest `message_id`, as on the server (`SendMessageRequest.message_id`).
 const MAX_MESSAGE_ID: usize = 64;

@@ -25,6 +25,7 @@ mod serve;
 pub mod storage;
 pub mod store;
 pub mod stream;
+mod tls;
 pub mod wire;
 pub mod writer;
 
@@ -56,9 +57,11 @@ pub struct Handle {
 ///
 /// # Errors
 /// The address cannot be bound, plaintext on a non-loopback address without `allow_insecure`,
-/// or the store cannot be opened.
+/// the TLS files are missing or wrong, or the store cannot be opened.
 pub async fn start(config: Config) -> anyhow::Result<Handle> {
     check_transport(&config)?;
+    // Checked before binding: nothing may say "listening" for a server that cannot serve.
+    let tls = config.tls.as_ref().map(tls::load).transpose()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -87,7 +90,7 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         }
         None => None,
     };
-    let serving = serve::serve(core, listener, shutdown.clone());
+    let serving = serve::serve(core, listener, tls, shutdown.clone());
     // The data directory stays locked until the server has stopped and flushed.
     let task = tokio::spawn(async move {
         let _data_dir = data_dir;

@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -27,6 +26,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub(super) async fn serve(
     core: Arc<Core>,
     listener: TcpListener,
+    tls: Option<Identity>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -49,13 +49,8 @@ pub(super) async fn serve(
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(config.max_streams_per_connection);
-    if let Some(tls) = &core.config().tls {
-        let cert =
-            std::fs::read(&tls.cert).with_context(|| format!("reading {}", tls.cert.display()))?;
-        let key =
-            std::fs::read(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?;
-        builder =
-            builder.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+    if let Some(identity) = tls {
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     let incoming = listen::incoming(listener, listen::Limits::from(config));
     // Each request tells its connection that the HTTP/2 handshake is over; every call is

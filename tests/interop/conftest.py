@@ -59,7 +59,8 @@ def login(server: ServerProcess) -> Iterator[Callable[..., Session]]:
 def chat(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., ChatProcess]]:
     """`chat("carol", *flags)` registers carol (through the Python client) and runs `confab chat --json`
     as carol, waiting until it is logged in with a live stream. At the end of the test its input
-    is closed, which must make it exit 0."""
+    is closed, which must make it exit 0, or 1 when a command of the test failed (an `error`
+    line)."""
     started: list[ChatProcess] = []
 
     def make(name: str, *extra: str) -> ChatProcess:
@@ -78,4 +79,8 @@ def chat(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., ChatPr
     yield make
     for proc in started:
         code = proc.finish()
-        assert code == 0, f"confab chat as {proc.user} exited with {code}:\n{proc.stderr()}"
+        expected = 1 if proc.errors else 0
+        assert code == expected, (
+            f"confab chat as {proc.user} exited with {code} after {proc.errors} error lines:\n"
+            f"{proc.stderr()}"
+        )

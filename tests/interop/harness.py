@@ -128,6 +128,8 @@ class ChatProcess:
         )
         self.items = Timeline(describe=json.dumps)
         self.unparsed: list[str] = []
+        # `error` lines printed: a script with any exits non-zero.
+        self.errors = 0
         assert self.proc.stdout is not None
         threading.Thread(
             target=_pump,
@@ -142,6 +144,8 @@ class ChatProcess:
         except json.JSONDecodeError:
             self.unparsed.append(line)
             return
+        if item.get("type") == "error":
+            self.errors += 1
         self.items.push(item)
 
     def send(self, line: str) -> None:
@@ -183,7 +187,8 @@ class ChatProcess:
         return self.stderr_path.read_text()
 
     def finish(self, within: float = PATIENCE) -> int:
-        """Closes stdin (end of input exits 0) and returns the exit code."""
+        """Closes stdin (end of input: exit 0, or 1 if any command failed) and returns the exit
+        code."""
         assert self.proc.stdin is not None
         if not self.proc.stdin.closed:
             self.proc.stdin.close()

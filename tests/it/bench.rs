@@ -78,6 +78,8 @@ fn every_phase_runs_against_a_spawned_server_and_the_relay() {
         "1s",
         "--rate",
         "200",
+        "--phases",
+        "1,2,3,4,5,6,8",
         "--json",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -107,7 +109,11 @@ fn every_phase_runs_against_a_spawned_server_and_the_relay() {
         assert_eq!(f(unary, "/errors"), 0.0, "{unary:#}");
         assert!(f(unary, "/server_cpu_per_msg_us") > 0.0);
         assert_latency(unary, "/latency");
+        assert_eq!(f(t, "/join/users"), 20.0);
+        assert!(f(t, "/join/seconds") > 0.0 && f(t, "/join/joins_per_s") > 0.0);
     }
+    // The relay has no presence to tell anyone.
+    assert_eq!(f(relay, "/join/presence_events"), 0.0);
 
     // Only confab has logins, a streaming send path and the peer path.
     assert!(f(confab, "/connect/login_per_s") > 0.0);

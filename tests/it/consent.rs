@@ -63,13 +63,7 @@ async fn an_accepted_request_grants_the_address_and_is_reused() {
     // Barrier: bob's next event is a message, not a second prompt.
     alice.send("bob", "barrier").await.unwrap();
     assert_eq!(bob.message().await.body, "barrier");
-    let stats = srv
-        .admin()
-        .await
-        .get_stats(pb::GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = srv.stats().await;
     assert_eq!((stats.address_requests, stats.address_grants), (1, 1));
 }
 

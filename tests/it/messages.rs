@@ -268,13 +268,7 @@ async fn send_stream_answers_every_message_in_order_and_survives_errors() {
     let seqs: Vec<u64> = got.iter().filter(|r| r.code == 0).map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=199).collect::<Vec<_>>());
     // Messages in flight together share commits (group commit).
-    let stats = srv
-        .admin()
-        .await
-        .get_stats(pb::GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = srv.stats().await;
     assert_eq!(stats.messages_relayed, 199);
     assert!(
         stats.storage_commits < 150,
@@ -322,13 +316,7 @@ async fn a_reader_that_stops_is_disconnected_too_slow_and_loses_nothing_durable(
             .await
             .unwrap();
     }
-    let stats = srv
-        .admin()
-        .await
-        .get_stats(pb::GetStatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = srv.stats().await;
     assert_eq!(stats.streams_too_slow, 1);
     assert_eq!(
         within("fast to read every broadcast", reader)

@@ -291,6 +291,7 @@ async fn try_login(
             peer_port: 40_000,
             peer_public_key: vec![7; 32],
             peer_host: peer_host.into(),
+            device_ticket: String::new(),
         })
         .await?
         .into_inner();

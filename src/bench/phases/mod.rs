@@ -1,13 +1,14 @@
-//! The six phases, one file each, written once against [`Target`] so confab and the relay run
+//! The phases, one file each, written once against [`Target`] so confab and the relay run
 //! the same code. [`run`] runs the selected ones in order on one target.
 //!
-//! Phases 1–4 run on any target; 5 (login storm), 6 (peer path) and 7 (a file over it) need
-//! logins and peer keys, which only confab has. Every phase that needs users gets the ones phase 1 connected, even
+//! Phases 1–4 and 8 (users joining while others are online) run on any target; 5 (login storm),
+//! 6 (peer path) and 7 (a file over it) need logins and peer keys, which only confab has. Every phase that needs users gets the ones phase 1 connected, even
 //! when phase 1 itself was not asked to be reported.
 
 mod broadcast;
 mod connect;
 mod file;
+mod join;
 mod offered;
 mod peer;
 mod saturation;
@@ -63,7 +64,7 @@ pub(crate) async fn run<T: Target>(
     progress: Progress,
 ) -> anyhow::Result<TargetReport> {
     let confab = target.confab_url().is_some();
-    let runs = |n: u8| settings.runs(n) && (confab || n <= 4);
+    let runs = |n: u8| settings.runs(n) && (confab || n <= 4 || n == 8);
     let mut report = TargetReport::new(target.name());
     let mut ctx = Ctx {
         target,
@@ -97,6 +98,9 @@ pub(crate) async fn run<T: Target>(
     }
     if runs(7) {
         report.file = Some(file::run(&ctx).await?);
+    }
+    if runs(8) {
+        report.join = Some(join::run(&ctx).await?);
     }
     report.sessions_ended_by_server = ctx.sink.ended();
     report.stray_messages = ctx.sink.stray();

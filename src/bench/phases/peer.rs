@@ -162,6 +162,7 @@ impl PeerClient {
                 peer_port: u32::from(listener.local_addr().port()),
                 peer_public_key: keys.public().to_vec(),
                 peer_host: "127.0.0.1".into(),
+                ..Default::default()
             })
             .await
             .map_err(|st| anyhow!("login as {name}: {}", api::sentence(&st)))?

@@ -122,6 +122,19 @@ pub(crate) struct FileTransfer {
     pub(crate) scp_missing: Option<String>,
 }
 
+/// Phase 8: users joining while the others are online.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Join {
+    pub(crate) users: usize,
+    /// From the first connect to the last stream live.
+    pub(crate) seconds: f64,
+    pub(crate) joins_per_s: f64,
+    /// The server's CPU seconds over the phase, when its pid is known.
+    pub(crate) server_cpu_s: Option<f64>,
+    /// Presence events the streams had read when the last user was live.
+    pub(crate) presence_events: u64,
+}
+
 /// Everything measured on one target.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TargetReport {
@@ -133,6 +146,7 @@ pub(crate) struct TargetReport {
     pub(crate) storm: Option<Storm>,
     pub(crate) peer: Option<Peer>,
     pub(crate) file: Option<FileTransfer>,
+    pub(crate) join: Option<Join>,
     /// Simulated users' sessions the server ended (should be 0: e.g. `TOO_SLOW`).
     pub(crate) sessions_ended_by_server: u64,
     /// Arrivals outside any measurement (late messages of an earlier phase, old inbox).
@@ -151,6 +165,7 @@ impl TargetReport {
             storm: None,
             peer: None,
             file: None,
+            join: None,
             sessions_ended_by_server: 0,
             stray_messages: 0,
         }

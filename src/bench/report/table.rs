@@ -218,6 +218,23 @@ impl Report {
                 },
             ));
         }
+        if s.runs(8) {
+            section(
+                format!("8 {} users join while the others are online", s.users),
+                &mut rows,
+            );
+            rows.push(row(t, "until the last is live", "≤ 2× relay", |r| {
+                r.join
+                    .as_ref()
+                    .map(|j| format!("{:.2} s ({:.0}/s)", j.seconds, j.joins_per_s))
+            }));
+            rows.push(row(t, "server CPU", "", |r| {
+                r.join.as_ref()?.server_cpu_s.map(|c| format!("{c:.2} s"))
+            }));
+            rows.push(row(t, "presence events read by then", "", |r| {
+                r.join.as_ref().map(|j| j.presence_events.to_string())
+            }));
+        }
         let ended: Vec<String> = t
             .iter()
             .filter(|r| r.sessions_ended_by_server > 0)

@@ -10,11 +10,13 @@ use crate::{
         call::{failed, timed},
         login::Live,
         render::{Item, OnlineUser, Via},
+        retry,
     },
     pb::{self, DeliveryStatus},
 };
 
-/// `message <user> <text>`, under a fresh message id.
+/// `message <user> <text>`, under a fresh message id (kept for the retries a rate limit asks
+/// for).
 pub(super) fn message(live: &Live, to: String, text: String) -> Pending {
     let (login, mut chat) = (live.number, live.chat.clone());
     Box::pin(async move {
@@ -24,8 +26,8 @@ pub(super) fn message(live: &Live, to: String, text: String) -> Pending {
             body: text,
             message_id: message_id.clone(),
         };
-        let item = match timed(chat.send_message(request)).await {
-            Ok(r) => sent(to, message_id, &r.into_inner(), None),
+        let item = match retry::send_message(&mut chat, request).await {
+            Ok((r, attempts)) => sent(to, message_id, &r, None).attempted(attempts),
             Err(status) => failed("message", &status),
         };
         Done::show(login, item)
@@ -138,6 +140,7 @@ pub(super) fn sent(
         duplicate: r.duplicate,
         via: Via::Server,
         fallback,
+        attempts: 1,
     }
 }
 
@@ -165,6 +168,7 @@ mod tests {
                 duplicate,
                 via,
                 fallback,
+                ..
             } => {
                 assert_eq!((to.as_str(), status.as_str()), ("bob", "DELIVERED"));
                 assert_eq!((message_id.as_str(), seq, duplicate), ("m1", Some(7), true));

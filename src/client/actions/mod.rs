@@ -9,15 +9,18 @@
 //! (`commands.rs`) decides what the words mean; this module decides what happens.
 //!
 //! Split by what a command talks to: `calls` (plain calls to the server), `address` (the
-//! consent handshake from our side), `private` (the peer path and its fallback).
+//! consent handshake from our side), `private` (the peer path and its fallback), `password`
+//! (changing one's own).
 
 mod address;
 mod calls;
+mod password;
 mod private;
 
 use std::pin::Pin;
 
 pub(super) use address::{answer, granted};
+pub(super) use password::{ask_and_change, change as change_password};
 
 use super::{
     commands::{self, Command},
@@ -102,7 +105,10 @@ pub(super) fn start<A: Allowlist>(command: Command, cx: Context<'_, A>) -> Start
     let live = cx.live;
     match command {
         // Logout is the loop's; sendfile (and answers to file offers) go to `files.rs` first.
-        Command::Nothing | Command::Logout | Command::SendFile { .. } => Start::Nothing,
+        // Password changes need secrets from the input: the loop's too.
+        Command::Nothing | Command::Logout | Command::SendFile { .. } | Command::Password => {
+            Start::Nothing
+        }
         Command::Help => Start::Show(Item::Help {
             text: commands::HELP.into(),
         }),

@@ -7,10 +7,11 @@ use std::time::Duration;
 use super::{Done, Effect, Pending, calls::sent, new_message_id};
 use crate::{
     client::{
-        call::{failed, timed},
+        call::failed,
         grants::{Allowlist, Grant, Grants},
         login::Live,
         render::{Item, Via},
+        retry,
     },
     now_ms, pb, peer,
 };
@@ -81,6 +82,7 @@ pub(super) fn send(live: &Live, grant: Grant, text: String) -> Pending {
                         duplicate: false,
                         via: Via::Direct,
                         fallback: None,
+                        attempts: 1,
                     },
                 );
             }
@@ -95,8 +97,10 @@ pub(super) fn send(live: &Live, grant: Grant, text: String) -> Pending {
             body: message.body,
             message_id: message.message_id.clone(),
         };
-        let item = match timed(chat.send_message(request)).await {
-            Ok(r) => sent(grant.user, message.message_id, &r.into_inner(), Some(why)),
+        let item = match retry::send_message(&mut chat, request).await {
+            Ok((r, attempts)) => {
+                sent(grant.user, message.message_id, &r, Some(why)).attempted(attempts)
+            }
             Err(status) => {
                 let mut item = failed("private", &status);
                 if let Item::Error { error, .. } = &mut item {

@@ -97,6 +97,12 @@ pub(crate) enum Item {
         fingerprint: String,
         expires_at_ms: i64,
     },
+    /// An address request to us ended unanswered: `TIMEOUT` (we did not answer in time; the
+    /// asker was told) or `WITHDRAWN` (the asker went offline).
+    AddressRequestEnded {
+        user: String,
+        reason: String,
+    },
     AddressGranted {
         user: String,
         host: String,
@@ -129,6 +135,10 @@ pub(crate) enum Item {
         via: Via,
         #[serde(skip_serializing_if = "Option::is_none")]
         fallback: Option<String>,
+        /// How often it was sent: more than once when the server's rate limit asked the client
+        /// to come back (same `message_id` each time, so it arrives once).
+        #[serde(skip_serializing_if = "is_once")]
+        attempts: u32,
     },
     BroadcastSent {
         delivered: u32,
@@ -171,6 +181,8 @@ pub(crate) enum Item {
         text: String,
     },
     LoggedOut,
+    /// `password` worked: the next login needs the new one.
+    PasswordChanged,
     /// A command failed. `code` is the gRPC code name for a server refusal, `USAGE` for a
     /// mistyped command, `CLIENT` for what the client refuses itself (no grant, too long…).
     Error {
@@ -182,6 +194,11 @@ pub(crate) enum Item {
     /// own.
     #[serde(untagged)]
     File(FileItem),
+}
+
+/// `attempts` is only worth a field when it is not the usual single send.
+fn is_once(attempts: &u32) -> bool {
+    *attempts == 1
 }
 
 impl Item {
@@ -201,6 +218,14 @@ impl Item {
             code: "CLIENT".into(),
             error,
         }
+    }
+
+    /// A `Sent` item that took `n` sends.
+    pub(crate) fn attempted(mut self, n: u32) -> Item {
+        if let Item::Sent { attempts, .. } = &mut self {
+            *attempts = n;
+        }
+        self
     }
 
     /// The `--json` line.
@@ -230,6 +255,7 @@ mod tests {
             duplicate: false,
             via: Via::Direct,
             fallback: None,
+            attempts: 1,
         });
         assert_eq!(v["type"], "sent");
         assert_eq!(v["status"], "DIRECT");

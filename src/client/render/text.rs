@@ -64,8 +64,9 @@ impl Item {
                 from,
                 body,
                 via: Via::Direct,
+                sent_at_ms,
                 ..
-            } => format!("{from} (private): {}", clean(body)),
+            } => format!("{} {from} (private): {}", clock(*sent_at_ms), clean(body)),
             Item::Message {
                 from,
                 body,
@@ -73,10 +74,21 @@ impl Item {
                 sent_at_ms,
                 ..
             } => format!("{from} ({}): {}", ago(*sent_at_ms), clean(body)),
-            Item::Message { from, body, .. } => format!("{from}: {}", clean(body)),
-            Item::Broadcast { from, body, .. } => {
-                format!("{from} (to everyone): {}", clean(body))
-            }
+            Item::Message {
+                from,
+                body,
+                sent_at_ms,
+                ..
+            } => format!("{} {from}: {}", clock(*sent_at_ms), clean(body)),
+            Item::Broadcast {
+                from,
+                body,
+                sent_at_ms,
+            } => format!(
+                "{} {from} (to everyone): {}",
+                clock(*sent_at_ms),
+                clean(body)
+            ),
             Item::Presence { user, online: true } => format!("* {user} is online"),
             Item::Presence {
                 user,
@@ -88,6 +100,13 @@ impl Item {
                 "{from} asks for your address (their key {fingerprint}): accept {from} / deny \
                  {from} (y/n)"
             ),
+            Item::AddressRequestEnded { user, reason } => match reason.as_str() {
+                "TIMEOUT" => format!(
+                    "{user}'s address request timed out unanswered; {user} was told (they can ask \
+                     again)"
+                ),
+                _ => format!("{user} went offline; their address request is withdrawn"),
+            },
             Item::AddressGranted {
                 user, fingerprint, ..
             } => format!(
@@ -120,6 +139,9 @@ impl Item {
                     ));
                 }
                 s
+            }
+            Item::PasswordChanged => {
+                "your password is changed; the next login needs the new one".into()
             }
             Item::Sent {
                 to,
@@ -260,6 +282,18 @@ fn plural(n: u64, word: &str) -> String {
 }
 
 /// "5m ago" for a Unix-milliseconds time.
+/// A live message's time, short and local (`14:03`): when it was sent, or now if the sender's
+/// clock said nothing.
+fn clock(sent_at_ms: i64) -> String {
+    let at = match jiff::Timestamp::from_millisecond(sent_at_ms) {
+        Ok(t) if sent_at_ms > 0 => t,
+        _ => jiff::Timestamp::now(),
+    };
+    at.to_zoned_datetime(jiff::tz::TimeZone::system())
+        .strftime("%H:%M")
+        .to_string()
+}
+
 fn ago(t_ms: i64) -> String {
     if t_ms <= 0 {
         return "earlier".into();
@@ -288,6 +322,7 @@ mod tests {
             duplicate: false,
             via: Via::Server,
             fallback: Some("could not connect to the peer".into()),
+            attempts: 1,
         };
         let text = fallback.human().unwrap();
         assert!(text.contains("sent via the server"), "{text}");
@@ -327,12 +362,60 @@ mod tests {
             via: Via::Server,
             replayed: false,
         };
+        let text = item.human().unwrap();
+        let (time, rest) = text.split_once(' ').unwrap();
         assert_eq!(
-            item.human().unwrap(),
+            rest,
             "bob: hi\\u{1b}[2J\\r* carol is online\n    second line"
         );
+        assert!(is_clock(time), "{text}");
         // JSON escapes them by itself.
         assert!(!item.json().contains('\u{1b}'));
+    }
+
+    fn is_clock(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 5 && b[2] == b':' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit())
+    }
+
+    #[test]
+    fn live_messages_carry_the_local_time_they_were_sent() {
+        let sent_at = jiff::civil::date(2026, 3, 1)
+            .at(14, 3, 0, 0)
+            .to_zoned_datetime(jiff::tz::TimeZone::system())
+            .unwrap()
+            .timestamp()
+            .as_millisecond();
+        let message = |via, replayed| Item::Message {
+            from: "bob".into(),
+            body: "hi".into(),
+            message_id: "m".into(),
+            seq: None,
+            sent_at_ms: sent_at,
+            via,
+            replayed,
+        };
+        assert_eq!(
+            message(Via::Server, false).human().unwrap(),
+            "14:03 bob: hi"
+        );
+        assert_eq!(
+            message(Via::Direct, false).human().unwrap(),
+            "14:03 bob (private): hi"
+        );
+        let broadcast = Item::Broadcast {
+            from: "bob".into(),
+            body: "all".into(),
+            sent_at_ms: sent_at,
+        };
+        assert_eq!(broadcast.human().unwrap(), "14:03 bob (to everyone): all");
+        // A replayed one says how long ago instead.
+        assert!(
+            !message(Via::Server, true)
+                .human()
+                .unwrap()
+                .starts_with("14:03")
+        );
     }
 
     #[test]

@@ -113,15 +113,17 @@ impl Core {
             .map_err(|retry| Error::LoginThrottled { retry })
     }
 
-    /// Checks credentials and starts a session, ending the user's previous one.
-    /// Returns the session and its token.
+    /// Checks credentials and starts a session, ending the user's previous one. A valid device
+    /// `ticket` of the user puts the login under its own lockout count ([`super::tickets`]).
+    /// Returns the session, its token and the device ticket to keep.
     pub async fn login(
         &self,
         name: &str,
         password: Secret,
+        ticket: &str,
         remote: SocketAddr,
         peer: Option<PeerInfo>,
-    ) -> Result<(Arc<Session>, String)> {
+    ) -> Result<(Arc<Session>, String, String)> {
         self.throttle(remote)?;
         check_username(name).map_err(|m| Error::invalid("username", m))?;
         if password.expose().len() > MAX_PASSWORD_BYTES {
@@ -131,17 +133,19 @@ impl Core {
                 format!("a password has at most {MAX_PASSWORD_BYTES} bytes"),
             ));
         }
-        let key = username_key(name);
+        let name_key = username_key(name);
+        let account = match self.accounts.get(name) {
+            Some(a) => Some(a),
+            None => self.account_from_cluster(&name_key).await?,
+        };
+        let device = self.device(account.as_deref(), ticket).await?;
+        let key = device.lock_key(&name_key).to_owned();
         if let Some(left) = self.locked_for(&key).await? {
             return Err(Error::LockedOut {
                 user: name.to_owned(),
                 left,
             });
         }
-        let account = match self.accounts.get(name) {
-            Some(a) => Some(a),
-            None => self.account_from_cluster(&key).await?,
-        };
         if !self.hasher.verify(account.clone(), password).await {
             let failure = self.count_failure(&key).await?;
             return Err(self.login_failed(name, failure, account.as_deref(), remote));
@@ -158,7 +162,12 @@ impl Core {
                 left,
             });
         }
+        // The owner is in: the account's count starts afresh too.
         self.clear_failures(&key).await?;
+        if key != name_key {
+            self.clear_failures(&name_key).await?;
+        }
+        let device_ticket = self.ticket_for(&account, device).await;
         let id = self.claim_session(&account, remote, peer.as_ref()).await?;
         let (session, token, replaced) = self.sessions.create(NewSession {
             id,
@@ -180,7 +189,7 @@ impl Core {
         bump(&self.stats.logins);
         tracing::info!(user = %account.name, %remote, session = session.id, "logged in");
         self.presence(&session, true);
-        Ok((session, token))
+        Ok((session, token, device_ticket))
     }
 
     /// On a cluster node, makes sure an account another node just created is known here
@@ -305,7 +314,8 @@ impl Core {
         }
     }
 
-    /// Lifts `name`'s lockout (on every node).
+    /// Lifts `name`'s lockout (the account's, on every node; a device's own count runs out by
+    /// itself).
     pub async fn unlock(&self, name: &str) -> Result<()> {
         self.learn(name).await?;
         let account = self.account(name)?;

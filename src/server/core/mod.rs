@@ -26,6 +26,7 @@ pub mod presence;
 pub mod remote;
 pub mod session;
 pub mod stats;
+pub mod tickets;
 
 use std::{
     sync::{Arc, Weak},

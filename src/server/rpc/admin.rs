@@ -180,6 +180,17 @@ impl Admin for AdminService {
         Ok(Response::new(pb::UnlockUserResponse {}))
     }
 
+    async fn revoke_device_tickets(
+        &self,
+        request: Request<pb::RevokeDeviceTicketsRequest>,
+    ) -> Result<Response<pb::RevokeDeviceTicketsResponse>, Status> {
+        self.check(&request)?;
+        self.0
+            .revoke_device_tickets(&request.into_inner().username)
+            .await?;
+        Ok(Response::new(pb::RevokeDeviceTicketsResponse {}))
+    }
+
     async fn create_user(
         &self,
         request: Request<pb::CreateUserRequest>,

@@ -51,8 +51,14 @@ impl Auth for AuthService {
         let conn = connection(&request);
         let req = request.into_inner();
         let peer = peer_info(&req, remote)?;
-        let (session, token) = core
-            .login(&req.username, Secret::new(req.password), remote, peer)
+        let (session, token, device_ticket) = core
+            .login(
+                &req.username,
+                Secret::new(req.password),
+                &req.device_ticket,
+                remote,
+                peer,
+            )
             .await?;
         conn.inspect(|c| c.admit());
         Ok(Response::new(pb::LoginResponse {
@@ -61,6 +67,7 @@ impl Auth for AuthService {
             heartbeat_interval_ms: core.config().heartbeat_interval.as_millis() as u64,
             session_timeout_ms: core.config().session_timeout.as_millis() as u64,
             max_message_bytes: core.config().max_message_bytes as u32,
+            device_ticket,
         }))
     }
 }

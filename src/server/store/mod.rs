@@ -7,15 +7,14 @@
 //! `spawn_blocking`. SQLite ([`sqlite::SqliteStore`]) is the embedded default;
 //! [`postgres::PostgresStore`] keeps the same data in PostgreSQL, for several nodes.
 
-pub mod check;
 mod pg_batch;
 mod pg_conn;
 pub mod pg_directory;
 mod pg_schema;
 pub mod postgres;
-pub mod salvage;
 pub mod sqlite;
-pub mod wal;
+
+pub use sqlite::{check, salvage, wal};
 
 /// The disk holding the store is full: nothing of the failed batch was committed, and a later
 /// write may succeed once space is freed. A store returns it (through `anyhow`) so the server
@@ -165,6 +164,23 @@ pub enum WriteOp {
         /// Whom.
         user: UserId,
     },
+    /// Stores a device ticket's hash for `user` (an existing hash is left alone), then forgets
+    /// the user's oldest tickets beyond the newest `keep`.
+    AddDeviceTicket {
+        /// Whose.
+        user: UserId,
+        /// SHA-256 of the ticket; the ticket itself is never stored.
+        hash: Vec<u8>,
+        /// Unix ms.
+        created_ms: i64,
+        /// How many of the user's tickets to keep.
+        keep: u32,
+    },
+    /// Forgets every device ticket of `user` (the operator's revocation).
+    RevokeDeviceTickets {
+        /// Whose.
+        user: UserId,
+    },
 }
 
 /// The result of one [`WriteOp`], in batch order.
@@ -206,6 +222,8 @@ pub trait Store: Send + Sync + 'static {
     fn inbox_page(&self, user: UserId, after: u64, limit: usize) -> anyhow::Result<Vec<InboxRow>>;
     /// Number of unacknowledged messages per user that has any.
     fn inbox_counts(&self) -> anyhow::Result<Vec<(UserId, u64)>>;
+    /// The user a device ticket with this hash belongs to, if it is stored.
+    fn device_ticket_owner(&self, hash: &[u8]) -> anyhow::Result<Option<UserId>>;
     /// Applies `ops` in one transaction and returns one outcome per op. Only the writer thread
     /// calls this. An `Err` means nothing was committed.
     /// An `Err` that is a [`DiskFull`] means the disk is full.

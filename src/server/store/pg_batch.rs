@@ -62,12 +62,21 @@ const DELETE_USER: &str = "WITH inbox_gone AS (
          DELETE FROM inbox WHERE recipient = $1 RETURNING 1
      ), blocks_gone AS (
          DELETE FROM blocks WHERE blocker = $1 OR blocked = $1 RETURNING 1
+     ), tickets_gone AS (
+         DELETE FROM device_tickets WHERE user_id = $1 RETURNING 1
      )
      UPDATE users SET deleted = true, password_hash = '', inbox_count = 0,
          name_key = 'deleted/' || id
      WHERE id = $1 AND NOT deleted";
 
 /// The batch's statements, prepared on the writer connection.
+const ADD_TICKET: &str = "INSERT INTO device_tickets (hash, user_id, created_ms)
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const PRUNE_TICKETS: &str = "DELETE FROM device_tickets WHERE user_id = $1 AND hash NOT IN (
+         SELECT hash FROM device_tickets WHERE user_id = $1
+         ORDER BY created_ms DESC, hash LIMIT $2)";
+const REVOKE_TICKETS: &str = "DELETE FROM device_tickets WHERE user_id = $1";
+
 struct Statements {
     lock: Statement,
     create_user: Statement,
@@ -79,6 +88,9 @@ struct Statements {
     set_password: Statement,
     set_disabled: Statement,
     delete_user: Statement,
+    add_ticket: Statement,
+    prune_tickets: Statement,
+    revoke_tickets: Statement,
 }
 
 impl Statements {
@@ -94,6 +106,9 @@ impl Statements {
             set_password: session.prepare(SET_PASSWORD).await?,
             set_disabled: session.prepare(SET_DISABLED).await?,
             delete_user: session.prepare(DELETE_USER).await?,
+            add_ticket: session.prepare(ADD_TICKET).await?,
+            prune_tickets: session.prepare(PRUNE_TICKETS).await?,
+            revoke_tickets: session.prepare(REVOKE_TICKETS).await?,
         })
     }
 }
@@ -285,6 +300,21 @@ async fn apply(
         }
         WriteOp::DeleteUser { user } => {
             c.execute(&st.delete_user, &[user]).await?;
+            WriteOutcome::Done
+        }
+        WriteOp::AddDeviceTicket {
+            user,
+            hash,
+            created_ms,
+            keep,
+        } => {
+            c.execute(&st.add_ticket, &[hash, user, created_ms]).await?;
+            c.execute(&st.prune_tickets, &[user, &i64::from(*keep)])
+                .await?;
+            WriteOutcome::Done
+        }
+        WriteOp::RevokeDeviceTickets { user } => {
+            c.execute(&st.revoke_tickets, &[user]).await?;
             WriteOutcome::Done
         }
     })

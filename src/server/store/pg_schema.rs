@@ -53,7 +53,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE users
         ADD COLUMN disabled boolean NOT NULL DEFAULT false,
         ADD COLUMN deleted boolean NOT NULL DEFAULT false;",
-    // 3: the cluster (`store/pg_directory.rs`): the database's id, which names the cluster on
+    // 3: device tickets (SPEC §2): the hash of each ticket a successful login handed out.
+    "CREATE TABLE device_tickets (
+        hash bytea PRIMARY KEY,
+        user_id bigint NOT NULL REFERENCES users(id),
+        created_ms bigint NOT NULL
+    );
+    CREATE INDEX device_tickets_user ON device_tickets (user_id, created_ms);",
+    // 4: the cluster (`store/pg_directory.rs`): the database's id, which names the cluster on
     // the bus, the nodes' leases, the session directory and the login lockout every node counts.
     "CREATE TABLE cluster (id text NOT NULL);
     INSERT INTO cluster (id) VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 16));

@@ -77,6 +77,7 @@ impl PostgresStore {
                 let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match &params {
                     Params::None => vec![],
                     Params::Page(user, after, limit) => vec![user, after, limit],
+                    Params::Hash(hash) => vec![hash],
                 };
                 Ok(s.client.query(&stmt, &params).await?)
             })
@@ -91,6 +92,8 @@ enum Params {
     None,
     /// user, after, limit.
     Page(i64, i64, i64),
+    /// A device ticket's hash.
+    Hash(Vec<u8>),
 }
 
 fn count(n: i64) -> u64 {
@@ -124,6 +127,14 @@ impl Store for PostgresStore {
             "SELECT blocker, blocked FROM blocks",
             |rows| Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect()),
             Params::None,
+        )
+    }
+
+    fn device_ticket_owner(&self, hash: &[u8]) -> anyhow::Result<Option<UserId>> {
+        self.read(
+            "SELECT user_id FROM device_tickets WHERE hash = $1",
+            |rows| Ok(rows.first().map(|r| r.get(0))),
+            Params::Hash(hash.to_vec()),
         )
     }
 

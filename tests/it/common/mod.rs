@@ -111,6 +111,16 @@ impl TestServer {
         api::admin(self.channel().await, &self.handle.admin_token).unwrap()
     }
 
+    /// The server's counters, as the Admin service reports them.
+    pub async fn stats(&self) -> pb::GetStatsResponse {
+        self.admin()
+            .await
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .expect("stats")
+            .into_inner()
+    }
+
     /// Every account, as the Admin service lists them.
     pub async fn users(&self) -> Vec<pb::UserInfo> {
         self.admin()
@@ -181,6 +191,7 @@ pub async fn login_at(
             peer_port: 40_000 + u32::from(rand::random::<u16>() % 20_000),
             peer_public_key: peer_public_key.clone(),
             peer_host: String::new(),
+            device_ticket: String::new(),
         })
         .await?
         .into_inner();

@@ -214,6 +214,8 @@ fn apply(
                 .execute(params![user])?;
             tx.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 OR blocked = ?1")?
                 .execute(params![user])?;
+            tx.prepare_cached("DELETE FROM device_tickets WHERE user_id = ?1")?
+                .execute(params![user])?;
             // A tombstone: no password, a name key nobody can type (usernames have no `/`).
             tx.prepare_cached(
                 "UPDATE users SET deleted = 1, password_hash = '', inbox_count = 0,
@@ -221,6 +223,29 @@ fn apply(
             )?
             .execute(params![user])?;
             inboxes.remove(user);
+            WriteOutcome::Done
+        }
+        WriteOp::AddDeviceTicket {
+            user,
+            hash,
+            created_ms,
+            keep,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO device_tickets (hash, user_id, created_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![hash, user, created_ms])?;
+            tx.prepare_cached(
+                "DELETE FROM device_tickets WHERE user_id = ?1 AND hash NOT IN (
+                     SELECT hash FROM device_tickets WHERE user_id = ?1
+                     ORDER BY created_ms DESC, hash LIMIT ?2)",
+            )?
+            .execute(params![user, keep])?;
+            WriteOutcome::Done
+        }
+        WriteOp::RevokeDeviceTickets { user } => {
+            tx.prepare_cached("DELETE FROM device_tickets WHERE user_id = ?1")?
+                .execute(params![user])?;
             WriteOutcome::Done
         }
     })

@@ -9,7 +9,7 @@
 //! to finish and truncate it, `journal_size_limit` trims it whenever it starts over, and
 //! [`Store::close`] truncates it at a clean stop.
 //!
-//! Before anything is served, [`super::check`] refuses a log, schema or database that cannot be
+//! Before anything is served, [`check`] refuses a log, schema or database that cannot be
 //! trusted.
 //!
 //! Each user's inbox counters (`last_seq`, `inbox_count`) are kept in memory beside the writer
@@ -21,20 +21,23 @@
 use std::{path::Path, sync::Mutex, time::Duration};
 
 use anyhow::Context;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome, check, int};
+use super::{InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome, int};
 
 mod apply;
+pub mod check;
 mod checkpoint;
+pub mod salvage;
 mod schema;
 #[cfg(test)]
 mod tests;
+pub mod wal;
 
 use apply::Writer;
 use checkpoint::{checkpointer, truncate_wal};
 pub use schema::SCHEMA_VERSION;
-pub(in crate::server::store) use schema::migrate;
+use schema::migrate;
 
 /// When a commit counts as durable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,7 +89,7 @@ impl SqliteStore {
     /// migrations.
     ///
     /// # Errors
-    /// The file cannot be opened, it fails a check of [`super::check`] (the message says what
+    /// The file cannot be opened, it fails a check of [`check`] (the message says what
     /// to do), or a migration fails.
     pub fn open_with(path: &Path, sync: Sync) -> anyhow::Result<Self> {
         check::before_open(path)?;
@@ -172,6 +175,12 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn device_ticket_owner(&self, hash: &[u8]) -> anyhow::Result<Option<UserId>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached("SELECT user_id FROM device_tickets WHERE hash = ?1")?;
+        Ok(stmt.query_row(params![hash], |r| r.get(0)).optional()?)
     }
 
     fn inbox_counts(&self) -> anyhow::Result<Vec<(UserId, u64)>> {

@@ -36,6 +36,13 @@ const MIGRATIONS: &[&str] = &[
     // name_key freed) while messages it sent wait in other inboxes, which name their sender.
     "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE users ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;",
+    // 3: device tickets (SPEC §2): the hash of each ticket a successful login handed out.
+    "CREATE TABLE device_tickets (
+        hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        created_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX device_tickets_user ON device_tickets (user_id, created_ms);",
 ];
 
 /// The schema version this binary writes: a database with a higher `user_version` comes from a
@@ -43,7 +50,7 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Applies pending migrations.
-pub(in crate::server::store) fn migrate(conn: &Connection) -> anyhow::Result<()> {
+pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.unchecked_transaction()?;

@@ -9,7 +9,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::{
-    sqlite::SCHEMA_VERSION,
+    SCHEMA_VERSION,
     wal::{self, WalReport},
 };
 

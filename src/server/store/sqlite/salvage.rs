@@ -23,11 +23,8 @@ use std::{
 use anyhow::{Context, bail};
 use rusqlite::{Connection, params};
 
-use super::{
-    UserId,
-    sqlite::{SCHEMA_VERSION, migrate},
-    wal,
-};
+use super::{SCHEMA_VERSION, migrate, wal};
+use crate::server::store::UserId;
 
 /// How far sequence numbers jump after a repair: more than any inbox can hold.
 pub const SEQ_GAP: i64 = 1_000_000_000;

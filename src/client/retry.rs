@@ -1,0 +1,107 @@
+//! Sending a message until the server takes it: a send the server refused with a hint of when to
+//! come back (`google.rpc.RetryInfo`, as its rate limit does) is sent again after that delay,
+//! under the **same** `message_id`, so the server's duplicate check makes the retries
+//! exactly-once. A script piping a hundred lines therefore loses none to the rate limit.
+//!
+//! Bounded: at most [`MAX_ATTEMPTS`] sends, and a hint longer than [`LONGEST_WAIT`] is not
+//! waited for; then the last refusal is returned, worded to say the client gave up.
+
+use std::time::Duration;
+
+use tonic::Status;
+use tonic_types::StatusExt as _;
+
+use super::{api::Authed, call::timed};
+use crate::pb::{self, chat_client::ChatClient};
+
+/// How many times one message is sent at most.
+pub(crate) const MAX_ATTEMPTS: u32 = 8;
+
+/// The longest hint the client waits out; beyond it the refusal is shown at once.
+pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(30);
+
+/// The delay the server asked for before trying again, if it asked.
+pub(crate) fn retry_delay(status: &Status) -> Option<Duration> {
+    let info = status.get_details_retry_info()?;
+    info.retry_delay
+}
+
+/// `SendMessage`, sent again after each refusal that carries a retry hint (see the module
+/// docs).
+///
+/// The server's answer and how many sends it took.
+///
+/// # Errors
+/// The first refusal without a hint, or the last one once the attempts are used up (its message
+/// then says how often it was tried).
+pub(crate) async fn send_message(
+    chat: &mut ChatClient<Authed>,
+    request: pb::SendMessageRequest,
+) -> Result<(pb::SendMessageResponse, u32), Status> {
+    let mut attempt = 1;
+    loop {
+        let status = match timed(chat.send_message(request.clone())).await {
+            Ok(response) => return Ok((response.into_inner(), attempt)),
+            Err(status) => status,
+        };
+        let Some(delay) = retry_delay(&status) else {
+            return Err(status);
+        };
+        if attempt >= MAX_ATTEMPTS || delay > LONGEST_WAIT {
+            return Err(gave_up(&status, attempt));
+        }
+        tracing::debug!(attempt, ?delay, "send refused for now; trying again");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// The last refusal, saying the client tried `attempts` times.
+fn gave_up(status: &Status, attempts: u32) -> Status {
+    let tries = if attempts == 1 {
+        "once".to_owned()
+    } else {
+        format!("{attempts} times")
+    };
+    Status::new(
+        status.code(),
+        format!(
+            "{} (sent {tries}; the message was not delivered)",
+            status.message()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+    use tonic_types::ErrorDetails;
+
+    use super::*;
+
+    #[test]
+    fn the_servers_hint_is_read_from_the_status_details() {
+        let hinted = Status::with_error_details(
+            Code::ResourceExhausted,
+            "you are sending too fast; try again in 20ms",
+            ErrorDetails::with_retry_info(Some(Duration::from_millis(20))),
+        );
+        assert_eq!(retry_delay(&hinted), Some(Duration::from_millis(20)));
+        // Without a hint (a full inbox) there is nothing to wait for: no retry.
+        let full = Status::resource_exhausted("bob's inbox is full");
+        assert_eq!(retry_delay(&full), None);
+    }
+
+    #[test]
+    fn giving_up_keeps_the_code_and_the_servers_words_and_says_how_often() {
+        let status = Status::resource_exhausted("you are sending too fast; try again in 1s");
+        let last = gave_up(&status, 8);
+        assert_eq!(last.code(), Code::ResourceExhausted);
+        assert_eq!(
+            last.message(),
+            "you are sending too fast; try again in 1s (sent 8 times; the message was not \
+             delivered)"
+        );
+        assert!(gave_up(&status, 1).message().contains("(sent once;"));
+    }
+}

@@ -1,0 +1,130 @@
+//! `confab chat` run by a script (stdin a pipe): what it sends arrives exactly once even past
+//! the server's rate limit, and the exit status tells the script whether every line worked.
+
+use std::collections::BTreeMap;
+
+use tokio::process::Command;
+
+use crate::common::{
+    PASSWORD,
+    process::{BIN, ServerProcess, run_with_stdin},
+};
+
+/// The server's default send limits (50 a second, bursts of 100), but logins as fast as tests
+/// make them.
+async fn server_with_default_send_limits(dir: &std::path::Path) -> ServerProcess {
+    let server =
+        ServerProcess::start(dir, &["--login-rate", "1000", "--login-burst", "1000"]).await;
+    server.register("alice").await;
+    server.register("bob").await;
+    server
+}
+
+fn chat_as_alice(url: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command.args([
+        "chat",
+        "--server",
+        url,
+        "--user",
+        "alice",
+        "--password-stdin",
+    ]);
+    command.args(["--json", "--peer-listen", "127.0.0.1:0"]);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_piped_burst_past_the_rate_limit_arrives_exactly_once_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_default_send_limits(dir.path()).await;
+    let mut script = format!("{PASSWORD}\n");
+    for i in 0..150 {
+        script.push_str(&format!("message bob line {i}\n"));
+    }
+    let out = run_with_stdin(&mut chat_as_alice(&server.url), &script).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "sent")
+        .collect();
+    assert_eq!(sent.len(), 150, "{stdout}");
+    // The limit was really met: some sends took more than one try.
+    assert!(
+        sent.iter().any(|v| v["attempts"].as_u64().unwrap_or(1) > 1),
+        "the burst never met the rate limit, so this proves nothing: {stdout}"
+    );
+
+    let mut bob = server.login("bob").await;
+    bob.subscribe(0).await;
+    let mut bodies = BTreeMap::<String, usize>::new();
+    for m in bob.backlog().await {
+        assert_eq!(m.from, "alice");
+        *bodies.entry(m.body).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> = (0..150).map(|i| (format!("line {i}"), 1)).collect();
+    assert_eq!(bodies, expected, "each line arrives once, none missing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_with_a_failed_command_exits_non_zero_after_running_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_default_send_limits(dir.path()).await;
+    let script = format!("{PASSWORD}\nmessage nobody hello\nmessage bob still sent\n");
+    let out = run_with_stdin(&mut chat_as_alice(&server.url), &script).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim(),
+        "confab: 1 command failed (see the error line above)"
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["type"] == "error" && v["code"] == "NOT_FOUND"),
+        "{stdout}"
+    );
+    // The failure did not stop the script: the next line ran, and it still logged out.
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["type"] == "sent" && v["to"] == "bob"),
+        "{stdout}"
+    );
+    assert_eq!(lines.last().unwrap()["type"], "logged_out", "{stdout}");
+
+    // A mistyped command counts as a failure too; a clean script exits 0.
+    let out = run_with_stdin(
+        &mut chat_as_alice(&server.url),
+        &format!("{PASSWORD}\nmesage bob x\n"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = run_with_stdin(
+        &mut chat_as_alice(&server.url),
+        &format!("{PASSWORD}\nwhoami\n"),
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
