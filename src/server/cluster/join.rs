@@ -63,7 +63,7 @@ pub async fn start(
     ));
     // Sessions this node held before it died are nobody's now.
     let leftovers = cluster.directory().clear_node(&node).await?;
-    let (swept, _) = cluster.renew().await?;
+    let (swept, _) = cluster.renew(true).await?;
     let core = Core::start_node(config, store, admin_token, Some(cluster.clone()))?;
     core.sessions_gone(leftovers.into_iter().chain(swept).collect());
     core.resync().await?;
@@ -99,17 +99,23 @@ pub async fn start(
 }
 
 /// Renews this node's lease and takes the sessions of dead nodes away, every `tick`.
+///
+/// After this node could not reach PostgreSQL, it takes nobody away for a whole lease: when
+/// PostgreSQL itself was down, every node's lease ran out together, and the first node back must
+/// not take the others, which are renewing too, for dead.
 async fn lease(core: std::sync::Weak<Core>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut last_failure: Option<tokio::time::Instant> = None;
     loop {
         interval.tick().await;
         let Some(core) = core.upgrade() else { break };
         let Some(cluster) = core.cluster().cloned() else {
             break;
         };
-        match cluster.renew().await {
+        let sweep = last_failure.is_none_or(|at| at.elapsed() > cluster.lease());
+        match cluster.renew(sweep).await {
             Ok((gone, presumed_dead)) => {
                 if presumed_dead {
                     // Stalled past its lease: the others have taken its sessions away and
@@ -133,6 +139,7 @@ async fn lease(core: std::sync::Weak<Core>, tick: Duration) {
                 }
             }
             Err(e) => {
+                last_failure = Some(tokio::time::Instant::now());
                 if !failing {
                     tracing::warn!("could not renew this node's lease: {e:#}");
                     failing = true;

@@ -113,20 +113,25 @@ impl Cluster {
         &self.directory
     }
 
+    /// How long a lease lasts.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
     /// How often the lease is renewed and dead nodes are looked for.
     pub fn lease_tick(&self) -> Duration {
         self.lease / 4
     }
 
-    /// Renews this node's lease and takes away the entries of nodes whose lease ran out; also
-    /// says whether this node had itself been taken for dead.
+    /// Renews this node's lease and, if `sweep`, takes away the entries of nodes whose lease
+    /// ran out; also says whether this node had itself been taken for dead.
     ///
     /// # Errors
     /// PostgreSQL is unreachable.
-    pub async fn renew(&self) -> anyhow::Result<(Vec<Entry>, bool)> {
+    pub async fn renew(&self, sweep: bool) -> anyhow::Result<(Vec<Entry>, bool)> {
         let now = now_ms();
         self.directory
-            .renew_and_sweep(self.node(), now + self.lease.as_millis() as i64, now)
+            .renew_and_sweep(self.node(), now + self.lease.as_millis() as i64, now, sweep)
             .await
     }
 

@@ -326,8 +326,8 @@ impl PgDirectory {
         .await
     }
 
-    /// Renews `node`'s lease until `until_ms`, then removes the entries of every node whose
-    /// lease ran out before `now_ms` (and those nodes), returning the entries removed and
+    /// Renews `node`'s lease until `until_ms`, then, if `sweep`, removes the entries of every
+    /// node whose lease ran out before `now_ms` (and those nodes), returning the entries removed and
     /// whether `node` itself had been taken for dead (its lease was gone). Two nodes sweeping at
     /// once each get a disjoint share.
     ///
@@ -338,6 +338,7 @@ impl PgDirectory {
         node: &str,
         until_ms: i64,
         now_ms: i64,
+        sweep: bool,
     ) -> anyhow::Result<(Vec<Entry>, bool)> {
         let node = node.to_owned();
         with_session(&self.conn, async move |s| {
@@ -352,6 +353,9 @@ impl PgDirectory {
                 )
                 .await?;
             let was_gone: bool = renewed.get(0);
+            if !sweep {
+                return Ok((Vec::new(), was_gone));
+            }
             let rows = s
                 .client
                 .query(

@@ -176,3 +176,55 @@ async fn while_nats_is_down_messages_are_stored_and_service_comes_back_by_itself
     }
     drop(nats);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_down_the_cluster_says_unavailable_and_recovers_by_itself() {
+    let pg = tokio::task::spawn_blocking(pg::PrivateServer::start)
+        .await
+        .unwrap();
+    let db = pg::fresh_database_on(&pg.url);
+    let bus = nats::server_url();
+    let n0 = super::node(&db, &bus, "n0", &|_| {}).await;
+    let n1 = super::node(&db, &bus, "n1", &|_| {}).await;
+    let mut alice = n0.user("alice").await;
+    let mut bob = n1.user("bob").await;
+    assert_eq!(alice.presence().await, ("bob".into(), pb::Presence::Online));
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.stop();
+        pg
+    })
+    .await
+    .unwrap();
+    // Twice: the first finds the connection broken, the second fails to reconnect.
+    for _ in 0..2 {
+        let refused = alice.send_id("bob", "while down", "d0").await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(
+            refused.message().contains("cannot reach its database"),
+            "{refused:?}"
+        );
+    }
+    // A login needs the session directory: refused the same way, on either node.
+    let refused = crate::common::login_at(&n1.url, "alice", crate::common::PASSWORD, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    })
+    .await
+    .unwrap();
+    // Back by itself: the retried message is stored once and reaches bob on the other node.
+    let sent = alice.send_id("bob", "while down", "d0").await.unwrap();
+    assert!(!sent.duplicate);
+    let m = super::message(&mut bob).await;
+    assert_eq!(
+        (m.message_id.as_str(), m.body.as_str()),
+        ("d0", "while down")
+    );
+    drop(pg);
+}
