@@ -228,3 +228,46 @@ async fn while_postgres_is_down_the_cluster_says_unavailable_and_recovers_by_its
     );
     drop(pg);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_one_node_and_leaves_the_others_serving() {
+    let db = pg::fresh_database();
+    let bus = nats::server_url();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes = Vec::new();
+    for (dir, name) in dirs.iter().zip(["stays", "leaves"]) {
+        let args = ["--store", &db, "--bus", &bus, "--node-id", name];
+        nodes.push(ServerProcess::start(dir.path(), &args).await);
+    }
+    let mut leaving = nodes.pop().unwrap();
+    let staying = nodes.pop().unwrap();
+    staying.register("alice").await;
+    staying.register("bob").await;
+    let mut alice = staying.login("alice").await;
+    alice.subscribe(0).await;
+    alice.backlog().await;
+    let mut bob = leaving.login("bob").await;
+    bob.subscribe(0).await;
+    bob.backlog().await;
+    assert_eq!(alice.presence().await, ("bob".into(), pb::Presence::Online));
+
+    leaving.signal("-TERM");
+    // Bob's stream is told why it ends; the node exits cleanly.
+    match super::next_not_presence(&mut bob, "the end of bob's session").await {
+        pb::event::Kind::SessionEnded(e) => {
+            assert_eq!(e.reason(), pb::SessionEndReason::ServerShutdown)
+        }
+        other => panic!("expected SessionEnded, got {other:?}"),
+    }
+    assert!(leaving.exit_status().await.success());
+    // Alice sees bob leave at once (not after a lease), and her node goes on serving.
+    assert_eq!(
+        alice.presence().await,
+        ("bob".into(), pb::Presence::Offline)
+    );
+    let mut bob = staying.login("bob").await;
+    bob.subscribe(0).await;
+    bob.backlog().await;
+    alice.send("bob", "still here").await.unwrap();
+    assert_eq!(super::message(&mut bob).await.body, "still here");
+}
