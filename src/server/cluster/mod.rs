@@ -7,9 +7,9 @@
 //!   node's lease, the mirror of other nodes' sessions ([`remote`]) and this node's presence
 //!   batch, published once per window.
 //!
-//! What other nodes' events do to this node's streams is in `core/remote.rs`: the core's rules
-//! stay in the core. A lone `confab serve` has no `Cluster` at all, so nothing here is on its
-//! path.
+//! What other nodes' events do to this node's streams is in `core/remote.rs`, and what this node
+//! tells them in `core/publish.rs`: the core's rules stay in the core. A lone `confab serve` has
+//! no `Cluster` at all, so nothing here is on its path.
 
 pub mod bus;
 pub mod join;

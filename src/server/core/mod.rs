@@ -9,6 +9,7 @@
 //! - [`session`]: the session table and each session's stream queue;
 //! - [`delivery`]: what happens to a direct message after its commit;
 //! - [`feed`]: the presence feed every stream reads, coalesced per window;
+//! - [`publish`] and [`remote`]: a cluster node's side of the bus (SPEC §12);
 //! - [`stats`]: the counters of `Admin/GetStats`.
 //!
 //! Nothing here knows protobuf requests or tonic: operations take and return domain values
@@ -23,6 +24,7 @@ pub mod login;
 pub mod manage;
 pub mod messages;
 pub mod presence;
+pub mod publish;
 pub mod remote;
 pub mod session;
 pub mod stats;
@@ -118,7 +120,7 @@ impl Core {
         let stats = Stats::default();
         let local = delivery::Local::new(sessions.clone(), stats.send_to_delivery.clone());
         let deliver: Arc<dyn crate::server::writer::Deliver> = match &cluster {
-            Some(c) => Arc::new(remote::ClusterDeliver::new(local, c.clone())),
+            Some(c) => Arc::new(publish::ClusterDeliver::new(local, c.clone())),
             None => Arc::new(local),
         };
         let (writer, _thread) = Writer::start(store.clone(), deliver);
