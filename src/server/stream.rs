@@ -2,17 +2,19 @@
 //! the session ends or a newer stream replaces this one.
 //!
 //! Live events come from two places: the session's queue (direct messages, broadcasts, consent,
-//! login failures) and the presence feed, read at the stream's own pace when the feed wakes it
-//! (once per window) and, before each queued item, up to the point where that item was pushed, so
-//! the two keep the order in which things happened.
+//! login failures) and the presence feed, read at the stream's own turn after the feed wakes it
+//! (once per window; the turns of all streams spread over the window) and, before each queued
+//! item, up to the point where that item was pushed, so the two keep the order in which things
+//! happened.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use tokio::time::{Instant, sleep_until};
 use tokio_stream::Stream;
 use tonic::Status;
 
 use super::{
-    core::{Core, EndReason, Outbound, Session},
+    core::{Core, EndReason, Outbound, Session, feed},
     error::Error,
     wire,
 };
@@ -24,7 +26,21 @@ const REPLAY_PAGE: usize = 256;
 /// What woke the live loop.
 enum Next {
     Item(Option<Outbound>),
+    /// The feed has news; read it at this stream's turn.
+    Woken,
+    /// This stream's turn to read the feed.
     Presence,
+}
+
+/// How long after the feed's wake-up this session's stream reads it: a fixed share of the
+/// window per session, so the streams woken together do not all read, encode and flush in the
+/// same instant (1 000 streams at once held up every message behind them for tens of
+/// milliseconds); together they spread evenly over the window.
+fn turn(session_id: u64) -> Duration {
+    // Fibonacci hashing spreads consecutive ids evenly.
+    let spread = session_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let window = feed::WINDOW.as_micros() as u64;
+    Duration::from_micros((spread * window) >> 32)
 }
 
 /// Detaches the stream when tonic drops it (client gone or replaced).
@@ -90,16 +106,27 @@ pub fn subscribe(
         yield Ok(wire::encode(Kind::BacklogEnd(pb::BacklogEnd { last_seq: last })));
         // Live events until the queue closes: the session ended (say so) or a newer stream
         // replaced this one (end quietly).
+        let turn = turn(session.id);
+        // Set while the feed has news this stream has not read yet.
+        let mut due: Option<Instant> = None;
         loop {
             let next = tokio::select! {
                 biased;
                 item = rx.recv() => Next::Item(item),
-                Ok(()) = woken.changed(), if presence => Next::Presence,
+                () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => Next::Presence,
+                Ok(()) = woken.changed(), if presence && due.is_none() => Next::Woken,
             };
             let (upto, item) = match next {
                 Next::Item(None) => break,
                 Next::Item(Some(item)) => (item.presence_mark, Some(item)),
-                Next::Presence => (*woken.borrow_and_update(), None),
+                Next::Woken => {
+                    due = Some(Instant::now() + turn);
+                    continue;
+                }
+                Next::Presence => {
+                    due = None;
+                    (*woken.borrow_and_update(), None)
+                }
             };
             if presence {
                 match core.presence_since(&mut cursor, upto, &session) {
@@ -124,5 +151,22 @@ pub fn subscribe(
         if let Some(reason) = session.end_reason().filter(|_| !session.replaced(generation)) {
             yield Ok(wire::session_ended(reason));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_fall_inside_the_window_and_spread_over_it() {
+        let mut tenths = [0u32; 10];
+        for id in 1..=1000 {
+            let t = turn(id);
+            assert!(t < feed::WINDOW, "{t:?}");
+            tenths[(t.as_micros() * 10 / feed::WINDOW.as_micros()) as usize] += 1;
+        }
+        // Consecutive session ids (as the table hands them out) land in every tenth evenly.
+        assert!(tenths.iter().all(|&n| (80..=120).contains(&n)), "{tenths:?}");
     }
 }

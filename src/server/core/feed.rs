@@ -3,7 +3,9 @@
 //! A login used to be pushed onto every online stream's queue, one push (and one task wake-up)
 //! per stream per change: a login storm of N users cost N² pushes. Now a change is appended here
 //! once, and streams are woken once per window (at most [`WINDOW`] after the first change) to
-//! read everything new in one go, so N logins cost each stream a handful of wake-ups. The events
+//! read everything new in one go, so N logins cost each stream a handful of wake-ups. Each stream
+//! reads at its own turn within the next window (`server/stream.rs`), so the streams woken
+//! together do not all encode and flush in the same instant. The events
 //! are encoded once and shared. Each change carries who may not see it (SPEC §3: the users its
 //! subject blocks, taken when it changed), and the range every stream reads after a wake-up is
 //! put together once and shared; only a stream's own range (up to a queued item's mark) is
