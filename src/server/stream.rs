@@ -167,6 +167,9 @@ mod tests {
             tenths[(t.as_micros() * 10 / feed::WINDOW.as_micros()) as usize] += 1;
         }
         // Consecutive session ids (as the table hands them out) land in every tenth evenly.
-        assert!(tenths.iter().all(|&n| (80..=120).contains(&n)), "{tenths:?}");
+        assert!(
+            tenths.iter().all(|&n| (80..=120).contains(&n)),
+            "{tenths:?}"
+        );
     }
 }
