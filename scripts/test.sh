@@ -85,9 +85,10 @@ cargo nextest run --locked --no-fail-fast
 echo "== integration tests again, every server on PostgreSQL"
 # The store tests already ran on both engines; `storage` damages and repairs the SQLite file;
 # the network-namespace tests run servers where 127.0.0.1 is not this PostgreSQL, and test the
-# network, not the store; the cluster tests are on PostgreSQL already.
+# network, not the store; the fuzz corpora open no server; the cluster tests are on PostgreSQL
+# already.
 CONFAB_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast \
-    -E 'binary(it) and not test(/^(store|pg_outage|netns|storage|cluster)::/)'
+    -E 'binary(it) and not test(/^(store|pg_outage|netns|storage|fuzz_corpus|cluster)::/)'
 echo "== interop (Python client from proto/chat.proto)"
 cargo build --locked --quiet
 CONFAB_BIN="${CARGO_TARGET_DIR:-target}/debug/confab" \

@@ -14,6 +14,8 @@
 mod bench;
 pub mod cli;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod peer;
 pub mod server;
 pub mod signal;

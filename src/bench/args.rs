@@ -45,9 +45,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6",
           value_parser = clap::value_parser!(u8).range(1..=8), env = "CONFAB_BENCH_PHASES")]
     phases: Vec<u8>,
-    /// Simulated users, each with its own connection and stream.
-    #[arg(long, default_value_t = 1000, env = "CONFAB_BENCH_USERS")]
-    users: usize,
+    /// Simulated users, each with its own connection and stream [default: 1000; 10000 with
+    /// --soak].
+    #[arg(long, env = "CONFAB_BENCH_USERS")]
+    users: Option<usize>,
     /// Offered load of phases 2 and 5, messages per second.
     #[arg(long, default_value_t = 4000.0, env = "CONFAB_BENCH_RATE")]
     rate: f64,
@@ -84,6 +85,28 @@ pub(crate) struct BenchArgs {
     /// Usernames are PREFIX00000, PREFIX00001, …; reruns against one server reuse them.
     #[arg(long, default_value = "bench", env = "CONFAB_BENCH_PREFIX")]
     prefix: String,
+    /// Instead of the phases, a soak this long (`10m`, `1h`): --users stay connected, send, log
+    /// out and in at a steady rate while the server's memory and open files are sampled. Fails
+    /// if either keeps growing at the end or an acknowledged message is lost.
+    #[arg(long, value_parser = crate::types::parse_duration, env = "CONFAB_BENCH_SOAK")]
+    soak: Option<Duration>,
+    /// --soak: direct messages a second.
+    #[arg(long, default_value_t = 100.0, env = "CONFAB_BENCH_SOAK_RATE")]
+    soak_rate: f64,
+    /// --soak: users a second that log out and in again (every fourth as a killed client).
+    #[arg(long, default_value_t = 1.0, env = "CONFAB_BENCH_SOAK_CHURN")]
+    soak_churn: f64,
+    /// --soak: time between two samples of the server's memory and open files.
+    #[arg(long, default_value = "5s", value_parser = crate::types::parse_duration, env = "CONFAB_BENCH_SOAK_SAMPLE")]
+    soak_sample: Duration,
+    /// Instead of the phases, this many connections one after another, each opening --streams
+    /// `SendStream`s at once and closing: the server's memory before, at each peak and after
+    /// each close.
+    #[arg(long, conflicts_with = "soak", env = "CONFAB_BENCH_STREAM_ROUNDS")]
+    stream_rounds: Option<usize>,
+    /// --stream-rounds: streams per connection (the server's --max-streams-per-connection).
+    #[arg(long, default_value_t = 128, env = "CONFAB_BENCH_STREAMS")]
+    streams: usize,
     /// Print the summary as JSON instead of a table.
     #[arg(long, env = "CONFAB_BENCH_JSON")]
     json: bool,
@@ -109,6 +132,15 @@ pub(crate) enum ServerSource {
     Spawn,
     /// `--server`, with `--server-pid` if given.
     External { url: String, pid: Option<u32> },
+}
+
+/// `--soak` and its own flags, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Soak {
+    pub(crate) duration: Duration,
+    pub(crate) rate: f64,
+    pub(crate) churn: f64,
+    pub(crate) sample_every: Duration,
 }
 
 /// Checked settings.
@@ -139,6 +171,34 @@ pub(crate) struct Settings {
     /// `--compare`: the earlier run, read and parsed before anything is measured.
     #[serde(skip)]
     pub(crate) compare: Option<serde_json::Value>,
+    /// `--soak`: a soak instead of the phases.
+    #[serde(skip)]
+    pub(crate) soak: Option<Soak>,
+    /// `--stream-rounds` and `--streams`: the stream-memory rounds instead of the phases.
+    #[serde(skip)]
+    pub(crate) stream_rounds: Option<(usize, usize)>,
+}
+
+/// Checks `--soak` and its flags.
+fn soak(duration: Duration, args: &BenchArgs) -> anyhow::Result<Soak> {
+    if duration.is_zero() {
+        bail!("--soak must be longer than 0s");
+    }
+    if !(args.soak_rate.is_finite() && args.soak_rate > 0.0) {
+        bail!("--soak-rate must be a positive number of messages per second");
+    }
+    if !(args.soak_churn.is_finite() && args.soak_churn >= 0.0) {
+        bail!("--soak-churn must be 0 or a positive number of users per second");
+    }
+    if args.soak_sample.is_zero() || args.soak_sample * 12 > duration {
+        bail!("--soak-sample must be above 0s and leave at least 12 samples in --soak");
+    }
+    Ok(Soak {
+        duration,
+        rate: args.soak_rate,
+        churn: args.soak_churn,
+        sample_every: args.soak_sample,
+    })
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -151,7 +211,10 @@ impl Settings {
     /// # Errors
     /// A value out of range, with the flag to change.
     pub(crate) fn new(args: BenchArgs) -> anyhow::Result<Settings> {
-        if args.users < 2 {
+        let users = args
+            .users
+            .unwrap_or(if args.soak.is_some() { 10_000 } else { 1000 });
+        if users < 2 {
             bail!("--users must be at least 2: messages need a recipient");
         }
         if !(args.rate.is_finite() && args.rate > 0.0) {
@@ -179,6 +242,10 @@ impl Settings {
                     MAX_USERNAME_LEN - "-peer-a".len()
                 )
             })?;
+        let soak = args
+            .soak
+            .map(|duration| soak(duration, &args))
+            .transpose()?;
         let compare = args
             .compare
             .as_ref()
@@ -206,10 +273,10 @@ impl Settings {
             baseline: args.baseline,
             relay: args.relay.map(|url| (url, args.relay_pid)),
             phases: args.phases.into_iter().collect(),
-            users: args.users,
+            users,
             rate: args.rate,
             duration: args.duration,
-            senders: args.senders.min(args.users),
+            senders: args.senders.min(users),
             window: args.window,
             broadcasts: args.broadcasts,
             storm_users: args.storm_users,
@@ -221,6 +288,8 @@ impl Settings {
             prefix: args.prefix,
             json: args.json,
             compare,
+            soak,
+            stream_rounds: args.stream_rounds.map(|rounds| (rounds, args.streams)),
         })
     }
 

@@ -12,6 +12,9 @@
 //!   `schedule.rs`: the open-loop pacer.
 //! - `proc.rs`: server memory and CPU from /proc, the open-file limit; `spawn.rs`: servers
 //!   started for the run.
+//! - `soak/`: `--soak`, a long run at a steady load that watches the server's memory and open
+//!   files instead of the phases.
+//! - `streams.rs`: `--stream-rounds`, what connections that open the most streams leave behind.
 //! - `report.rs`: the table and the JSON; `compare.rs`: ratios against an earlier run's JSON;
 //!   `progress.rs`: the progress line on stderr.
 //!
@@ -29,8 +32,10 @@ mod relay_server;
 mod report;
 mod schedule;
 mod send_stream;
+mod soak;
 mod spawn;
 mod stats;
+mod streams;
 mod target;
 
 use std::sync::Arc;
@@ -67,6 +72,13 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         progress.note(&format!(
             "note: the server needs an open-file limit above {needed} too (this process has {limit})"
         ));
+    }
+
+    if let Some(soak) = &settings.soak {
+        return soak::run(&settings, soak, progress).await;
+    }
+    if let Some((rounds, streams)) = settings.stream_rounds {
+        return streams::run(&settings, rounds, streams).await;
     }
 
     let mut targets = Vec::new();

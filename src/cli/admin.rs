@@ -104,7 +104,7 @@ enum AdminCommand {
         password_stdin: bool,
     },
     /// Check a stopped server's store (offline): the write-ahead log, the schema, SQLite's
-    /// quick_check. Exits non-zero if it cannot be trusted.
+    /// integrity_check. Exits non-zero if it cannot be trusted.
     /// (`--data-dir` names the directory.)
     Check,
     /// Recover what is readable from a stopped server's damaged store into a fresh one, keeping

@@ -19,10 +19,10 @@
 
 mod dial;
 pub mod file;
-mod frame;
+pub(crate) mod frame;
 mod keyring;
 mod listener;
-mod noise;
+pub(crate) mod noise;
 mod responder;
 mod send;
 

@@ -224,3 +224,59 @@ fn compare_prints_the_ratio_of_each_figure_to_an_earlier_run() {
         String::from_utf8_lossy(&out.stderr).contains("is not the JSON of `confab bench --json`")
     );
 }
+
+/// `--soak`, one minute and a few hundred users: everything acknowledged arrives, users log out
+/// and in (some as killed clients), and the server's memory and open files are sampled often
+/// enough for the growth rule to judge.
+#[test]
+fn a_one_minute_soak_loses_nothing_and_judges_memory_and_files() {
+    let out = confab(&[
+        "bench",
+        "--spawn-server",
+        "--soak",
+        "60s",
+        "--users",
+        "200",
+        "--soak-rate",
+        "40",
+        "--soak-churn",
+        "2",
+        "--soak-sample",
+        "2s",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the soak failed:\n{stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("the soak's JSON");
+    assert_eq!(f(&v, "/users"), 200.0);
+    assert!(f(&v, "/acknowledged") > 1000.0, "{v:#}");
+    assert_eq!(f(&v, "/lost"), 0.0, "{v:#}");
+    assert!(f(&v, "/logins") > 50.0 && f(&v, "/kills") > 5.0, "{v:#}");
+    assert!(f(&v, "/samples") >= 25.0, "{v:#}");
+    for series in ["rss_mib", "fds"] {
+        let start = f(&v, &format!("/{series}/start"));
+        let max = f(&v, &format!("/{series}/max"));
+        assert!(0.0 < start && start <= max, "{series}: {v:#}");
+        assert!(
+            f(&v, &format!("/{series}/last_third_growth"))
+                <= f(&v, &format!("/{series}/allowed_growth"))
+        );
+    }
+    // 200 connected users hold at least 200 sockets in the server.
+    assert!(f(&v, "/fds/start") >= 200.0, "{v:#}");
+}
+
+#[test]
+fn a_soak_too_short_for_its_samples_is_refused_before_it_starts() {
+    let out = confab(&[
+        "bench",
+        "--spawn-server",
+        "--soak",
+        "10s",
+        "--soak-sample",
+        "5s",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--soak-sample"), "{stderr}");
+}

@@ -22,6 +22,7 @@ mod consent;
 mod contrib;
 mod decoding;
 mod files;
+mod fuzz_corpus;
 mod limits;
 mod messages;
 mod netns;

@@ -1,6 +1,12 @@
 //! What the SQLite store checks before it serves: the write-ahead log (see [`super::wal`]), the
-//! schema version and SQLite's `quick_check`. A store that fails any of them is refused, with a
-//! sentence naming the file and what to do, rather than served with silent losses.
+//! schema version and SQLite's `integrity_check`. A store that fails any of them is refused, with
+//! a sentence naming the file and what to do, rather than served with silent losses.
+//!
+//! `integrity_check` rather than the faster `quick_check`: only the full check compares every
+//! index with its table, and an inbox whose `inbox_dedupe` index lacks a row passed
+//! `quick_check`, then served fewer messages than it counted (and a resent message missing from
+//! the index would not be known as a duplicate). It costs about 1.4 s more per million stored
+//! messages at start (BENCHMARKS.md).
 //!
 //! `confab admin check` runs the same checks offline and reports what it found.
 
@@ -13,7 +19,7 @@ use super::{
     wal::{self, WalReport},
 };
 
-/// Problems found in `quick_check` output beyond which listing more helps nobody.
+/// Problems found in `integrity_check` output beyond which listing more helps nobody.
 const MAX_PROBLEMS: usize = 10;
 
 /// What the checks found.
@@ -46,18 +52,18 @@ pub fn before_open(db: &Path) -> anyhow::Result<WalReport> {
 /// Checks the schema version and the database's structure on a freshly opened connection.
 ///
 /// # Errors
-/// A newer schema or a failed `quick_check`, with the sentence to show.
+/// A newer schema or a failed `integrity_check`, with the sentence to show.
 pub fn after_open(conn: &Connection, db: &Path) -> anyhow::Result<()> {
     if let Some(problem) = schema_problem(conn, db)? {
         anyhow::bail!("{problem}");
     }
-    let problems = quick_check(conn)?;
+    let problems = integrity_check(conn)?;
     if !problems.is_empty() {
         anyhow::bail!(
             "{}",
             refusal(
                 db,
-                &format!("SQLite's quick_check failed: {}", problems.join("; "))
+                &format!("SQLite's integrity_check failed: {}", problems.join("; "))
             )
         );
     }
@@ -90,10 +96,10 @@ pub fn inspect(db: &Path) -> anyhow::Result<Health> {
             health.problems.push(problem);
             return Ok(());
         }
-        let problems = quick_check(&conn)?;
+        let problems = integrity_check(&conn)?;
         if !problems.is_empty() {
             health.problems.push(format!(
-                "SQLite's quick_check failed: {}",
+                "SQLite's integrity_check failed: {}",
                 problems.join("; ")
             ));
         }
@@ -141,9 +147,9 @@ fn schema_problem(conn: &Connection, db: &Path) -> anyhow::Result<Option<String>
     }))
 }
 
-/// `PRAGMA quick_check`'s complaints (none when it says `ok`).
-fn quick_check(conn: &Connection) -> anyhow::Result<Vec<String>> {
-    let mut stmt = conn.prepare(&format!("PRAGMA quick_check({MAX_PROBLEMS})"))?;
+/// `PRAGMA integrity_check`'s complaints (none when it says `ok`).
+fn integrity_check(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA integrity_check({MAX_PROBLEMS})"))?;
     let lines = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
