@@ -24,6 +24,10 @@ fi
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
     apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
 fi
+# The cluster tests (tests/it/cluster/) carry events between nodes on Debian's nats-server.
+if ! command -v nats-server >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
+fi
 # tests/it/chat.rs drives `confab chat` in a real terminal through tmux, tests/it/contrib.rs checks
 # the systemd unit with systemd-analyze, tests/it/completions.rs renders the man pages with
 # man/groff: Debian's packages, if missing.
@@ -71,16 +75,20 @@ echo "== tests"
 # A throwaway PostgreSQL on a free loopback port; each test makes its own database on it.
 pg_dir=$(mktemp -d)
 chmod 755 "$pg_dir"
-trap 'scripts/postgres.sh stop "$pg_dir/pg"; rm -rf "$pg_dir"' EXIT
+trap 'scripts/postgres.sh stop "$pg_dir/pg"; scripts/nats.sh stop "$pg_dir/nats"; rm -rf "$pg_dir"' EXIT
 CONFAB_TEST_POSTGRES=$(scripts/postgres.sh start "$pg_dir/pg")
 export CONFAB_TEST_POSTGRES
+# One nats-server for the cluster tests; each test's cluster has subjects of its own.
+CONFAB_TEST_NATS=$(scripts/nats.sh start "$pg_dir/nats")
+export CONFAB_TEST_NATS
 cargo nextest run --locked --no-fail-fast
 echo "== integration tests again, every server on PostgreSQL"
 # The store tests already ran on both engines; `storage` damages and repairs the SQLite file;
 # the network-namespace tests run servers where 127.0.0.1 is not this PostgreSQL, and test the
-# network, not the store; the fuzz corpora open no server.
+# network, not the store; the fuzz corpora open no server; the cluster tests are on PostgreSQL
+# already.
 CONFAB_TEST_STORE=postgres cargo nextest run --locked --no-fail-fast \
-    -E 'binary(it) and not test(/^(store|pg_outage|netns|storage|fuzz_corpus)::/)'
+    -E 'binary(it) and not test(/^(store|pg_outage|netns|storage|fuzz_corpus|cluster)::/)'
 echo "== interop (Python client from proto/chat.proto)"
 cargo build --locked --quiet
 CONFAB_BIN="${CARGO_TARGET_DIR:-target}/debug/confab" \

@@ -263,25 +263,35 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(fail)?
                 .into_inner()
                 .sessions;
-            let mut table =
-                Table::new(&["USER", "ADDRESS", "SINCE", "HEARTBEAT", "INBOX", "STREAM"]);
+            // A NODE column only for a cluster (a lone server's sessions have none).
+            let cluster = sessions.iter().any(|s| !s.node.is_empty());
+            let mut headers = vec!["USER", "ADDRESS", "SINCE", "HEARTBEAT", "INBOX", "STREAM"];
+            if cluster {
+                headers.push("NODE");
+            }
+            let mut table = Table::new(&headers);
             for s in sessions {
                 if json {
                     println!(
                         "{}",
                         serde_json::json!({"username": s.username, "address": s.address,
                             "since_ms": s.since_ms, "last_heartbeat_ms": s.last_heartbeat_ms,
-                            "pending_inbox": s.pending_inbox, "subscribed": s.subscribed})
+                            "pending_inbox": s.pending_inbox, "subscribed": s.subscribed,
+                            "node": s.node})
                     );
                 } else {
-                    table.row(vec![
+                    let mut row = vec![
                         s.username,
                         s.address,
                         ms(s.since_ms),
                         ms(s.last_heartbeat_ms),
                         s.pending_inbox.to_string(),
                         yes(s.subscribed),
-                    ]);
+                    ];
+                    if cluster {
+                        row.push(s.node);
+                    }
+                    table.row(row);
                 }
             }
             if !json {
@@ -309,6 +319,8 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 ("address_grants", s.address_grants),
                 ("streams_too_slow", s.streams_too_slow),
                 ("storage_commits", s.storage_commits),
+                ("cluster_sessions", s.cluster_sessions),
+                ("nodes", s.nodes),
             ];
             if json {
                 let map: serde_json::Map<String, serde_json::Value> = rows

@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the message center.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create an account on a server.
     Register(admin::RegisterArgs),
     /// Operator commands (need the server's admin token).
@@ -68,7 +68,7 @@ pub fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Register(args) => admin::register(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Chat(args) => chat::run(args).await,

@@ -35,6 +35,14 @@ pub(crate) struct ServeArgs {
     // and all).
     #[arg(long, env = "CONFAB_STORE", hide_env_values = true)]
     store: Option<String>,
+    /// Make this server a node of a cluster: the NATS server that carries events between the
+    /// nodes (nats://host:4222). Needs --store postgres://… shared by every node.
+    #[arg(long, env = "CONFAB_BUS", hide_env_values = true, value_name = "URL")]
+    bus: Option<String>,
+    /// This node's name in the cluster (letters, digits, '-', '_'); default: the host name and
+    /// the port.
+    #[arg(long, env = "CONFAB_NODE_ID", value_name = "NAME")]
+    node_id: Option<String>,
     /// Credentials file (`username password` per line); missing users are created at start.
     #[arg(long, env = "CONFAB_USERS")]
     users: Option<PathBuf>,
@@ -147,6 +155,8 @@ impl ServeArgs {
     fn into_config(self) -> Config {
         let mut c = Config::new(self.listen, self.data_dir);
         c.store = self.store.map(Secret::new);
+        c.bus = self.bus.map(Secret::new);
+        c.node_id = self.node_id;
         c.users_file = self.users;
         c.registration = !self.no_registration;
         c.admin_token_file = self.admin_token_file;

@@ -70,6 +70,28 @@ pub mod defaults {
     /// `--max-streams-per-connection`: a chat client uses a handful; gRPC servers commonly
     /// allow 100.
     pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+
+    /// `--node-id`: the host's name and the port, unique for every node a machine runs
+    /// (two nodes with one name would take each other's sessions for their own).
+    pub fn node_id(listen: SocketAddr) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| {
+                h.trim()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect::<String>()
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".into());
+        format!("{host}-{}", listen.port())
+    }
 }
 
 /// The server's settings. Field docs name the flag that sets each one.
@@ -82,6 +104,11 @@ pub struct Config {
     /// `--store`: a `postgres://` URL for the durable data; `None` keeps it in SQLite in
     /// `data_dir`. A secret, since the URL may carry the database password.
     pub store: Option<Secret>,
+    /// `--bus`: a `nats://` URL making this server a node of a cluster (needs `store`);
+    /// `None`: a lone server. A secret, since the URL may carry credentials.
+    pub bus: Option<Secret>,
+    /// `--node-id`: this node's name in the cluster; default [`defaults::node_id`].
+    pub node_id: Option<String>,
     /// `--users`: the assignment's credentials file, imported at start.
     pub users_file: Option<PathBuf>,
     /// `--no-registration` clears it.
@@ -170,6 +197,8 @@ impl Config {
             listen,
             data_dir,
             store: None,
+            bus: None,
+            node_id: None,
             users_file: None,
             registration: true,
             admin_token_file: None,

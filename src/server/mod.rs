@@ -7,6 +7,7 @@
 pub mod accounts;
 mod admin_token;
 pub mod blocks;
+pub mod cluster;
 pub mod config;
 pub mod consent;
 pub mod core;
@@ -121,7 +122,10 @@ async fn build(config: Config) -> anyhow::Result<(Arc<Core>, datadir::DataDir)> 
     let storage::Storage { dir, store } = storage::open(&config)?;
     let admin_token = admin_token::load_or_create(&config.admin_token_path())?;
     let users_file = config.users_file.clone();
-    let core = Core::start(config, store, admin_token)?;
+    let core = match cluster::join::bus_url(&config)? {
+        None => Core::start(config, store, admin_token)?,
+        Some(url) => cluster::join::start(config, &url, store, admin_token).await?,
+    };
     if let Some(path) = users_file {
         core.import_users(&path).await?;
     }

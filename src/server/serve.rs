@@ -93,6 +93,7 @@ pub(super) async fn serve(
         served = serving => served?,
         () = grace => tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
+    core.leave().await;
     core.writer.flush().await?;
     let store = core.store.clone();
     tokio::task::spawn_blocking(move || store.close()).await??;

@@ -15,6 +15,7 @@ mod chat_connect;
 mod chat_consent;
 mod chat_script;
 mod chat_terminal;
+mod cluster;
 mod common;
 mod completions;
 mod consent;

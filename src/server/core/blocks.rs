@@ -1,12 +1,17 @@
 //! SPEC §5: blocking, stored first, then every effect on live state.
 
 use super::{Core, session::Session};
-use crate::server::{error::Result, store::WriteOp};
+use crate::server::{
+    cluster::bus::{BlockChange, Kind},
+    error::Result,
+    store::WriteOp,
+};
 
 impl Core {
     /// `me` blocks `name`: stored, then every effect of SPEC §5 (the block index that presence,
     /// broadcast, messages and `ListOnline` read; grants and pending requests between the two).
     pub async fn block(&self, me: &Session, name: &str) -> Result<()> {
+        self.learn(name).await?;
         let target = self.other(me, name, "user", "block")?;
         self.writer
             .write(WriteOp::Block {
@@ -15,6 +20,11 @@ impl Core {
             })
             .await?;
         self.blocks.add(me.user_id(), target.id);
+        self.publish(Kind::Block(BlockChange {
+            blocker: me.user_id(),
+            blocked: target.id,
+            added: true,
+        }));
         self.notify(self.consent.blocked(me.user_id(), target.id));
         tracing::info!(user = %me.name(), "blocked a user");
         Ok(())
@@ -22,6 +32,7 @@ impl Core {
 
     /// `me` unblocks `name`.
     pub async fn unblock(&self, me: &Session, name: &str) -> Result<()> {
+        self.learn(name).await?;
         let target = self.other(me, name, "user", "unblock")?;
         self.writer
             .write(WriteOp::Unblock {
@@ -30,6 +41,11 @@ impl Core {
             })
             .await?;
         self.blocks.remove(me.user_id(), target.id);
+        self.publish(Kind::Block(BlockChange {
+            blocker: me.user_id(),
+            blocked: target.id,
+            added: false,
+        }));
         Ok(())
     }
 

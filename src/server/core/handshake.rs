@@ -3,14 +3,11 @@
 
 use std::{sync::Arc, time::Instant};
 
-use super::{
-    Core,
-    session::{Outbound, Session},
-    stats::bump,
-};
+use super::{Core, session::Session, stats::bump};
 use crate::{
     now_ms,
     server::{
+        accounts::Account,
         consent::{Address, Notice, Party, Requested},
         error::{Error, Result},
         wire,
@@ -39,21 +36,11 @@ impl Core {
                 "your session has no peer key: log in with peer_public_key to use direct messages",
             ));
         };
-        let Some(to) = self.sessions.by_user(target.id) else {
-            return Err(Error::Offline(target.name.to_string()));
-        };
-        let Some(to_peer) = to.peer.as_ref().filter(|p| p.port != 0) else {
-            return Err(Error::NoPeerListener(target.name.to_string()));
-        };
-        let to_address = Address {
-            host: to_peer.host.clone(),
-            port: to_peer.port,
-            public_key: to_peer.public_key.clone(),
-        };
+        let (to, to_address) = self.target_of_request(&target)?;
         let (requested, notices) = self.consent.request(
             &party(me),
             &my_peer.public_key,
-            &party(&to),
+            &to,
             &to_address,
             Instant::now(),
             now_ms(),
@@ -73,11 +60,54 @@ impl Core {
         Ok(requested)
     }
 
+    /// The target's session (here or on another node) and its peer address.
+    fn target_of_request(&self, target: &Account) -> Result<(Party, Address)> {
+        let no_listener = || Error::NoPeerListener(target.name.to_string());
+        if let Some(to) = self.sessions.by_user(target.id) {
+            let to_peer = to
+                .peer
+                .as_ref()
+                .filter(|p| p.port != 0)
+                .ok_or_else(no_listener)?;
+            let address = Address {
+                host: to_peer.host.clone(),
+                port: to_peer.port,
+                public_key: to_peer.public_key.clone(),
+            };
+            return Ok((party(&to), address));
+        }
+        let there = self
+            .cluster()
+            .and_then(|c| c.remote_session(target.id))
+            .ok_or_else(|| Error::Offline(target.name.to_string()))?;
+        let (host, port, public_key) = there.peer.filter(|p| p.1 != 0).ok_or_else(no_listener)?;
+        let to = Party {
+            user: target.id,
+            session: there.epoch,
+            name: target.name.clone(),
+        };
+        Ok((
+            to,
+            Address {
+                host,
+                port,
+                public_key,
+            },
+        ))
+    }
+
     /// `me` answers request `id`.
     pub fn respond_address(&self, me: &Arc<Session>, id: &str, accept: bool) -> Result<()> {
-        let notices = self
-            .consent
-            .respond(&party(me), id, accept, Instant::now())?;
+        let notices = match self.consent.respond(&party(me), id, accept, Instant::now()) {
+            // Made on the requester's node: the answer goes there.
+            Err(Error::NoSuchRequest) if self.answer_elsewhere(me, id, accept) => {
+                if accept {
+                    bump(&self.stats.address_grants);
+                }
+                return Ok(());
+            }
+            other => other?,
+        };
         if accept {
             bump(&self.stats.address_grants);
         }
@@ -88,26 +118,22 @@ impl Core {
     /// Pushes each notice to its party's session, if that session is still the live one.
     pub(super) fn notify(&self, notices: Vec<Notice>) {
         for notice in notices {
-            let (to, event) = match notice {
+            let (to, event, request) = match notice {
                 Notice::Asked {
                     to,
                     id,
                     from,
                     from_key,
                     expires_at_ms,
-                } => (
-                    to,
-                    wire::address_requested(id, &from, from_key, expires_at_ms),
-                ),
-                Notice::Granted { to, grant } => (to, wire::address_granted(&grant)),
-                Notice::Denied { to, by, why } => (to, wire::address_denied(&by, why)),
-                Notice::Revoked { to, with } => (to, wire::address_revoked(&with)),
+                } => {
+                    let event = wire::address_requested(id.clone(), &from, from_key, expires_at_ms);
+                    (to, event, Some(id))
+                }
+                Notice::Granted { to, grant } => (to, wire::address_granted(&grant), None),
+                Notice::Denied { to, by, why } => (to, wire::address_denied(&by, why), None),
+                Notice::Revoked { to, with } => (to, wire::address_revoked(&with), None),
             };
-            if let Some(session) = self.sessions.by_user(to.user)
-                && session.id == to.session
-            {
-                session.push(Outbound::now(event));
-            }
+            self.push_to(&to, event, request.as_deref());
         }
     }
 }

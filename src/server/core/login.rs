@@ -9,15 +9,18 @@ use std::{
 
 use anyhow::{Context, bail};
 
+use crate::server::lockout::Failure;
+
 use super::{
     Core, EndReason,
-    session::{NewSession, Outbound, PeerInfo, Session},
+    session::{NewSession, PeerInfo, Session},
     stats::bump,
 };
 use crate::{
     now_ms,
     server::{
         accounts::Account,
+        cluster::bus::{AccountChange, Kind},
         error::{Error, Result},
         store::{UserRow, WriteOp, WriteOutcome},
         wire,
@@ -47,6 +50,7 @@ impl Core {
         match outcome {
             WriteOutcome::Created(id) => {
                 tracing::info!(user = name, "account created");
+                self.publish(Kind::Account(AccountChange { user: id }));
                 Ok(self.accounts.insert(UserRow {
                     id,
                     name: name.to_owned(),
@@ -130,17 +134,21 @@ impl Core {
             ));
         }
         let name_key = username_key(name);
-        let account = self.accounts.get(name);
+        let account = match self.accounts.get(name) {
+            Some(a) => Some(a),
+            None => self.account_from_cluster(&name_key).await?,
+        };
         let device = self.device(account.as_deref(), ticket).await?;
         let key = device.lock_key(&name_key).to_owned();
-        if let Some(left) = self.lockout().locked(&key, Instant::now()) {
+        if let Some(left) = self.locked_for(&key).await? {
             return Err(Error::LockedOut {
                 user: name.to_owned(),
                 left,
             });
         }
         if !self.hasher.verify(account.clone(), password).await {
-            return Err(self.login_failed(name, &key, account.as_deref(), remote));
+            let failure = self.count_failure(&key).await?;
+            return Err(self.login_failed(name, failure, account.as_deref(), remote));
         }
         let account = account.expect("verified accounts exist");
         // Told only to someone who knows the password, so it reveals nothing to guessers.
@@ -148,20 +156,21 @@ impl Core {
             return Err(Error::AccountDisabled(account.name.to_string()));
         }
         // The lock may have started while this attempt was hashing.
-        if let Some(left) = self.lockout().locked(&key, Instant::now()) {
+        if let Some(left) = self.locked_for(&key).await? {
             return Err(Error::LockedOut {
                 user: name.to_owned(),
                 left,
             });
         }
-        {
-            // The owner is in: the account's count starts afresh too.
-            let mut lockout = self.lockout();
-            lockout.clear(&key);
-            lockout.clear(&name_key);
+        // The owner is in: the account's count starts afresh too.
+        self.clear_failures(&key).await?;
+        if key != name_key {
+            self.clear_failures(&name_key).await?;
         }
         let device_ticket = self.ticket_for(&account, device).await;
+        let id = self.claim_session(&account, remote, peer.as_ref()).await?;
         let (session, token, replaced) = self.sessions.create(NewSession {
+            id,
             user: account.clone(),
             remote,
             peer,
@@ -183,27 +192,114 @@ impl Core {
         Ok((session, token, device_ticket))
     }
 
+    /// On a cluster node, makes sure an account another node just created is known here
+    /// before a call names it (the bus tells every node, but may be a moment behind the
+    /// caller). Nothing on a lone server.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn learn(&self, name: &str) -> Result<()> {
+        if self.cluster.is_none()
+            || check_username(name).is_err()
+            || self.accounts.get(name).is_some()
+        {
+            return Ok(());
+        }
+        self.account_from_cluster(&username_key(name)).await?;
+        Ok(())
+    }
+
+    /// On a cluster node, an account another node created that this one has not heard of yet.
+    async fn account_from_cluster(&self, key: &str) -> Result<Option<Arc<Account>>> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        Ok(cluster
+            .directory()
+            .user(key)
+            .await?
+            .map(|row| self.accounts.insert(row)))
+    }
+
+    /// On a cluster node, makes this login the user's one session in the cluster (another
+    /// node's session of the user is kicked) and returns its epoch, the session's id.
+    async fn claim_session(
+        &self,
+        account: &Account,
+        remote: SocketAddr,
+        peer: Option<&PeerInfo>,
+    ) -> Result<Option<u64>> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(None);
+        };
+        let entry = crate::server::store::pg_directory::Entry {
+            user: account.id,
+            node: String::new(),
+            epoch: 0,
+            since_ms: now_ms(),
+            remote: remote.to_string(),
+            peer: peer.map(|p| (p.host.clone(), p.port, p.public_key.clone())),
+        };
+        let (epoch, _replaced) = cluster.claim(entry).await?;
+        Ok(Some(epoch))
+    }
+
+    /// How long `key` stays locked out: counted by this node alone, or on a cluster by every
+    /// node together (in PostgreSQL), so spreading guesses over the nodes gains nothing.
+    async fn locked_for(&self, key: &str) -> Result<Option<std::time::Duration>> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(self.lockout().locked(key, Instant::now()));
+        };
+        let left = cluster.directory().locked(key, now_ms()).await?;
+        Ok(left.map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+    }
+
+    /// Counts a failed login for `key` (cluster-wide on a cluster node).
+    async fn count_failure(&self, key: &str) -> Result<Failure> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(self.lockout().fail(key, Instant::now()));
+        };
+        let now = now_ms();
+        let block_ms = i64::try_from(self.config.block_duration.as_millis()).unwrap_or(i64::MAX);
+        let (failures, until) = cluster
+            .directory()
+            .fail(key, self.config.max_login_attempts, now, block_ms)
+            .await?;
+        Ok(Failure {
+            failures,
+            locked_until: until.map(|u| {
+                Instant::now()
+                    + std::time::Duration::from_millis(u64::try_from(u - now).unwrap_or(0))
+            }),
+        })
+    }
+
+    /// Forgets `key`'s failures (cluster-wide on a cluster node).
+    async fn clear_failures(&self, key: &str) -> Result<()> {
+        self.lockout().clear(key);
+        if let Some(cluster) = self.cluster() {
+            cluster.directory().clear_failures(key).await?;
+        }
+        Ok(())
+    }
+
     fn login_failed(
         &self,
         name: &str,
-        key: &str,
+        failure: Failure,
         account: Option<&Account>,
         remote: SocketAddr,
     ) -> Error {
         bump(&self.stats.failed_logins);
         let now = Instant::now();
-        let (failure, attempts_left) = {
-            let mut l = self.lockout();
-            let f = l.fail(key, now);
-            (f, l.attempts_left(f))
-        };
+        let attempts_left = self.lockout().attempts_left(failure);
         tracing::info!(user = name, %remote, failures = failure.failures, "login failed");
         let locked_until_ms = failure.locked_until.map_or(0, |u| {
             now_ms() + u.saturating_duration_since(now).as_millis() as i64
         });
-        if let Some(live) = account.and_then(|a| self.sessions.by_user(a.id)) {
+        if let Some(account) = account {
             let event = wire::login_failed(failure.failures, locked_until_ms, remote.ip());
-            live.push(Outbound::now(event));
+            self.push_to_user(account.id, event);
         }
         match failure.locked_until {
             Some(until) => {
@@ -218,11 +314,12 @@ impl Core {
         }
     }
 
-    /// Lifts `name`'s lockout (the account's; a device's own count runs out by itself).
-    pub fn unlock(&self, name: &str) -> Result<()> {
+    /// Lifts `name`'s lockout (the account's, on every node; a device's own count runs out by
+    /// itself).
+    pub async fn unlock(&self, name: &str) -> Result<()> {
+        self.learn(name).await?;
         let account = self.account(name)?;
-        self.lockout().clear(&username_key(&account.name));
-        Ok(())
+        self.clear_failures(&username_key(&account.name)).await
     }
 
     /// When `name`'s lockout ends, if it is locked.

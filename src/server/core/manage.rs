@@ -11,6 +11,7 @@ use super::{Core, EndReason, Session, login::check_password};
 use crate::{
     server::{
         accounts::Account,
+        cluster::bus::{AccountChange, Kind},
         error::{Error, Result},
         store::WriteOp,
     },
@@ -29,6 +30,7 @@ impl Core {
             })
             .await?;
         account.disabled.store(disabled, Ordering::Relaxed);
+        self.publish(Kind::Account(AccountChange { user: account.id }));
         tracing::info!(user = %account.name, disabled, "account disabled or enabled by the operator");
         Ok(disabled && self.end_live(&account))
     }
@@ -49,6 +51,7 @@ impl Core {
         for blocker in self.blocks.blockers_of(account.id) {
             self.blocks.remove(blocker, account.id);
         }
+        self.publish(Kind::Account(AccountChange { user: account.id }));
         tracing::info!(user = %account.name, "account deleted by the operator");
         Ok(ended)
     }
@@ -94,6 +97,7 @@ impl Core {
             })
             .await?;
         account.set_password_hash(password_hash);
+        self.publish(Kind::Account(AccountChange { user: account.id }));
         Ok(())
     }
 

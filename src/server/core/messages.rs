@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Instant};
 
 use super::{
     Core,
-    session::{Outbound, Pushed, Session},
+    session::Session,
     stats::{self, add, bump},
 };
 pub use crate::server::domain::Delivery;
@@ -12,6 +12,7 @@ use crate::{
     now_ms,
     server::{
         accounts::Account,
+        cluster::bus::{self, Kind},
         error::{Error, Result},
         store::{WriteOp, WriteOutcome},
         wire,
@@ -147,6 +148,7 @@ impl Core {
 
     /// Stores and delivers one direct message.
     pub async fn send(self: &Arc<Self>, from: &Session, draft: Draft) -> Result<Sent> {
+        self.learn(&draft.to).await?;
         let out = self.prepare(from, draft)?;
         self.submit(from, out).await?.await
     }
@@ -158,18 +160,30 @@ impl Core {
         self.rate(from)?;
         let blockers = self.blocks.blockers_of(from.user_id());
         let event = wire::broadcast(from.name(), body, now_ms());
-        let (mut delivered, mut withheld) = (0u32, 0u32);
-        for s in self.sessions.all() {
-            if s.user_id() == from.user_id() {
-                continue;
+        let mut delivered = self.fan_out(from.user_id(), &blockers, &event);
+        let mut withheld = self
+            .sessions
+            .all()
+            .iter()
+            .filter(|s| blockers.contains(&s.user_id()))
+            .count() as u32;
+        if let Some(cluster) = self.cluster() {
+            // Each node fans it out to its own streams; counted here from the directory's
+            // mirror, as the others do not answer.
+            for (user, _) in cluster.remote.all() {
+                if user == from.user_id() || self.sessions.by_user(user).is_some() {
+                    continue;
+                }
+                if blockers.contains(&user) {
+                    withheld += 1;
+                } else {
+                    delivered += 1;
+                }
             }
-            if blockers.contains(&s.user_id()) {
-                withheld += 1;
-                continue;
-            }
-            if s.push(Outbound::now(event.clone())) == Pushed::Queued {
-                delivered += 1;
-            }
+            self.publish(Kind::Broadcast(bus::Broadcast {
+                from_user: from.user_id(),
+                event: event.bytes().clone(),
+            }));
         }
         bump(&self.stats.broadcasts);
         add(&self.stats.broadcast_deliveries, u64::from(delivered));

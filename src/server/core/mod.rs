@@ -9,6 +9,7 @@
 //! - [`session`]: the session table and each session's stream queue;
 //! - [`delivery`]: what happens to a direct message after its commit;
 //! - [`feed`]: the presence feed every stream reads, coalesced per window;
+//! - [`publish`] and [`remote`]: a cluster node's side of the bus (SPEC §12);
 //! - [`stats`]: the counters of `Admin/GetStats`.
 //!
 //! Nothing here knows protobuf requests or tonic: operations take and return domain values
@@ -23,6 +24,8 @@ pub mod login;
 pub mod manage;
 pub mod messages;
 pub mod presence;
+pub mod publish;
+pub mod remote;
 pub mod session;
 pub mod stats;
 pub mod tickets;
@@ -80,6 +83,9 @@ pub struct Core {
     pub(super) admin_token: Secret,
     /// Start time.
     pub(super) started: Instant,
+    /// The cluster this node belongs to; `None` for a lone server, which then publishes
+    /// nothing.
+    cluster: Option<Arc<crate::server::cluster::Cluster>>,
 }
 
 impl Core {
@@ -94,17 +100,30 @@ impl Core {
         store: Arc<dyn Store>,
         admin_token: Secret,
     ) -> anyhow::Result<Arc<Self>> {
+        Self::start_node(config, store, admin_token, None)
+    }
+
+    /// [`Core::start`] for a node of `cluster` (or a lone server, `None`): committed messages
+    /// for users on other nodes, and every change other nodes must know, go through its bus.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn start_node(
+        config: Config,
+        store: Arc<dyn Store>,
+        admin_token: Secret,
+        cluster: Option<Arc<crate::server::cluster::Cluster>>,
+    ) -> anyhow::Result<Arc<Self>> {
         let (slow_tx, slow_rx) = mpsc::unbounded_channel();
         let presence = feed::PresenceFeed::new();
         let sessions = Arc::new(Sessions::new(slow_tx, presence.position()));
         let stats = Stats::default();
-        let (writer, _thread) = Writer::start(
-            store.clone(),
-            Arc::new(delivery::Local::new(
-                sessions.clone(),
-                stats.send_to_delivery.clone(),
-            )),
-        );
+        let local = delivery::Local::new(sessions.clone(), stats.send_to_delivery.clone());
+        let deliver: Arc<dyn crate::server::writer::Deliver> = match &cluster {
+            Some(c) => Arc::new(publish::ClusterDeliver::new(local, c.clone())),
+            None => Arc::new(local),
+        };
+        let (writer, _thread) = Writer::start(store.clone(), deliver);
         let accounts = Directory::load(store.users()?);
         let blocks = Blocks::load(store.blocks()?);
         let consent = Consent::new(consent::Limits {
@@ -132,6 +151,7 @@ impl Core {
             stats,
             admin_token,
             started: Instant::now(),
+            cluster,
         });
         tokio::spawn(end_slow_readers(Arc::downgrade(&core), slow_rx));
         tokio::spawn(reap(Arc::downgrade(&core)));
@@ -173,8 +193,13 @@ impl Core {
 
     /// Ends every session (`SERVER_SHUTDOWN`): each stream says so and closes.
     pub fn shut_down(&self) {
+        self.end_all(EndReason::ServerShutdown);
+    }
+
+    /// Ends every session of this node for `reason`.
+    pub fn end_all(&self, reason: EndReason) {
         for s in self.sessions.all() {
-            self.end_session(&s, EndReason::ServerShutdown);
+            self.end_session(&s, reason);
         }
     }
 }

@@ -35,6 +35,8 @@ impl Core {
         if reason != EndReason::LoggedInElsewhere {
             self.presence(session, false);
         }
+        // After the presence change, so other nodes see the user gone before the grants end.
+        self.publish_end(session, reason);
     }
 
     /// Tells every online user, except those `subject` blocks, that it came or went: one
@@ -46,6 +48,7 @@ impl Core {
             wire::presence(subject.name(), online),
             self.blocks.blocked_by_user(subject.user_id()),
         );
+        self.publish_presence(subject, online);
     }
 
     /// The presence feed's position now: a new stream reads the changes after it.
@@ -97,7 +100,8 @@ impl Core {
         let blockers = self.blocks.blockers_of(me.user_id());
         let visible = |id| id != me.user_id() && !blockers.contains(&id);
         let mut users: Vec<OnlineUser> = if since.is_zero() {
-            self.sessions
+            let mut here: Vec<OnlineUser> = self
+                .sessions
                 .all()
                 .into_iter()
                 .filter(|s| visible(s.user_id()))
@@ -106,7 +110,23 @@ impl Core {
                     online: true,
                     last_login_ms: s.user.last_login(),
                 })
-                .collect()
+                .collect();
+            if let Some(cluster) = self.cluster() {
+                here.extend(
+                    cluster
+                        .remote
+                        .all()
+                        .into_iter()
+                        .filter(|(u, _)| visible(*u) && self.sessions.by_user(*u).is_none())
+                        .filter_map(|(u, _)| self.accounts.by_id(u))
+                        .map(|a| OnlineUser {
+                            name: a.name.to_string(),
+                            online: true,
+                            last_login_ms: a.last_login(),
+                        }),
+                );
+            }
+            here
         } else {
             let cutoff = now_ms() - since.as_millis() as i64;
             self.accounts
@@ -115,7 +135,8 @@ impl Core {
                 .filter(|a| visible(a.id) && a.last_login() >= cutoff && a.last_login() > 0)
                 .map(|a| OnlineUser {
                     name: a.name.to_string(),
-                    online: self.sessions.by_user(a.id).is_some(),
+                    online: self.sessions.by_user(a.id).is_some()
+                        || self.cluster().is_some_and(|c| c.remote.get(a.id).is_some()),
                     last_login_ms: a.last_login(),
                 })
                 .collect()

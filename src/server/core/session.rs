@@ -231,6 +231,9 @@ struct Table {
 
 /// What a new session needs.
 pub struct NewSession {
+    /// Its id: on a cluster node the epoch the session directory gave it (unique in the
+    /// cluster); `None` takes the table's next number.
+    pub id: Option<u64>,
     /// Whose.
     pub user: Arc<Account>,
     /// Remote address of the gRPC connection.
@@ -262,7 +265,9 @@ impl Sessions {
         let token = new_token();
         let now = now_ms();
         let session = Arc::new_cyclic(|this| Session {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: new
+                .id
+                .unwrap_or_else(|| self.next_id.fetch_add(1, Ordering::Relaxed)),
             user: new.user,
             token: token.clone(),
             remote: new.remote,
@@ -382,6 +387,7 @@ mod tests {
         user: &Arc<Account>,
     ) -> (Arc<Session>, String, Option<Arc<Session>>) {
         sessions.create(NewSession {
+            id: None,
             user: user.clone(),
             remote: SocketAddr::from(([127, 0, 0, 1], 5000)),
             peer: None,

@@ -7,10 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{admit, bearer, services::admin_server::Admin};
 use crate::{
     pb,
-    server::{
-        core::{Core, EndReason},
-        error::Error,
-    },
+    server::{core::Core, error::Error},
     types::Secret,
 };
 
@@ -87,8 +84,32 @@ impl Admin for AdminService {
                 last_heartbeat_ms: s.last_activity(),
                 pending_inbox: counts.get(&s.user_id()).copied().unwrap_or(0),
                 subscribed: s.subscribed(),
+                node: core
+                    .cluster()
+                    .map(|c| c.node().to_owned())
+                    .unwrap_or_default(),
             })
             .collect();
+        if let Some(cluster) = core.cluster() {
+            // The directory, not the mirror: an operator wants what PostgreSQL says.
+            for e in cluster.directory().all().await.map_err(Error::from)? {
+                if e.node == cluster.node() {
+                    continue;
+                }
+                let Some(account) = core.accounts.by_id(e.user) else {
+                    continue;
+                };
+                sessions.push(pb::SessionInfo {
+                    username: account.name.to_string(),
+                    address: e.remote,
+                    since_ms: e.since_ms,
+                    last_heartbeat_ms: 0,
+                    pending_inbox: counts.get(&e.user).copied().unwrap_or(0),
+                    subscribed: false,
+                    node: e.node,
+                });
+            }
+        }
         sessions.sort_by_key(|s| s.username.to_ascii_lowercase());
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
@@ -101,7 +122,26 @@ impl Admin for AdminService {
         let core = &self.0;
         let s = &core.stats;
         let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (node, cluster_sessions, nodes) = match core.cluster() {
+            None => (String::new(), core.sessions.len() as u64, 1),
+            Some(c) => {
+                let nodes = c
+                    .directory()
+                    .nodes(crate::now_ms())
+                    .await
+                    .map_err(Error::from)?;
+                let elsewhere = c.remote.len() as u64;
+                (
+                    c.node().to_owned(),
+                    core.sessions.len() as u64 + elsewhere,
+                    nodes.len() as u64,
+                )
+            }
+        };
         Ok(Response::new(pb::GetStatsResponse {
+            node,
+            cluster_sessions,
+            nodes,
             uptime_seconds: core.started.elapsed().as_secs(),
             users: core.accounts.len() as u64,
             sessions: core.sessions.len() as u64,
@@ -126,10 +166,7 @@ impl Admin for AdminService {
         self.check(&request)?;
         let core = &self.0;
         let account = core.account(&request.into_inner().username)?;
-        let was_online = core
-            .sessions
-            .by_user(account.id)
-            .is_some_and(|s| core.end_session(&s, EndReason::Kicked));
+        let was_online = core.kick(account.id);
         tracing::info!(user = %account.name, was_online, "kicked by an operator");
         Ok(Response::new(pb::KickUserResponse { was_online }))
     }
@@ -139,7 +176,7 @@ impl Admin for AdminService {
         request: Request<pb::UnlockUserRequest>,
     ) -> Result<Response<pb::UnlockUserResponse>, Status> {
         self.check(&request)?;
-        self.0.unlock(&request.into_inner().username)?;
+        self.0.unlock(&request.into_inner().username).await?;
         Ok(Response::new(pb::UnlockUserResponse {}))
     }
 

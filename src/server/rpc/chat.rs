@@ -121,7 +121,9 @@ impl Chat for ChatService {
                 };
                 let msg = draft(req.message.unwrap_or_default());
                 let id = msg.message_id.clone();
-                let fut: SendFuture = match core.prepare(&reader_session, msg) {
+                let known = core.learn(&msg.to).await;
+                let fut: SendFuture = match known.and_then(|()| core.prepare(&reader_session, msg))
+                {
                     Ok(out) => match core.submit(&reader_session, out).await {
                         Ok(fut) => Box::pin(fut),
                         Err(e) => Box::pin(std::future::ready(Err(e))),
@@ -214,10 +216,9 @@ impl Chat for ChatService {
         request: Request<pb::RequestAddressRequest>,
     ) -> Result<Response<pb::RequestAddressResponse>, Status> {
         let session = self.session(&request)?;
-        let response = match self
-            .0
-            .request_address(&session, &request.into_inner().user)?
-        {
+        let user = request.into_inner().user;
+        self.0.learn(&user).await?;
+        let response = match self.0.request_address(&session, &user)? {
             Requested::Granted(grant) => pb::RequestAddressResponse {
                 request_id: String::new(),
                 grant: Some(wire::grant(&grant)),

@@ -9,6 +9,7 @@
 
 mod pg_batch;
 mod pg_conn;
+pub mod pg_directory;
 mod pg_schema;
 pub mod postgres;
 pub mod sqlite;

@@ -60,6 +60,29 @@ const MIGRATIONS: &[&str] = &[
         created_ms bigint NOT NULL
     );
     CREATE INDEX device_tickets_user ON device_tickets (user_id, created_ms);",
+    // 4: the cluster (`store/pg_directory.rs`): the database's id, which names the cluster on
+    // the bus, the nodes' leases, the session directory and the login lockout every node counts.
+    "CREATE TABLE cluster (id text NOT NULL);
+    INSERT INTO cluster (id) VALUES (substr(md5(random()::text || clock_timestamp()::text), 1, 16));
+    CREATE TABLE nodes (name text PRIMARY KEY, lease_until_ms bigint NOT NULL);
+    CREATE SEQUENCE session_epoch;
+    CREATE TABLE sessions (
+        user_id bigint PRIMARY KEY REFERENCES users(id),
+        node text NOT NULL,
+        epoch bigint NOT NULL,
+        since_ms bigint NOT NULL,
+        remote text NOT NULL,
+        peer_host text,
+        peer_port integer,
+        peer_key bytea
+    );
+    CREATE INDEX sessions_node ON sessions (node);
+    CREATE TABLE lockouts (
+        name_key text PRIMARY KEY,
+        failures integer NOT NULL,
+        -- 0: not locked (yet).
+        locked_until_ms bigint NOT NULL
+    );",
 ];
 
 /// The schema version this binary writes.

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod chat;
+pub mod nats;
 pub mod pg;
 pub mod process;
 pub mod tmux;

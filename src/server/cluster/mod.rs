@@ -1,0 +1,226 @@
+//! A node of a cluster (`--store postgres://… --bus nats://… --node-id NAME`, SPEC §12): what
+//! this node must tell the others, and what it knows of their sessions.
+//!
+//! - [`bus`]: the [`bus::Bus`] trait, its events, and the in-process implementation;
+//! - [`nats`]: the NATS implementation;
+//! - [`Cluster`] (here): the session directory (PostgreSQL, `store/pg_directory.rs`) with this
+//!   node's lease, the mirror of other nodes' sessions ([`remote`]) and this node's presence
+//!   batch, published once per window.
+//!
+//! What other nodes' events do to this node's streams is in `core/remote.rs`, and what this node
+//! tells them in `core/publish.rs`: the core's rules stay in the core. A lone `confab serve` has
+//! no `Cluster` at all, so nothing here is on its path.
+
+pub mod bus;
+pub mod join;
+pub mod nats;
+pub mod remote;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+
+use self::{
+    bus::{Bus, Event, Kind, PresenceBatch, PresenceChange, Route},
+    remote::{Remote, RemoteSession},
+};
+use super::{
+    core::feed::WINDOW,
+    store::{
+        UserId,
+        pg_directory::{Entry, PgDirectory, Replaced},
+    },
+};
+use crate::now_ms;
+
+/// Checks a node name: it becomes part of NATS subjects and of what operators read.
+///
+/// # Errors
+/// A sentence saying what is wrong with it.
+pub fn check_node_id(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a node id has 1 to 64 characters".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "node id {name:?} may hold only letters, digits, '-' and '_'"
+        ));
+    }
+    Ok(())
+}
+
+/// This node's part in the cluster.
+pub struct Cluster {
+    bus: Arc<dyn Bus>,
+    directory: PgDirectory,
+    /// Other nodes' sessions, as their presence batches and the directory tell.
+    pub(crate) remote: Remote,
+    /// This node's presence changes waiting for the window to close.
+    presence: Mutex<Vec<PresenceChange>>,
+    presence_due: Arc<Notify>,
+    /// Address requests made on other nodes to this node's sessions: request id → the node
+    /// holding the request, so an answer given here can be sent there.
+    asks: Mutex<HashMap<String, String>>,
+    /// How long a lease lasts: a node silent for this long is taken for dead.
+    lease: Duration,
+}
+
+impl Cluster {
+    /// Joins the cluster through `bus` and `directory`; `session_timeout` bounds how long a
+    /// dead node's users may still look online.
+    pub fn new(bus: Arc<dyn Bus>, directory: PgDirectory, session_timeout: Duration) -> Self {
+        Cluster {
+            bus,
+            directory,
+            remote: Remote::default(),
+            presence: Mutex::default(),
+            presence_due: Arc::default(),
+            asks: Mutex::default(),
+            // Two thirds of the session timeout, renewed every quarter of it: a dead node's
+            // users are gone within the timeout, and a node must miss three renewals in a row
+            // (a long stall) before the others take it for dead.
+            lease: (session_timeout * 2 / 3).max(Duration::from_millis(400)),
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        self.bus.node()
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &dyn Bus {
+        self.bus.as_ref()
+    }
+
+    /// Publishes `event` along `route`, after this node's presence changes still waiting for
+    /// their window: the other nodes then see this node's changes in the order they happened
+    /// here (a login before the block its user made next, before its messages).
+    pub fn publish(&self, route: Route, event: Event) {
+        self.flush_presence();
+        self.bus.publish(route, event);
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &PgDirectory {
+        &self.directory
+    }
+
+    /// How long a lease lasts.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// How often the lease is renewed and dead nodes are looked for.
+    pub fn lease_tick(&self) -> Duration {
+        self.lease / 4
+    }
+
+    /// Renews this node's lease and, if `sweep`, takes away the entries of nodes whose lease
+    /// ran out; also says whether this node had itself been taken for dead.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn renew(&self, sweep: bool) -> anyhow::Result<(Vec<Entry>, bool)> {
+        let now = now_ms();
+        self.directory
+            .renew_and_sweep(self.node(), now + self.lease.as_millis() as i64, now, sweep)
+            .await
+    }
+
+    /// Claims the user's session for this node: its new epoch, and the session replaced.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn claim(&self, mut entry: Entry) -> anyhow::Result<(u64, Option<Replaced>)> {
+        entry.node = self.node().to_owned();
+        let (epoch, replaced) = self.directory.claim(&entry).await?;
+        if let Some(r) = &replaced
+            && r.node != self.node()
+        {
+            self.publish(
+                Route::Node(r.node.clone()),
+                Event::new(Kind::Kick(bus::SessionRef {
+                    user: entry.user,
+                    epoch: r.epoch,
+                })),
+            );
+        }
+        Ok((epoch, replaced))
+    }
+
+    /// Records a presence change of one of this node's sessions for the next batch.
+    pub fn presence_changed(&self, change: PresenceChange) {
+        self.presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(change);
+        self.presence_due.notify_one();
+    }
+
+    /// Publishes this node's presence changes, one batch per window, until `cluster` is gone.
+    pub async fn publish_presence(cluster: std::sync::Weak<Cluster>) {
+        let Some(due) = cluster.upgrade().map(|c| c.presence_due.clone()) else {
+            return;
+        };
+        loop {
+            due.notified().await;
+            tokio::time::sleep(WINDOW).await;
+            let Some(c) = cluster.upgrade() else { return };
+            c.flush_presence();
+        }
+    }
+
+    /// Publishes the presence changes waiting now, if any.
+    pub fn flush_presence(&self) {
+        // Published under the lock, so two flushes cannot overtake each other (publishing
+        // only queues).
+        let mut waiting = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        if !waiting.is_empty() {
+            let changes = std::mem::take(&mut *waiting);
+            self.bus.publish(
+                Route::Others,
+                Event::new(Kind::Presence(PresenceBatch { changes })),
+            );
+        }
+    }
+
+    /// Remembers that request `id`, held by `node`, was put to a session here.
+    pub fn asked(&self, id: String, node: String) {
+        let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: requests time out, and a node asks at most a few per target; forget the
+        // oldest beyond a generous cap rather than grow.
+        if asks.len() > 100_000 {
+            asks.clear();
+        }
+        asks.insert(id, node);
+    }
+
+    /// The node holding request `id`, if it was made elsewhere.
+    pub fn asked_on(&self, id: &str) -> Option<String> {
+        self.asks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The user's session on another node, if it has one.
+    pub fn remote_session(&self, user: UserId) -> Option<RemoteSession> {
+        self.remote.get(user)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Lets `publish_presence` notice that the cluster is gone.
+        self.presence_due.notify_one();
+    }
+}
