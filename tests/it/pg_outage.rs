@@ -11,7 +11,7 @@ use crate::common::{pg, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_gives_unavailable_then_service_with_nothing_acknowledged_lost() {
-    let pg = tokio::task::spawn_blocking(pg::PrivateServer::start)
+    let pg = tokio::task::spawn_blocking(pg::private_server)
         .await
         .unwrap();
     let db = pg::fresh_database_on(&pg.url);

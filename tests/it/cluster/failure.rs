@@ -107,7 +107,7 @@ async fn a_killed_node_loses_no_acknowledged_message_and_its_users_go_offline() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_nats_is_down_messages_are_stored_and_service_comes_back_by_itself() {
-    let nats = tokio::task::spawn_blocking(nats::PrivateNats::start)
+    let nats = tokio::task::spawn_blocking(nats::private_server)
         .await
         .unwrap();
     let db = pg::fresh_database();
@@ -179,7 +179,7 @@ async fn while_nats_is_down_messages_are_stored_and_service_comes_back_by_itself
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_postgres_is_down_the_cluster_says_unavailable_and_recovers_by_itself() {
-    let pg = tokio::task::spawn_blocking(pg::PrivateServer::start)
+    let pg = tokio::task::spawn_blocking(pg::private_server)
         .await
         .unwrap();
     let db = pg::fresh_database_on(&pg.url);

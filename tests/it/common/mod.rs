@@ -8,6 +8,7 @@ pub mod chat;
 pub mod nats;
 pub mod pg;
 pub mod process;
+pub mod scripted;
 pub mod tmux;
 
 use std::{future::Future, time::Duration};

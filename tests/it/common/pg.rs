@@ -3,8 +3,7 @@
 //! stop and start PostgreSQL itself.
 
 use std::{
-    path::{Path, PathBuf},
-    process::Command,
+    path::Path,
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -100,54 +99,6 @@ pub fn database_for(dir: &Path) -> String {
 }
 
 /// A PostgreSQL server of the test's own, for tests that stop and start it.
-pub struct PrivateServer {
-    dir: tempfile::TempDir,
-    pub url: String,
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh")
-}
-
-impl PrivateServer {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut server = PrivateServer {
-            url: String::new(),
-            dir,
-        };
-        server.url = server.run("start");
-        server
-    }
-
-    fn run(&self, what: &str) -> String {
-        let out = Command::new(script())
-            .args([what, &self.dir.path().join("pg").display().to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "scripts/postgres.sh {what}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    /// Stops the server the way a crash would (immediate shutdown).
-    pub fn stop(&self) {
-        self.run("stop");
-    }
-
-    /// Starts it again, on the same port with the same data.
-    pub fn restart(&self) {
-        self.run("start");
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        if !self.url.is_empty() {
-            self.run("stop");
-        }
-    }
+pub fn private_server() -> super::scripted::Scripted {
+    super::scripted::Scripted::start("postgres.sh")
 }
