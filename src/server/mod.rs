@@ -18,6 +18,7 @@ pub mod error;
 pub mod listen;
 pub mod lockout;
 pub mod metrics;
+pub mod node;
 pub mod ratelimit;
 pub mod raw;
 pub mod rpc;
@@ -122,9 +123,9 @@ async fn build(config: Config) -> anyhow::Result<(Arc<Core>, datadir::DataDir)> 
     let storage::Storage { dir, store } = storage::open(&config)?;
     let admin_token = admin_token::load_or_create(&config.admin_token_path())?;
     let users_file = config.users_file.clone();
-    let core = match cluster::join::bus_url(&config)? {
+    let core = match node::bus_url(&config)? {
         None => Core::start(config, store, admin_token)?,
-        Some(url) => cluster::join::start(config, &url, store, admin_token).await?,
+        Some(url) => node::start(config, &url, store, admin_token).await?,
     };
     if let Some(path) = users_file {
         core.import_users(&path).await?;

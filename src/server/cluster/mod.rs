@@ -12,7 +12,6 @@
 //! no `Cluster` at all, so nothing here is on its path.
 
 pub mod bus;
-pub mod join;
 pub mod nats;
 pub mod remote;
 
@@ -28,12 +27,9 @@ use self::{
     bus::{Bus, Event, Kind, PresenceBatch, PresenceChange, Route},
     remote::{Remote, RemoteSession},
 };
-use super::{
-    core::feed::WINDOW,
-    store::{
-        UserId,
-        pg_directory::{Entry, PgDirectory, Replaced},
-    },
+use super::store::{
+    UserId,
+    pg_directory::{Entry, PgDirectory, Replaced},
 };
 use crate::now_ms;
 
@@ -165,14 +161,15 @@ impl Cluster {
         self.presence_due.notify_one();
     }
 
-    /// Publishes this node's presence changes, one batch per window, until `cluster` is gone.
-    pub async fn publish_presence(cluster: std::sync::Weak<Cluster>) {
+    /// Publishes this node's presence changes, one batch per `window` (the presence feed's),
+    /// until `cluster` is gone.
+    pub async fn publish_presence(cluster: std::sync::Weak<Cluster>, window: Duration) {
         let Some(due) = cluster.upgrade().map(|c| c.presence_due.clone()) else {
             return;
         };
         loop {
             due.notified().await;
-            tokio::time::sleep(WINDOW).await;
+            tokio::time::sleep(window).await;
             let Some(c) = cluster.upgrade() else { return };
             c.flush_presence();
         }

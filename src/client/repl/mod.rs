@@ -13,34 +13,28 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use tokio::{sync::mpsc, task::JoinSet};
-use tonic::{Code, transport::Channel};
 
 use super::{
-    Config, Consent, SessionOver,
+    Consent, SessionOver,
     actions::{self, Context, Done, Pending, Start},
-    api,
     call::{failed, timed},
     commands::{self, Command},
-    connect,
     editor::Names,
-    events::{self, Events, Notice, reason_words},
+    events::Events,
     files::{self, Files},
     grants::Grants,
-    input::{self, Input, Lines},
-    login::{Live, SharedSecret, login},
-    render::{Item, Printer, Via},
+    input::{Input, Lines},
+    login::{Live, SharedSecret},
+    render::{Item, Printer},
     seen::Seen,
 };
 use crate::{
     now_ms,
-    pb::{self, DenyReason, Presence, event::Kind},
-    peer::{
-        Inbound, PeerKeys, PeerListener,
-        file::{Downloads, FileEvent, FileLimits},
-    },
-    types::{Secret, fingerprint},
+    pb::{self},
+    peer::{Inbound, PeerListener, file::FileEvent},
+    types::Secret,
 };
 
 /// Why the loop stopped.
@@ -51,117 +45,10 @@ enum Exit {
     Over,
 }
 
-/// Runs `confab chat` until logout or end of input.
-///
-/// # Errors
-/// The server cannot be reached, the login is refused (the server's sentence), or the session
-/// was ended by the server ([`SessionOver`], already shown).
-pub(crate) async fn run(mut config: Config, channel: Channel) -> anyhow::Result<()> {
-    let (listener, peer_rx) = PeerListener::bind(config.peer_listen, PeerKeys::generate())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen for direct messages on {} (--peer-listen)",
-                config.peer_listen
-            )
-        })?;
-    let file_rx = listener.receive_files(
-        Downloads::new(&config.download_dir),
-        FileLimits {
-            max_bytes: config.max_file_bytes,
-            ..FileLimits::default()
-        },
-    );
-    let live = first_login(&mut config, &channel, &listener).await?;
-    let live = Arc::new(live);
-    let names = Names::default();
-    let (lines, sink) = if config.terminal {
-        seed_names(&live, names.clone());
-        // A terminal the editor cannot drive (TERM=dumb, an odd emulator) still works line by
-        // line, without editing.
-        input::terminal(format!("{}> ", live.user), names.clone()).unwrap_or_else(|e| {
-            tracing::debug!("no line editing: {e:#}");
-            input::plain()
-        })
-    } else {
-        input::plain()
-    };
-    let mut printer = Printer::new(config.json, sink);
-    printer.show(&Item::LoggedIn {
-        user: live.user.clone(),
-        fingerprint: fingerprint(live.keys.public()),
-        peer_port: listener.local_addr().port(),
-        again: false,
-    });
-    let password = config.credentials.password.clone();
-    let events = events::start(channel, config.credentials, listener.clone(), live.clone());
-    let repl = Repl {
-        printer,
-        shown: events.shown.clone(),
-        live,
-        grants: Grants::new(listener.clone()),
-        seen: Seen::default(),
-        listener,
-        consent: config.consent,
-        background: JoinSet::new(),
-        files: Files::new(config.json, config.terminal, config.auto_accept_files),
-        script: !config.terminal,
-        failures: 0,
-        names,
-        password: password.clone(),
-        secrets: None,
-    };
-    repl.run(lines, events, peer_rx, file_rx).await
-}
+mod incoming;
+mod start;
 
-/// The first login. A wrong password typed at a prompt is asked for again, as often as the
-/// server allows before its lockout (which then ends it, with the server's sentence); a
-/// connection that fails is said in one sentence.
-async fn first_login(
-    config: &mut Config,
-    channel: &Channel,
-    listener: &PeerListener,
-) -> anyhow::Result<Live> {
-    let mut asked = 1;
-    loop {
-        let status = match login(channel, &config.credentials, listener, 1).await {
-            Ok(live) => return Ok(live),
-            Err(status) => status,
-        };
-        if config.prompted && status.code() == Code::Unauthenticated && asked < MAX_PROMPTS {
-            eprintln!("{}", api::sentence(&status));
-            let prompt = format!("password for {}: ", config.credentials.user);
-            let password = tokio::task::spawn_blocking(move || {
-                rpassword::prompt_password(prompt).map(Secret::new)
-            })
-            .await
-            .context("reading the password")?
-            .context("reading the password")?;
-            config.credentials.password.set(password);
-            asked += 1;
-            continue;
-        }
-        let why = connect::first_call_failed(&config.server, config.ca.as_deref(), &status);
-        return Err(anyhow!(why.await));
-    }
-}
-
-/// Fills `names` with who is online at login, for Tab completion; presence events keep it
-/// current from then on. Nothing is shown: it is the editor's business only.
-fn seed_names(live: &Live, names: Names) {
-    let mut chat = live.chat.clone();
-    tokio::spawn(async move {
-        let request = pb::ListOnlineRequest { since_seconds: 0 };
-        if let Ok(r) = timed(chat.list_online(request)).await {
-            for user in r.into_inner().users {
-                names.presence(&user.username, true);
-            }
-        }
-    });
-}
-
-/// A bound on password prompts, whatever the server's lockout allows.
-const MAX_PROMPTS: u32 = 10;
+pub(crate) use start::run;
 
 struct Repl {
     printer: Printer,
@@ -402,158 +289,5 @@ impl Repl {
             _ => {}
         }
         self.printer.show(&item);
-    }
-
-    /// Handles a notice from the pump; `Some` when the loop must stop.
-    fn on_notice(&mut self, notice: Notice) -> Option<Exit> {
-        match notice {
-            Notice::Event { kind, replayed } => self.on_event(kind, replayed),
-            Notice::Connected { replayed, resumed } => {
-                self.show(Item::Connected { replayed, resumed });
-            }
-            Notice::LoggedIn(live) => {
-                self.grants.new_login();
-                self.live = live;
-                self.show(Item::LoggedIn {
-                    user: self.live.user.clone(),
-                    fingerprint: fingerprint(self.live.keys.public()),
-                    peer_port: self.listener.local_addr().port(),
-                    again: true,
-                });
-            }
-            Notice::Lost { why } => self.show(Item::Disconnected { error: why }),
-            Notice::Retrying {
-                attempt,
-                why,
-                retry_in,
-            } => self.show(Item::Reconnecting {
-                attempt,
-                error: why,
-                retry_in_ms: retry_in.as_millis() as u64,
-            }),
-            Notice::Ended(reason) => {
-                let name = reason
-                    .as_str_name()
-                    .trim_start_matches("SESSION_END_REASON_")
-                    .to_owned();
-                self.show(Item::SessionEnded {
-                    reason: name,
-                    text: reason_words(reason).into(),
-                });
-                return Some(Exit::Over);
-            }
-            Notice::Failed { why } => {
-                self.show(Item::Fatal { error: why });
-                return Some(Exit::Over);
-            }
-        }
-        None
-    }
-
-    fn on_event(&mut self, kind: Kind, replayed: bool) {
-        match kind {
-            Kind::Message(m) => {
-                if self.seen.first_time(&m.from, &m.message_id) {
-                    self.show(Item::Message {
-                        from: m.from,
-                        body: m.body,
-                        message_id: m.message_id,
-                        seq: Some(m.seq),
-                        sent_at_ms: m.sent_at_ms,
-                        via: Via::Server,
-                        replayed,
-                    });
-                }
-                // Shown now, or shown before under the other path: either way it may go.
-                self.shown.fetch_max(m.seq, Ordering::AcqRel);
-            }
-            Kind::Broadcast(b) => self.show(Item::Broadcast {
-                from: b.from,
-                body: b.body,
-                sent_at_ms: b.sent_at_ms,
-            }),
-            Kind::Presence(p) => {
-                let online = p.presence == Presence::Online as i32;
-                // The server drops a request whose asker left: so does the prompt.
-                let withdrawn = if online {
-                    None
-                } else {
-                    self.grants.withdrawn(&p.user)
-                };
-                self.show(Item::Presence {
-                    user: p.user,
-                    online,
-                });
-                if let Some(request) = withdrawn {
-                    self.show(Item::AddressRequestEnded {
-                        user: request.from,
-                        reason: "WITHDRAWN".into(),
-                    });
-                }
-            }
-            Kind::AddressRequested(r) => {
-                let request = self.grants.requested(&r);
-                let accept = match self.consent {
-                    Consent::Ask => {
-                        self.show(Item::AddressRequest {
-                            fingerprint: fingerprint(&request.key),
-                            from: request.from,
-                            request_id: request.id,
-                            expires_at_ms: request.expires_at_ms,
-                        });
-                        return;
-                    }
-                    Consent::Accept => true,
-                    Consent::Deny => false,
-                };
-                if let Ok(request) = self.grants.take_request(Some(&request.from), now_ms()) {
-                    let pending =
-                        actions::answer(&self.live, &mut self.grants, request, accept, true);
-                    self.background.spawn(pending);
-                }
-            }
-            Kind::AddressGranted(g) => {
-                let item = actions::granted(&mut self.grants, &g);
-                self.show(item);
-            }
-            Kind::AddressDenied(d) => {
-                let reason = DenyReason::try_from(d.reason)
-                    .unwrap_or(DenyReason::Unspecified)
-                    .as_str_name()
-                    .trim_start_matches("DENY_REASON_")
-                    .to_owned();
-                self.show(Item::AddressDenied {
-                    user: d.user,
-                    reason,
-                });
-            }
-            Kind::AddressRevoked(r) => {
-                self.grants.revoked(&r.user);
-                self.show(Item::AddressRevoked { user: r.user });
-            }
-            Kind::LoginFailed(l) => self.show(Item::LoginFailed {
-                failed_attempts: l.failed_attempts,
-                locked_until_ms: l.locked_until_ms,
-                source: l.source,
-            }),
-            // The pump turns these into notices of their own.
-            Kind::SessionEnded(_) | Kind::BacklogEnd(_) => {}
-        }
-    }
-
-    /// A message that came over the peer path (already acknowledged to its sender).
-    fn on_private(&mut self, inbound: Inbound) {
-        let m = inbound.message;
-        if self.seen.first_time(&inbound.from, &m.message_id) {
-            self.show(Item::Message {
-                from: inbound.from,
-                body: m.body,
-                message_id: m.message_id,
-                seq: None,
-                sent_at_ms: m.sent_at_ms,
-                via: Via::Direct,
-                replayed: false,
-            });
-        }
     }
 }

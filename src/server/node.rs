@@ -1,4 +1,4 @@
-//! Starting a cluster node: checks the settings, connects the bus and the directory, starts
+//! Starting a cluster node (the assembly beside `server/mod.rs` when `--bus` is given): checks the settings, connects the bus and the directory, starts
 //! the core, and runs the node's background work (events from the other nodes, the lease and
 //! the search for dead nodes, the presence batches, catching up after the bus comes back).
 
@@ -6,11 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::bail;
 
-use super::{Cluster, check_node_id, nats::NatsBus};
 use crate::{
     server::{
+        cluster::{Cluster, check_node_id, nats::NatsBus},
         config::{Config, defaults},
-        core::Core,
+        core::{Core, feed::WINDOW},
         store::{Store, pg_directory::PgDirectory},
     },
     types::Secret,
@@ -92,7 +92,7 @@ pub async fn start(
             }
         }
     });
-    tokio::spawn(Cluster::publish_presence(Arc::downgrade(&cluster)));
+    tokio::spawn(Cluster::publish_presence(Arc::downgrade(&cluster), WINDOW));
     tokio::spawn(lease(weak, cluster.lease_tick()));
     tracing::info!(node, cluster = cluster_id, "joined the cluster");
     Ok(core)
