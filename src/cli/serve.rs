@@ -204,6 +204,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.fast_hash {
         tracing::warn!("--bench-fast-hash: password hashes are cheap to crack; load tests only");
     }
+    // Handlers installed before anything says "listening": a SIGTERM sent the moment the line
+    // appears stops the server cleanly instead of killing it.
+    let mut signals = crate::signal::Signals::new();
     let handle = server::start(config).await?;
     // Printed for scripts and tests that start the server on port 0; the listening line last,
     // so a reader can stop at it.
@@ -213,7 +216,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("confab listening on {}", handle.addr);
     let shutdown = handle.shutdown.clone();
     tokio::spawn(async move {
-        crate::signal::stop_requested().await;
+        signals.recv().await;
         shutdown.cancel();
     });
     handle.task.await.context("the server task failed")?

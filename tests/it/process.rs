@@ -81,6 +81,16 @@ async fn sigterm_tells_streams_and_exits_cleanly() {
     assert!(status.success(), "{status:?}");
 }
 
+#[tokio::test]
+async fn a_sigterm_the_moment_it_says_listening_is_a_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[]).await;
+    // `start` returns as soon as the listening line is read: no call has been made yet.
+    server.signal("-TERM");
+    let status = server.exit_status().await;
+    assert!(status.success(), "killed instead of stopped: {status:?}");
+}
+
 #[test]
 fn plaintext_on_a_public_address_is_refused() {
     let dir = tempfile::tempdir().unwrap();
