@@ -188,6 +188,34 @@ impl ConfabUser {
     }
 }
 
+/// Opens `name`'s event stream and reads the replay, handing each event to `on_event` (false:
+/// the session ended), until the stream is live.
+pub(crate) async fn subscribe_until_live(
+    mut chat: ChatClient<Authed>,
+    name: &str,
+    mut on_event: impl FnMut(pb::Event) -> bool,
+) -> anyhow::Result<tonic::Streaming<pb::Event>> {
+    let mut stream = chat
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .map_err(|s| anyhow!("subscribe as {name}: {}", api::sentence(&s)))?
+        .into_inner();
+    loop {
+        let event = stream
+            .message()
+            .await
+            .with_context(|| format!("{name}'s stream"))?
+            .with_context(|| format!("{name}'s stream ended during the replay"))?;
+        let backlog_end = matches!(event.kind, Some(Kind::BacklogEnd(_)));
+        if !on_event(event) {
+            bail!("{name}'s session ended during the replay");
+        }
+        if backlog_end {
+            return Ok(stream);
+        }
+    }
+}
+
 /// Handles one event; false when the stream is over.
 fn on_event(shared: &Shared, sink: &Sink, event: pb::Event) -> bool {
     match event.kind {
@@ -213,27 +241,11 @@ impl User for ConfabUser {
     }
 
     async fn subscribe(&self, sink: Arc<Sink>) -> anyhow::Result<()> {
-        let mut stream = self
-            .chat()
-            .subscribe(pb::SubscribeRequest::default())
-            .await
-            .map_err(|s| anyhow!("subscribe as {}: {}", self.name, api::sentence(&s)))?
-            .into_inner();
         // Live once the replay is over; what an earlier run left in the inbox is acknowledged.
-        loop {
-            let event = stream
-                .message()
-                .await
-                .with_context(|| format!("{}'s stream", self.name))?
-                .with_context(|| format!("{}'s stream ended during the replay", self.name))?;
-            let backlog_end = matches!(event.kind, Some(Kind::BacklogEnd(_)));
-            if !on_event(&self.shared, &sink, event) {
-                bail!("{}'s session ended during the replay", self.name);
-            }
-            if backlog_end {
-                break;
-            }
-        }
+        let mut stream = subscribe_until_live(self.chat(), &self.name, |e| {
+            on_event(&self.shared, &sink, e)
+        })
+        .await?;
         let shared = self.shared.clone();
         let reader = tokio::spawn(async move {
             while let Ok(Some(event)) = stream.message().await {

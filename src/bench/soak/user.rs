@@ -14,12 +14,12 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::anyhow;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::Streaming;
 
 use crate::{
-    bench::confab::PASSWORD,
+    bench::confab::{PASSWORD, subscribe_until_live},
     client::api::{self, Authed},
     pb::{self, chat_client::ChatClient, event::Kind},
 };
@@ -122,26 +122,10 @@ impl SoakUser {
             .map_err(|s| anyhow!("login as {}: {}", self.name, api::sentence(&s)))?
             .into_inner();
         let chat = api::chat(channel, &login.token)?;
-        let mut stream = chat
-            .clone()
-            .subscribe(pb::SubscribeRequest::default())
-            .await
-            .map_err(|s| anyhow!("subscribe as {}: {}", self.name, api::sentence(&s)))?
-            .into_inner();
-        loop {
-            let event = stream
-                .message()
-                .await
-                .with_context(|| format!("{}'s stream", self.name))?
-                .with_context(|| format!("{}'s stream ended during the replay", self.name))?;
-            let backlog_end = matches!(event.kind, Some(Kind::BacklogEnd(_)));
-            if !on_event(&self.ledger, &self.received_seq, event) {
-                bail!("{}'s session ended during the replay", self.name);
-            }
-            if backlog_end {
-                break;
-            }
-        }
+        let stream = subscribe_until_live(chat.clone(), &self.name, |e| {
+            on_event(&self.ledger, &self.received_seq, e)
+        })
+        .await?;
         let keepalive = Duration::from_millis(login.heartbeat_interval_ms.max(1000));
         let reader = Reader {
             chat: chat.clone(),
