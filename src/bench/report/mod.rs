@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::{args::Settings, stats::Latency};
+use super::{args::Settings, cpu::PerMessage, stats::Latency};
 
 mod table;
 
@@ -43,6 +43,8 @@ pub(crate) struct Offered {
     pub(crate) latency: Latency,
     /// How late the load generator issued sends (already inside `latency`).
     pub(crate) pacer_lag: Latency,
+    /// Server CPU from the first send until the last arrival, per delivered message.
+    pub(crate) server_cpu: Option<PerMessage>,
     pub(crate) first_error: Option<String>,
 }
 
@@ -64,6 +66,8 @@ pub(crate) struct Saturation {
     /// Server CPU (user + system) from the start of the phase until every delivery.
     pub(crate) server_cpu_s: Option<f64>,
     pub(crate) server_cpu_per_msg_us: Option<f64>,
+    /// The same by part (a cluster's nodes, PostgreSQL, NATS).
+    pub(crate) server_cpu: Option<PerMessage>,
     /// The load generator's own CPU per message over the same span (it shares the machine).
     pub(crate) bench_cpu_per_msg_us: Option<f64>,
     pub(crate) first_error: Option<String>,
@@ -212,6 +216,9 @@ pub(crate) struct Report {
     pub(crate) machine: Machine,
     pub(crate) settings: Settings,
     pub(crate) targets: Vec<TargetReport>,
+    /// Against `--spawn-cluster`: the cluster and the PostgreSQL node beside the SQLite node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<crate::bench::cluster::Ratios>,
 }
 
 impl Report {
