@@ -163,10 +163,10 @@ fn scripts_dir() -> anyhow::Result<PathBuf> {
         candidates.push(PathBuf::from(dir));
     }
     candidates.push(PathBuf::from("scripts"));
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
-            candidates.push(repo.join("scripts"));
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent)
+    {
+        candidates.push(repo.join("scripts"));
     }
     candidates
         .into_iter()

@@ -161,6 +161,9 @@ pub(crate) struct Ratios {
     pub(crate) cluster: Versus,
 }
 
+/// One figure of [`Versus`].
+type Figure = fn(&Versus) -> Option<f64>;
+
 /// One target's figures ÷ the SQLite node's; `None` where either lacks the figure.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Versus {
@@ -188,7 +191,7 @@ impl Ratios {
 
     /// Lines under the bench's table.
     pub(crate) fn table(&self) -> String {
-        let rows: [(&str, fn(&Versus) -> Option<f64>, &str); 6] = [
+        let rows: [(&str, Figure, &str); 6] = [
             ("p99 at the offered rate", |v| v.offered_p99, "cluster ≤ 2×"),
             ("server CPU / msg there", |v| v.offered_cpu, "cluster ≤ 3×"),
             ("SendMessage msgs/s", |v| v.unary_msgs_per_s, ""),
