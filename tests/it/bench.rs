@@ -4,6 +4,7 @@
 //! arrived, and the figures are consistent (percentiles ordered, counts positive).
 
 use std::{
+    path::Path,
     process::{Command, Output, Stdio},
     sync::mpsc,
     thread,
@@ -504,4 +505,103 @@ fn bad_cluster_settings_are_refused_with_the_flag_to_change() {
         ],
         "an empty URL",
     );
+}
+
+/// Ctrl-C in the middle of `--spawn-cluster` stops the PostgreSQL and nats-server it started
+/// and removes their directory: nothing outlives the run.
+#[test]
+fn an_interrupted_cluster_run_leaves_no_server_behind() {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args([
+            "bench",
+            "--spawn-cluster",
+            "2",
+            "--users",
+            "4",
+            "--phases",
+            "2",
+        ])
+        .args(["--rate", "20", "--duration", "10m"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start confab");
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The first target's measurement has begun: PostgreSQL and NATS are up.
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("sqlite 2 offered") {
+            break;
+        }
+    }
+    let prefix = format!("confab-bench-cluster-{pid}-");
+    let dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    let [dir] = &dirs[..] else {
+        let _ = child.kill();
+        panic!("expected one directory {prefix}*, found {dirs:?}; stderr:\n{seen}");
+    };
+    let first_line = |p: &str| {
+        let text = std::fs::read_to_string(dir.join(p)).unwrap();
+        text.lines().next().unwrap().trim().to_owned()
+    };
+    let servers = [first_line("pg/data/postmaster.pid"), first_line("nats/pid")];
+    for server in &servers {
+        assert!(
+            Path::new(&format!("/proc/{server}")).exists(),
+            "{server} is not running"
+        );
+    }
+
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    // The phase would run for ten minutes: a run that waits it out is killed, and fails below.
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "not a prompt exit with an error: {status}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("interrupted")),
+        "stderr after the signal: {rest:?}"
+    );
+    // pg_ctl and nats.sh wait for their servers to exit; the kernel may take a moment longer to
+    // forget them once their new parent has reaped them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for server in &servers {
+        let proc_dir = format!("/proc/{server}");
+        while Path::new(&proc_dir).exists() && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !Path::new(&proc_dir).exists(),
+            "process {server} outlived the run"
+        );
+    }
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }
