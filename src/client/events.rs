@@ -187,6 +187,7 @@ impl Pump {
                 () = self.stop.cancelled() => return self.live,
                 r = timed(chat.subscribe(pb::SubscribeRequest {
                     resume_after,
+                    presence_batches: true,
                     ..Default::default()
                 })) => r,
             };

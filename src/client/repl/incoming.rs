@@ -11,7 +11,7 @@ use super::super::{
 };
 use crate::{
     now_ms,
-    pb::{DenyReason, Presence, event::Kind},
+    pb::{DenyReason, Presence, PresenceChanged, event::Kind},
     peer::Inbound,
     types::fingerprint,
 };
@@ -65,6 +65,26 @@ impl Repl {
         None
     }
 
+    fn on_presence(&mut self, p: PresenceChanged) {
+        let online = p.presence == Presence::Online as i32;
+        // The server drops a request whose asker left: so does the prompt.
+        let withdrawn = if online {
+            None
+        } else {
+            self.grants.withdrawn(&p.user)
+        };
+        self.show(Item::Presence {
+            user: p.user,
+            online,
+        });
+        if let Some(request) = withdrawn {
+            self.show(Item::AddressRequestEnded {
+                user: request.from,
+                reason: "WITHDRAWN".into(),
+            });
+        }
+    }
+
     fn on_event(&mut self, kind: Kind, replayed: bool) {
         match kind {
             Kind::Message(m) => {
@@ -87,25 +107,8 @@ impl Repl {
                 body: b.body,
                 sent_at_ms: b.sent_at_ms,
             }),
-            Kind::Presence(p) => {
-                let online = p.presence == Presence::Online as i32;
-                // The server drops a request whose asker left: so does the prompt.
-                let withdrawn = if online {
-                    None
-                } else {
-                    self.grants.withdrawn(&p.user)
-                };
-                self.show(Item::Presence {
-                    user: p.user,
-                    online,
-                });
-                if let Some(request) = withdrawn {
-                    self.show(Item::AddressRequestEnded {
-                        user: request.from,
-                        reason: "WITHDRAWN".into(),
-                    });
-                }
-            }
+            Kind::Presence(p) => self.on_presence(p),
+            Kind::PresenceBatch(b) => b.changes.into_iter().for_each(|p| self.on_presence(p)),
             Kind::AddressRequested(r) => {
                 let request = self.grants.requested(&r);
                 let accept = match self.consent {
