@@ -8,11 +8,20 @@
 //! [`login`], which rekeys the peer listener first, and is announced with
 //! [`Notice::LoggedIn`] so the REPL can forget the grants of the old login.
 //!
+//! With a `--server` list (the nodes of a cluster), a connection that is gone — the stream
+//! failed at the transport, or ended without `SessionEnded`, or the node said it is shutting
+//! down — is not waited for: the pump moves to the next server of the list (wrapping around,
+//! the pause between attempts growing to [`BACKOFF_MAX`]), logs in there and resumes after
+//! the same `seq`, which works because the nodes share one store. A single server is waited
+//! for, as before. Each time a stream goes live the pump says so on the [`link`] (`link.rs`),
+//! so a command whose call lost its connection goes again through the new login.
+//!
 //! It deliberately does not reconnect when the session was taken away on purpose
 //! (`LOGGED_IN_ELSEWHERE`, `KICKED`, `LOGGED_OUT`) or when the password stops working: those
 //! end with [`Notice::Ended`] / [`Notice::Failed`] instead of a retry loop.
 
 use std::{
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,6 +36,7 @@ use tonic::{Code, Status, transport::Channel};
 use super::{
     api,
     call::{is_connection_failure, timed},
+    link::{Link, LinkSender, link},
     login::{Credentials, Live, login},
 };
 use crate::{
@@ -55,13 +65,15 @@ pub(crate) enum Notice {
     Connected { replayed: u64, resumed: bool },
     /// Logged in again with new keys: grants and allowed peers of the previous login are void.
     LoggedIn(Arc<Live>),
-    /// The stream broke or the session ended for a reason we recover from; reconnecting.
-    Lost { why: String },
-    /// A reconnection attempt failed; the next one is in `retry_in`.
+    /// The stream broke or the session ended for a reason we recover from; reconnecting, at
+    /// server `next` of a list when it is not the same one.
+    Lost { why: String, next: Option<String> },
+    /// A reconnection attempt failed; the next one is in `retry_in` (at `next`, as above).
     Retrying {
         attempt: u32,
         why: String,
         retry_in: Duration,
+        next: Option<String>,
     },
     /// The session was ended on purpose (elsewhere, kicked, logged out); the pump has stopped.
     Ended(SessionEndReason),
@@ -76,6 +88,8 @@ pub(crate) struct Events {
     /// Highest direct-message `seq` the REPL has shown (or dropped as a duplicate); the pump
     /// acknowledges up to it and resumes after it.
     pub(crate) shown: Arc<AtomicU64>,
+    /// Says when a stream is live again, and with which login.
+    pub(crate) link: Link,
     stop: CancellationToken,
     task: JoinHandle<Arc<Live>>,
 }
@@ -88,9 +102,18 @@ impl Events {
     }
 }
 
+/// Where the pump reaches the server: the channel, and which server of the list it goes to.
+pub(crate) struct Route {
+    pub(crate) channel: Channel,
+    /// Place of the server in `Credentials::servers`.
+    pub(crate) at: usize,
+    /// `--ca`, for connecting to the other servers of the list.
+    pub(crate) ca: Option<PathBuf>,
+}
+
 /// Starts the pump for an established login.
 pub(crate) fn start(
-    channel: Channel,
+    route: Route,
     credentials: Credentials,
     listener: PeerListener,
     live: Arc<Live>,
@@ -98,8 +121,10 @@ pub(crate) fn start(
     let (tx, notices) = mpsc::channel(1024);
     let shown = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
+    let (link_tx, link) = link(live.clone());
     let pump = Pump {
-        channel,
+        route,
+        link: link_tx,
         credentials,
         listener,
         live,
@@ -111,6 +136,7 @@ pub(crate) fn start(
     Events {
         notices,
         shown,
+        link,
         stop,
         task: tokio::spawn(pump.run()),
     }
@@ -120,25 +146,53 @@ pub(crate) fn start(
 type Beat = std::pin::Pin<Box<dyn Future<Output = Result<u64, Status>> + Send>>;
 
 /// How a stream ended.
+#[derive(Debug)]
 enum StreamEnd {
     /// We were told to stop.
     Stopped,
     /// The server ended the session.
     Ended(SessionEndReason),
-    /// The connection broke (or the server closed the stream without a word).
-    Broken(String),
+    /// The stream failed; `gone` when the connection itself did (or the server closed the
+    /// stream without a word), not when the server answered with an error.
+    Broken { why: String, gone: bool },
 }
 
-/// What to do after a failed step.
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
     /// Log in again (the session is gone).
     Login,
     /// Subscribe again with the same token.
     Subscribe,
+    /// Go to the next server of the list and log in there (this one is gone).
+    Move,
+}
+
+/// What follows a stream's end, with `several` servers to choose from or one; `None` when
+/// the pump stops (told to, or the session was ended on purpose).
+fn after_end(end: &StreamEnd, several: bool) -> Option<Next> {
+    match *end {
+        StreamEnd::Stopped => None,
+        StreamEnd::Ended(SessionEndReason::ServerShutdown) if several => Some(Next::Move),
+        StreamEnd::Ended(reason) if recoverable(reason) => Some(Next::Login),
+        StreamEnd::Ended(_) => None,
+        StreamEnd::Broken { gone: true, .. } if several => Some(Next::Move),
+        StreamEnd::Broken { .. } => Some(Next::Subscribe),
+    }
+}
+
+/// What follows a failed login or subscription that was to be `next`: the next server when
+/// this one cannot be reached (or does not answer in time) and there is another, else the
+/// same step again.
+fn after_failure(next: Next, status: &Status, several: bool) -> Next {
+    let gone = is_connection_failure(status) || status.code() == Code::DeadlineExceeded;
+    if gone && several { Next::Move } else { next }
 }
 
 struct Pump {
-    channel: Channel,
+    route: Route,
+    /// Tells calls made outside the pump that a stream is live again.
+    link: LinkSender,
     credentials: Credentials,
     listener: PeerListener,
     live: Arc<Live>,
@@ -152,6 +206,7 @@ struct Pump {
 impl Pump {
     /// Runs until stopped or until the session cannot be recovered; returns the last login.
     async fn run(mut self) -> Arc<Live> {
+        let several = self.credentials.servers.several();
         let mut next = Next::Subscribe;
         // Failed attempts since the stream was last live; 0 means the next attempt is immediate.
         let mut attempt = 0u32;
@@ -165,7 +220,15 @@ impl Pump {
                     () = tokio::time::sleep(pause) => {}
                 }
             }
-            let just_logged_in = matches!(next, Next::Login);
+            if next == Next::Move {
+                if let Err(why) = self.move_on() {
+                    attempt += 1;
+                    pause = Some(self.retrying(attempt, why, next).await);
+                    continue;
+                }
+                next = Next::Login;
+            }
+            let just_logged_in = next == Next::Login;
             if just_logged_in {
                 match self.relogin().await {
                     Ok(()) => next = Next::Subscribe,
@@ -176,7 +239,8 @@ impl Pump {
                     }
                     Err(status) => {
                         attempt += 1;
-                        pause = Some(self.retrying(attempt, &status).await);
+                        next = after_failure(next, &status, several);
+                        pause = Some(self.retrying(attempt, words(&status), next).await);
                         continue;
                     }
                 }
@@ -198,13 +262,14 @@ impl Pump {
                     next = Next::Login;
                     if just_logged_in {
                         attempt += 1;
-                        pause = Some(self.retrying(attempt, &status).await);
+                        pause = Some(self.retrying(attempt, words(&status), next).await);
                     }
                     continue;
                 }
                 Err(status) => {
                     attempt += 1;
-                    pause = Some(self.retrying(attempt, &status).await);
+                    next = after_failure(next, &status, several);
+                    pause = Some(self.retrying(attempt, words(&status), next).await);
                     continue;
                 }
             };
@@ -220,24 +285,48 @@ impl Pump {
                 attempt += 1;
                 pause = Some(backoff(attempt));
             }
-            match end {
-                StreamEnd::Stopped => return self.live,
-                StreamEnd::Ended(reason) if recoverable(reason) => {
-                    let why = format!("the server ended the session ({})", reason_words(reason));
-                    self.tell(Notice::Lost { why }).await;
-                    next = Next::Login;
-                }
-                StreamEnd::Ended(reason) => {
+            let Some(after) = after_end(&end, several) else {
+                if let StreamEnd::Ended(reason) = end {
                     self.tell(Notice::Ended(reason)).await;
-                    return self.live;
                 }
-                StreamEnd::Broken(why) => {
-                    self.tell(Notice::Lost { why }).await;
-                    next = Next::Subscribe;
+                return self.live;
+            };
+            next = after;
+            let mut why = match end {
+                StreamEnd::Ended(reason) => {
+                    format!("the server ended the session ({})", reason_words(reason))
                 }
+                StreamEnd::Broken { why, .. } => why,
+                StreamEnd::Stopped => unreachable!("the pump stops above"),
+            };
+            if several {
+                why = format!("{why} (at {})", self.live.server);
             }
+            let next_server = self.next_server(next);
+            self.tell(Notice::Lost {
+                why,
+                next: next_server,
+            })
+            .await;
             resumed = true;
         }
+    }
+
+    /// The server `next` goes to, when it is another one.
+    fn next_server(&self, next: Next) -> Option<String> {
+        let servers = &self.credentials.servers;
+        (next == Next::Move).then(|| servers.url(servers.after(self.route.at)).to_owned())
+    }
+
+    /// Points the channel at the next server of the list (connecting when first used).
+    fn move_on(&mut self) -> Result<(), String> {
+        let servers = &self.credentials.servers;
+        let at = servers.after(self.route.at);
+        let endpoint = api::endpoint(servers.url(at), self.route.ca.as_deref())
+            .map_err(|e| format!("{e:#}"))?;
+        self.route.channel = endpoint.connect_lazy();
+        self.route.at = at;
+        Ok(())
     }
 
     async fn tell(&self, notice: Notice) {
@@ -245,18 +334,15 @@ impl Pump {
         let _ = self.notices.send(notice).await;
     }
 
-    /// Tells the REPL that attempt `attempt` failed; the pause before the next one.
-    async fn retrying(&self, attempt: u32, status: &Status) -> Duration {
-        let why = if is_connection_failure(status) {
-            "the server cannot be reached".to_owned()
-        } else {
-            api::sentence(status)
-        };
+    /// Tells the REPL that attempt `attempt` failed (`why`) and what comes next; the pause
+    /// before it.
+    async fn retrying(&self, attempt: u32, why: String, next: Next) -> Duration {
         let retry_in = backoff(attempt);
         self.tell(Notice::Retrying {
             attempt,
             why,
             retry_in,
+            next: self.next_server(next),
         })
         .await;
         retry_in
@@ -266,7 +352,7 @@ impl Pump {
         let number = self.live.number + 1;
         let live = tokio::select! {
             () = self.stop.cancelled() => return Err(Status::cancelled("stopping")),
-            r = login(&self.channel, &self.credentials, &self.listener, number) => r?,
+            r = login(&self.route.channel, self.route.at, &self.credentials, &self.listener, number) => r?,
         };
         self.live = Arc::new(live);
         // A new session starts with a fresh inbox position: nothing of it is acknowledged yet,
@@ -298,6 +384,7 @@ impl Pump {
                         }
                         Some(Kind::BacklogEnd(_)) => {
                             replaying = false;
+                            self.link.live(self.live.clone());
                             self.tell(Notice::Connected { replayed, resumed }).await;
                         }
                         Some(kind) => {
@@ -309,14 +396,18 @@ impl Pump {
                         // A kind this client does not know (a newer server): skip it.
                         None => {}
                     },
-                    Ok(None) => return StreamEnd::Broken("the server closed the event stream".into()),
+                    Ok(None) => return StreamEnd::Broken {
+                        why: "the server closed the event stream".into(),
+                        gone: true,
+                    },
                     Err(status) => {
-                        let why = if is_connection_failure(&status) {
+                        let gone = is_connection_failure(&status);
+                        let why = if gone {
                             "lost the connection to the server".to_owned()
                         } else {
                             format!("the event stream failed: {}", api::sentence(&status))
                         };
-                        return StreamEnd::Broken(why);
+                        return StreamEnd::Broken { why, gone };
                     }
                 },
                 _ = tick.tick(), if beat.is_none() => {
@@ -340,6 +431,15 @@ impl Pump {
                 }
             }
         }
+    }
+}
+
+/// A failed call in words: the server's sentence, or that it cannot be reached.
+fn words(status: &Status) -> String {
+    if is_connection_failure(status) {
+        "the server cannot be reached".to_owned()
+    } else {
+        api::sentence(status)
     }
 }
 
@@ -410,6 +510,58 @@ mod tests {
         assert!(recoverable(SessionEndReason::ServerShutdown));
         assert!(recoverable(SessionEndReason::TimedOut));
         assert!(recoverable(SessionEndReason::TooSlow));
+    }
+
+    #[test]
+    fn a_lost_node_is_left_for_the_next_only_when_there_is_one() {
+        let gone = StreamEnd::Broken {
+            why: String::new(),
+            gone: true,
+        };
+        assert_eq!(after_end(&gone, true), Some(Next::Move));
+        assert_eq!(after_end(&gone, false), Some(Next::Subscribe));
+        // The server answered with an error: it is there; subscribe again.
+        let answered = StreamEnd::Broken {
+            why: String::new(),
+            gone: false,
+        };
+        assert_eq!(after_end(&answered, true), Some(Next::Subscribe));
+        let shutdown = StreamEnd::Ended(SessionEndReason::ServerShutdown);
+        assert_eq!(after_end(&shutdown, true), Some(Next::Move));
+        assert_eq!(after_end(&shutdown, false), Some(Next::Login));
+        let timed_out = StreamEnd::Ended(SessionEndReason::TimedOut);
+        assert_eq!(after_end(&timed_out, true), Some(Next::Login));
+        assert_eq!(after_end(&StreamEnd::Stopped, true), None);
+    }
+
+    #[test]
+    fn a_session_ended_on_purpose_never_moves_to_another_node() {
+        for reason in [
+            SessionEndReason::LoggedInElsewhere,
+            SessionEndReason::Kicked,
+            SessionEndReason::LoggedOut,
+        ] {
+            assert_eq!(
+                after_end(&StreamEnd::Ended(reason), true),
+                None,
+                "{reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_an_unreachable_server_is_left_for_the_next() {
+        let down = Status::unavailable("tcp connect error");
+        let slow = Status::deadline_exceeded("the server did not answer within 10s");
+        let locked = Status::permission_denied("locked");
+        assert_eq!(after_failure(Next::Login, &down, true), Next::Move);
+        assert_eq!(after_failure(Next::Subscribe, &slow, true), Next::Move);
+        assert_eq!(after_failure(Next::Login, &down, false), Next::Login);
+        assert_eq!(
+            after_failure(Next::Subscribe, &down, false),
+            Next::Subscribe
+        );
+        assert_eq!(after_failure(Next::Login, &locked, true), Next::Login);
     }
 
     #[test]

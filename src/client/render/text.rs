@@ -18,10 +18,22 @@ impl Item {
                 format!("logged in as {user} (your key {fingerprint}); type help for the commands")
             }
             Item::LoggedIn {
-                user, fingerprint, ..
+                user,
+                fingerprint,
+                server: None,
+                ..
             } => format!(
                 "logged in again as {user} with a new key ({fingerprint}); addresses you held \
                  before must be asked for again"
+            ),
+            Item::LoggedIn {
+                user,
+                fingerprint,
+                server: Some(server),
+                ..
+            } => format!(
+                "logged in again at {server} as {user} with a new key ({fingerprint}); \
+                 addresses you held before must be asked for again"
             ),
             Item::Connected {
                 replayed: 0,
@@ -42,11 +54,19 @@ impl Item {
                 "reconnected ({replayed} {} arrived meanwhile)",
                 plural(*replayed, "message")
             ),
-            Item::Disconnected { error } => format!("{error}; reconnecting…"),
+            Item::Disconnected {
+                error,
+                next_server: None,
+            } => format!("{error}; reconnecting…"),
+            Item::Disconnected {
+                error,
+                next_server: Some(next),
+            } => format!("{error}; trying {next}…"),
             Item::Reconnecting {
                 attempt,
                 error,
                 retry_in_ms,
+                ..
             } => {
                 // Once the first quick retries have failed, then about every half minute:
                 // enough to know it is still trying, not a line every few seconds.
