@@ -1,8 +1,9 @@
 //! `confab chat --server A,B` (SPEC §12): the real chat client on a cluster of real nodes. When
 //! its node is killed it logs in at the next node of its list by itself and resumes after what
 //! it showed, so every acknowledged message is shown exactly once; a message typed while no node
-//! answers goes out when one does; a list whose first node is down at start works, one where
-//! none answers says so; a session ended on purpose is not taken for a dead node.
+//! answers goes out when one does; a node drained with SIGTERM sends its chats on too; a list
+//! whose first node is down at start works, one where none answers says so; a session ended on
+//! purpose is not taken for a dead node.
 
 use std::{
     collections::HashMap,
@@ -188,6 +189,35 @@ async fn a_chat_moves_to_the_next_node_when_its_node_is_killed_and_shows_every_m
     );
     let (code, _) = alice.finish().await;
     assert_eq!(code, 1, "the private refusal counts as a failed line");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_drained_with_sigterm_sends_its_chats_to_the_next_node() {
+    let mut cluster = Cluster::new();
+    let mut a = cluster.node("a").await;
+    let b = cluster.node("b").await;
+    a.register("alice").await;
+    let mut alice = Chat::spawn_at(&list(&[&a.url, &b.url]), "alice", &[], &[]).await;
+    alice.expect_type("connected").await;
+
+    a.signal("-TERM");
+    let lost = alice.expect_type("disconnected").await;
+    assert!(
+        lost["error"]
+            .as_str()
+            .unwrap()
+            .contains("the server is shutting down"),
+        "{lost}"
+    );
+    assert_eq!(lost["next_server"], b.url.as_str(), "{lost}");
+    assert_eq!(
+        alice.expect_type("logged_in").await["server"],
+        b.url.as_str()
+    );
+    alice.expect_type("connected").await;
+    assert!(a.exit_status().await.success());
+    b.wait_for_session("alice", "a session at b", |_| true)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
