@@ -6,11 +6,11 @@
 //! owns the client's state; `servers` reads the `--server` list and connects to the first that
 //! answers; `login` logs in with fresh peer keys, `events` keeps the session and its event
 //! stream alive (heartbeats, acknowledgements, reconnecting, moving to the next server of the
-//! list), and `link` lets a call that lost its connection wait for it to be back; `call` puts one call
-//! under a deadline and words its failure; `grants` knows who may talk to whom directly, `seen`
-//! shows each message once; `render` decides how things look and where they are printed,
-//! `input` reads lines from a terminal or a script, and `files` runs `sendfile` and the file
-//! offers. The peer path itself lives in
+//! list) by the rules of `reconnect`, and `link` lets a call that lost its connection wait for
+//! it to be back; `call` puts one call under a deadline and words its failure; `grants` knows
+//! who may talk to whom directly, `seen` shows each message once; `render` decides how things
+//! look and where they are printed, `input` reads lines from a terminal or a script, and
+//! `files` runs `sendfile` and the file offers. The peer path itself lives in
 //! [`crate::peer`]; this module glues it to the server's events.
 
 pub(crate) mod actions;
@@ -26,6 +26,7 @@ pub(crate) mod grants;
 pub(crate) mod input;
 pub(crate) mod link;
 pub(crate) mod login;
+pub(crate) mod reconnect;
 pub(crate) mod render;
 pub(crate) mod repl;
 pub(crate) mod retry;

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use super::super::{
     Consent,
     actions::{self},
-    events::{Notice, reason_words},
+    events::Notice,
+    reconnect::reason_words,
     render::{Item, Via},
 };
 use crate::{
