@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use super::super::{
     Consent,
     actions::{self},
-    events::{Notice, reason_words},
+    events::Notice,
+    reconnect::reason_words,
     render::{Item, Via},
 };
 use crate::{
@@ -27,24 +28,33 @@ impl Repl {
                 self.show(Item::Connected { replayed, resumed });
             }
             Notice::LoggedIn(live) => {
+                // The old session's grants are revoked by the server (on another node too);
+                // ours go with them, so `private` asks again.
                 self.grants.new_login();
+                let moved = live.server != self.live.server;
                 self.live = live;
                 self.show(Item::LoggedIn {
                     user: self.live.user.clone(),
                     fingerprint: fingerprint(self.live.keys.public()),
                     peer_port: self.listener.local_addr().port(),
                     again: true,
+                    server: moved.then(|| self.live.server.clone()),
                 });
             }
-            Notice::Lost { why } => self.show(Item::Disconnected { error: why }),
+            Notice::Lost { why, next } => self.show(Item::Disconnected {
+                error: why,
+                next_server: next,
+            }),
             Notice::Retrying {
                 attempt,
                 why,
                 retry_in,
+                next,
             } => self.show(Item::Reconnecting {
                 attempt,
                 error: why,
                 retry_in_ms: retry_in.as_millis() as u64,
+                next_server: next,
             }),
             Notice::Ended(reason) => {
                 let name = reason
