@@ -148,7 +148,7 @@ async fn measure(
     settings: &Settings,
     progress: Progress,
 ) -> anyhow::Result<TargetReport> {
-    let target = Arc::new(target);
+    let target = Arc::new(target.presence(settings.presence_events));
     let report = phases::run(target.clone(), settings, progress).await;
     drop(target);
     report
