@@ -312,11 +312,23 @@ impl User for ConfabUser {
             on_event(&self.shared, &sink, e)
         })
         .await?;
-        let shared = self.shared.clone();
+        let (shared, name) = (self.shared.clone(), self.name.clone());
         let reader = tokio::spawn(async move {
-            while let Ok(Some(event)) = stream.message().await {
-                if !on_event(&shared, &sink, event) {
-                    break;
+            loop {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        if !on_event(&shared, &sink, event) {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        sink.stream_lost(format!("{name}'s stream closed without a reason"));
+                        break;
+                    }
+                    Err(s) => {
+                        sink.stream_lost(format!("{name}'s stream: {}", api::sentence(&s)));
+                        break;
+                    }
                 }
             }
         });

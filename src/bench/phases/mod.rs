@@ -110,6 +110,7 @@ pub(crate) async fn run<T: Target>(
     }
     report.sessions_ended_by_server = ctx.sink.ended();
     report.stray_messages = ctx.sink.stray();
+    (report.streams_lost, report.first_stream_loss) = ctx.sink.lost();
     Ok(report)
 }
 

@@ -155,6 +155,10 @@ pub(crate) struct TargetReport {
     pub(crate) sessions_ended_by_server: u64,
     /// Arrivals outside any measurement (late messages of an earlier phase, old inbox).
     pub(crate) stray_messages: u64,
+    /// Simulated users' streams that ended without `SessionEnded` (should be 0), and the first
+    /// one's reason.
+    pub(crate) streams_lost: u64,
+    pub(crate) first_stream_loss: Option<String>,
 }
 
 impl TargetReport {
@@ -172,6 +176,8 @@ impl TargetReport {
             join: None,
             sessions_ended_by_server: 0,
             stray_messages: 0,
+            streams_lost: 0,
+            first_stream_loss: None,
         }
     }
 

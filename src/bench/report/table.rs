@@ -253,6 +253,15 @@ impl Report {
                 ended.join(", ")
             );
         }
+        for r in t.iter().filter(|r| r.streams_lost > 0) {
+            let _ = writeln!(
+                out,
+                "warning: {}: {} users' streams ended without SessionEnded, the first with: {}",
+                r.target,
+                r.streams_lost,
+                r.first_stream_loss.as_deref().unwrap_or("(no message)")
+            );
+        }
         for r in t {
             for (phase, errors, first) in r.failures() {
                 let _ = writeln!(
