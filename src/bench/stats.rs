@@ -327,6 +327,15 @@ mod tests {
         assert_eq!(median(&[]), None);
     }
 
+    #[test]
+    fn the_sink_counts_lost_streams_and_keeps_the_first_reason() {
+        let sink = Sink::new();
+        assert_eq!(sink.lost(), (0, None));
+        sink.stream_lost("a's stream: first".into());
+        sink.stream_lost("b's stream: second".into());
+        assert_eq!(sink.lost(), (2, Some("a's stream: first".into())));
+    }
+
     #[tokio::test]
     async fn the_sink_counts_only_the_current_recorders_messages() {
         let sink = Sink::new();
