@@ -23,6 +23,7 @@ pub(crate) mod files;
 pub(crate) mod grants;
 pub(crate) mod input;
 pub(crate) mod login;
+pub(crate) mod progress;
 pub(crate) mod render;
 pub(crate) mod repl;
 pub(crate) mod retry;

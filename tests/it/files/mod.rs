@@ -6,6 +6,7 @@
 //! outside it" is checked by listing the parent.
 
 mod hostile;
+mod terminal;
 mod transfer;
 
 use std::path::{Path, PathBuf};
