@@ -253,9 +253,7 @@ async fn both_terminals_show_a_bar_with_rate_and_time_left_then_the_file_arrivin
         saved.display()
     );
     let screen = tmux
-        .wait_in("bob", "the file received", |s| {
-            s.contains(&received)
-        })
+        .wait_in("bob", "the file received", |s| s.contains(&received))
         .await;
     assert_eq!(
         screen[screen.len() - 2..],
