@@ -107,6 +107,11 @@ pub(crate) struct BenchArgs {
     /// --stream-rounds: streams per connection (the server's --max-streams-per-connection).
     #[arg(long, default_value_t = 128, env = "CONFAB_BENCH_STREAMS")]
     streams: usize,
+    /// How confab users take presence: `batched` (as `confab chat` does: one `PresenceBatch` per
+    /// window), `single` (one event per change, as a client that does not ask for batches) or
+    /// `none` (`no_presence`, as a bot: the cost of everything but presence).
+    #[arg(long, value_enum, default_value_t = PresenceEvents::Batched, env = "CONFAB_BENCH_PRESENCE_EVENTS")]
+    presence_events: PresenceEvents,
     /// Print the summary as JSON instead of a table.
     #[arg(long, env = "CONFAB_BENCH_JSON")]
     json: bool,
@@ -122,6 +127,15 @@ pub(crate) enum BenchCommand {
     /// Serve the bare tonic relay the baseline is measured on.
     #[command(hide = true)]
     RelayServer(RelayServerArgs),
+}
+
+/// `--presence-events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PresenceEvents {
+    Single,
+    Batched,
+    None,
 }
 
 /// Where the confab server comes from.
@@ -166,6 +180,7 @@ pub(crate) struct Settings {
     #[serde(serialize_with = "secs")]
     pub(crate) grace: Duration,
     pub(crate) prefix: String,
+    pub(crate) presence_events: PresenceEvents,
     #[serde(skip)]
     pub(crate) json: bool,
     /// `--compare`: the earlier run, read and parsed before anything is measured.
@@ -286,6 +301,7 @@ impl Settings {
             concurrency: args.concurrency,
             grace: args.grace,
             prefix: args.prefix,
+            presence_events: args.presence_events,
             json: args.json,
             compare,
             soak,

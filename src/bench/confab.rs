@@ -27,6 +27,7 @@ use tokio_util::{
 use tonic::{Code, transport::Channel};
 
 use super::{
+    args::PresenceEvents,
     send_stream::StreamSender,
     stats::Sink,
     target::{Target, User},
@@ -49,6 +50,7 @@ const REGISTER_CONNECTIONS: usize = 8;
 pub(crate) struct ConfabTarget {
     url: String,
     pid: Option<u32>,
+    presence: PresenceEvents,
     acker: Arc<Acker>,
     /// Stops the acknowledging task with the target.
     _stop: DropGuard,
@@ -64,9 +66,16 @@ impl ConfabTarget {
         ConfabTarget {
             url,
             pid,
+            presence: PresenceEvents::Batched,
             acker,
             _stop: stop.drop_guard(),
         }
+    }
+
+    /// Users take presence as `events` say (batched unless told otherwise, as `confab chat`).
+    pub(crate) fn presence(mut self, events: PresenceEvents) -> ConfabTarget {
+        self.presence = events;
+        self
     }
 }
 
@@ -152,6 +161,7 @@ impl Target for ConfabTarget {
         self.acker.add(&shared);
         Ok(ConfabUser {
             name: name.to_owned(),
+            presence: self.presence,
             shared,
             reader: Mutex::new(None),
         })
@@ -177,6 +187,7 @@ struct Shared {
 /// One simulated confab user.
 pub(crate) struct ConfabUser {
     name: String,
+    presence: PresenceEvents,
     shared: Arc<Shared>,
     reader: Mutex<Option<AbortOnDropHandle<()>>>,
 }
@@ -188,15 +199,20 @@ impl ConfabUser {
     }
 }
 
-/// Opens `name`'s event stream and reads the replay, handing each event to `on_event` (false:
-/// the session ended), until the stream is live.
+/// Opens `name`'s event stream (with presence as `presence` says) and reads the replay, handing
+/// each event to `on_event` (false: the session ended), until the stream is live.
 pub(crate) async fn subscribe_until_live(
     mut chat: ChatClient<Authed>,
     name: &str,
+    presence: PresenceEvents,
     mut on_event: impl FnMut(pb::Event) -> bool,
 ) -> anyhow::Result<tonic::Streaming<pb::Event>> {
     let mut stream = chat
-        .subscribe(pb::SubscribeRequest::default())
+        .subscribe(pb::SubscribeRequest {
+            no_presence: presence == PresenceEvents::None,
+            presence_batches: presence == PresenceEvents::Batched,
+            ..Default::default()
+        })
         .await
         .map_err(|s| anyhow!("subscribe as {name}: {}", api::sentence(&s)))?
         .into_inner();
@@ -224,7 +240,8 @@ fn on_event(shared: &Shared, sink: &Sink, event: pb::Event) -> bool {
             sink.deliver(&m.body);
         }
         Some(Kind::Broadcast(b)) => sink.deliver(&b.body),
-        Some(Kind::Presence(_)) => sink.presence_changed(),
+        Some(Kind::Presence(_)) => sink.presence_changed(1),
+        Some(Kind::PresenceBatch(b)) => sink.presence_changed(b.changes.len()),
         Some(Kind::SessionEnded(_)) => {
             sink.session_ended();
             return false;
@@ -242,7 +259,7 @@ impl User for ConfabUser {
 
     async fn subscribe(&self, sink: Arc<Sink>) -> anyhow::Result<()> {
         // Live once the replay is over; what an earlier run left in the inbox is acknowledged.
-        let mut stream = subscribe_until_live(self.chat(), &self.name, |e| {
+        let mut stream = subscribe_until_live(self.chat(), &self.name, self.presence, |e| {
             on_event(&self.shared, &sink, e)
         })
         .await?;

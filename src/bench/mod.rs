@@ -94,7 +94,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "note: without --server-pid (or --spawn-server) there are no memory or CPU figures",
         );
     }
-    let confab = Arc::new(ConfabTarget::new(url, pid));
+    let confab = Arc::new(ConfabTarget::new(url, pid).presence(settings.presence_events));
     let measured = phases::run(confab.clone(), &settings, progress).await;
     // Users' connections close before the server stops, and before the relay starts: the two
     // servers never share the machine during a measurement.

@@ -234,12 +234,12 @@ impl Sink {
         }
     }
 
-    /// A reader got a presence event.
-    pub(crate) fn presence_changed(&self) {
-        self.presence.fetch_add(1, Ordering::Relaxed);
+    /// A reader got `changes` presence changes (one event, or one batch).
+    pub(crate) fn presence_changed(&self, changes: usize) {
+        self.presence.fetch_add(changes as u64, Ordering::Relaxed);
     }
 
-    /// Presence events read so far.
+    /// Presence changes read so far.
     pub(crate) fn presence(&self) -> u64 {
         self.presence.load(Ordering::Relaxed)
     }

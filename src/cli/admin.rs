@@ -170,11 +170,13 @@ fn yes(on: bool) -> String {
 }
 
 pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
-    // The server first: one that is down is said before anybody types a password.
-    let server = crate::client::connect::server_url(&args.server.server)
+    // The server first: one that is down is said before anybody types a password. A list of
+    // a cluster's nodes (as `confab chat` takes) is tried in order: they share the accounts.
+    let servers = crate::client::servers::Servers::parse(&args.server.server)
         .map_err(|why| anyhow::anyhow!(why))?;
     let ca = args.server.ca.as_deref();
-    let channel = api::connect(&server, ca).await?;
+    let (at, channel) = servers.connect_first(ca).await?;
+    let server = servers.url(at);
     let password = read_password(
         args.password_stdin,
         &format!("password for {}: ", args.user),
@@ -188,7 +190,7 @@ pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let response = match response {
         Ok(r) => r,
         Err(status) => {
-            let why = crate::client::connect::first_call_failed(&server, ca, &status).await;
+            let why = crate::client::connect::first_call_failed(server, ca, &status).await;
             anyhow::bail!(why)
         }
     };

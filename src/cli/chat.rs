@@ -6,17 +6,23 @@ use std::{io::IsTerminal as _, net::SocketAddr, path::PathBuf};
 use anyhow::{anyhow, bail};
 use clap::Args;
 
-use super::admin::{ServerArgs, read_password};
+use super::admin::read_password;
 use crate::{
-    client::{self, Consent, api, login::Credentials},
+    client::{self, Consent, login::Credentials, servers::Servers, ticket::Tickets},
     peer::file::DEFAULT_MAX_FILE_BYTES,
     types::check_username,
 };
 
 #[derive(Debug, Args)]
 pub(crate) struct ChatArgs {
-    #[command(flatten)]
-    server: ServerArgs,
+    /// Server URL (`https://…` for TLS), or the nodes of one cluster separated by commas
+    /// (`http://10.0.0.1:4119,http://10.0.0.2:4119`): tried in that order at start, and when
+    /// the node in use goes away the chat logs in at the next one by itself.
+    #[arg(long, env = "CONFAB_SERVER", default_value = crate::types::DEFAULT_SERVER_URL)]
+    server: String,
+    /// PEM certificate authority to trust for https servers.
+    #[arg(long, env = "CONFAB_CA")]
+    ca: Option<PathBuf>,
     /// Your username (or `user = "…"` in the config file).
     #[arg(long, env = "CONFAB_USER")]
     user: Option<String>,
@@ -65,9 +71,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         );
     };
     check_username(&user).map_err(|why| anyhow!("--user: {why}"))?;
-    let server = client::connect::server_url(&args.server.server).map_err(|why| anyhow!(why))?;
+    let servers = Servers::parse(&args.server).map_err(|why| anyhow!(why))?;
     // The server first: one that is down or mistyped is said before anybody types a password.
-    let channel = api::connect(&server, args.server.ca.as_deref()).await?;
+    let (at, channel) = servers.connect_first(args.ca.as_deref()).await?;
     // A person at a prompt can type a wrong password again; a script's password is what it is.
     let prompted = !args.password_stdin
         && std::env::var_os("CONFAB_PASSWORD").is_none()
@@ -81,13 +87,13 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     // After --password-stdin the rest of stdin is a script, even when it is a terminal.
     let terminal =
         !args.password_stdin && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let ticket = client::ticket::TicketFile::new(&server, &user);
+    let tickets = Tickets::new(servers.urls(), &user);
     client::run(
         client::Config {
-            server,
-            ca: args.server.ca,
+            ca: args.ca,
             credentials: Credentials {
-                ticket,
+                servers,
+                tickets,
                 user,
                 password: client::login::SharedSecret::new(password),
                 advertise_host: args.advertise_host.filter(|h| !h.trim().is_empty()),
@@ -101,6 +107,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
             auto_accept_files: args.auto_accept_files,
             prompted,
         },
+        at,
         channel,
     )
     .await

@@ -109,6 +109,20 @@ fn file_flags(
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
+            // `server = ["http://…", "http://…"]`: the nodes of a cluster, as `confab chat`
+            // takes them.
+            toml::Value::Array(items) if key == "server" => {
+                let urls: Option<Vec<&str>> = items.iter().map(toml::Value::as_str).collect();
+                match urls {
+                    Some(urls) => urls.join(","),
+                    None => {
+                        return Err(Error::raw(
+                            ErrorKind::InvalidValue,
+                            format!("{shown}: `server` must be a URL or a list of URLs\n"),
+                        ));
+                    }
+                }
+            }
             toml::Value::Boolean(on) if !takes_value => {
                 if on {
                     flags.push(flag.into());

@@ -14,9 +14,16 @@ use crate::types::DEFAULT_PORT;
 /// because guessing it wrong either sends the password in clear or fails obscurely.
 ///
 /// # Errors
-/// Another scheme, or a bare address off loopback: a sentence saying what to write.
+/// Another scheme, a bare address off loopback (a sentence saying what to write), or a list of
+/// servers where one is wanted.
 pub fn server_url(typed: &str) -> Result<String, String> {
     let typed = typed.trim();
+    if typed.contains(',') {
+        return Err(format!(
+            "{typed:?} names several servers; give one here (a list of nodes is for confab \
+             chat and confab register)"
+        ));
+    }
     if let Some((scheme, rest)) = typed.split_once("://") {
         return match scheme {
             "http" | "https" if !rest.is_empty() => Ok(typed.to_owned()),
@@ -118,6 +125,11 @@ pub fn explain(server: &str, ca: Option<&Path>, error: &(dyn StdError + 'static)
     }
     let last = chain.last().map_or("unknown error", String::as_str);
     format!("cannot reach the confab server at {server}: {last}")
+}
+
+/// True when connecting failed because nothing listens at the address (refused).
+pub(crate) fn nobody_listening(error: &(dyn StdError + 'static)) -> bool {
+    messages(error).join(": ").contains("Connection refused")
 }
 
 /// Each layer's message once: a layer that only repeats what the next one says is dropped.
@@ -226,6 +238,8 @@ mod tests {
         assert!(server_url("").is_err());
         assert!(server_url("127.0.0.1:notaport").is_err());
         assert!(server_url(":4119").is_err());
+        let why = server_url("http://a:1,http://b:2").unwrap_err();
+        assert!(why.contains("names several servers"), "{why}");
     }
 
     #[derive(Debug)]

@@ -8,11 +8,21 @@
 //! [`login`], which rekeys the peer listener first, and is announced with
 //! [`Notice::LoggedIn`] so the REPL can forget the grants of the old login.
 //!
+//! With a `--server` list (the nodes of a cluster), a connection that is gone — the stream
+//! failed at the transport, or ended without `SessionEnded`, or the node said it is shutting
+//! down — is not waited for: the pump moves to the next server of the list (wrapping around,
+//! the pause between attempts growing as for one server), logs in there and resumes after
+//! the same `seq`, which works because the nodes share one store. A single server is waited
+//! for, as before. Each time a stream goes live the pump says so on the [`link`] (`link.rs`),
+//! so a command whose call lost its connection goes again through the new login. The rules —
+//! what follows what, the backoff — are `reconnect.rs`.
+//!
 //! It deliberately does not reconnect when the session was taken away on purpose
 //! (`LOGGED_IN_ELSEWHERE`, `KICKED`, `LOGGED_OUT`) or when the password stops working: those
 //! end with [`Notice::Ended`] / [`Notice::Failed`] instead of a retry loop.
 
 use std::{
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,7 +37,12 @@ use tonic::{Code, Status, transport::Channel};
 use super::{
     api,
     call::{is_connection_failure, timed},
+    link::{Link, LinkSender, link},
     login::{Credentials, Live, login},
+    reconnect::{
+        Next, SHORT_LIVED, StreamEnd, after_end, after_failure, backoff, login_refused_for_good,
+        reason_words, words,
+    },
 };
 use crate::{
     pb::{self, SessionEndReason, event::Kind},
@@ -37,12 +52,6 @@ use crate::{
 /// How often the pump checks whether something shown needs acknowledging; bounds the delay
 /// between showing a direct message and acknowledging it.
 const ACK_CHECK: Duration = Duration::from_millis(250);
-/// First pause before a reconnection attempt; doubles up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// Longest pause between reconnection attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A stream that ends sooner than this after opening counts as a failed attempt.
-const SHORT_LIVED: Duration = Duration::from_secs(2);
 
 /// What the pump tells the REPL, in the order it happened.
 #[derive(Debug)]
@@ -55,13 +64,15 @@ pub(crate) enum Notice {
     Connected { replayed: u64, resumed: bool },
     /// Logged in again with new keys: grants and allowed peers of the previous login are void.
     LoggedIn(Arc<Live>),
-    /// The stream broke or the session ended for a reason we recover from; reconnecting.
-    Lost { why: String },
-    /// A reconnection attempt failed; the next one is in `retry_in`.
+    /// The stream broke or the session ended for a reason we recover from; reconnecting, at
+    /// server `next` of a list when it is not the same one.
+    Lost { why: String, next: Option<String> },
+    /// A reconnection attempt failed; the next one is in `retry_in` (at `next`, as above).
     Retrying {
         attempt: u32,
         why: String,
         retry_in: Duration,
+        next: Option<String>,
     },
     /// The session was ended on purpose (elsewhere, kicked, logged out); the pump has stopped.
     Ended(SessionEndReason),
@@ -76,6 +87,8 @@ pub(crate) struct Events {
     /// Highest direct-message `seq` the REPL has shown (or dropped as a duplicate); the pump
     /// acknowledges up to it and resumes after it.
     pub(crate) shown: Arc<AtomicU64>,
+    /// Says when a stream is live again, and with which login.
+    pub(crate) link: Link,
     stop: CancellationToken,
     task: JoinHandle<Arc<Live>>,
 }
@@ -88,9 +101,18 @@ impl Events {
     }
 }
 
+/// Where the pump reaches the server: the channel, and which server of the list it goes to.
+pub(crate) struct Route {
+    pub(crate) channel: Channel,
+    /// Place of the server in `Credentials::servers`.
+    pub(crate) at: usize,
+    /// `--ca`, for connecting to the other servers of the list.
+    pub(crate) ca: Option<PathBuf>,
+}
+
 /// Starts the pump for an established login.
 pub(crate) fn start(
-    channel: Channel,
+    route: Route,
     credentials: Credentials,
     listener: PeerListener,
     live: Arc<Live>,
@@ -98,8 +120,10 @@ pub(crate) fn start(
     let (tx, notices) = mpsc::channel(1024);
     let shown = Arc::new(AtomicU64::new(0));
     let stop = CancellationToken::new();
+    let (link_tx, link) = link(live.clone());
     let pump = Pump {
-        channel,
+        route,
+        link: link_tx,
         credentials,
         listener,
         live,
@@ -111,6 +135,7 @@ pub(crate) fn start(
     Events {
         notices,
         shown,
+        link,
         stop,
         task: tokio::spawn(pump.run()),
     }
@@ -119,26 +144,10 @@ pub(crate) fn start(
 /// A heartbeat in flight; resolves to the seq it acknowledged.
 type Beat = std::pin::Pin<Box<dyn Future<Output = Result<u64, Status>> + Send>>;
 
-/// How a stream ended.
-enum StreamEnd {
-    /// We were told to stop.
-    Stopped,
-    /// The server ended the session.
-    Ended(SessionEndReason),
-    /// The connection broke (or the server closed the stream without a word).
-    Broken(String),
-}
-
-/// What to do after a failed step.
-enum Next {
-    /// Log in again (the session is gone).
-    Login,
-    /// Subscribe again with the same token.
-    Subscribe,
-}
-
 struct Pump {
-    channel: Channel,
+    route: Route,
+    /// Tells calls made outside the pump that a stream is live again.
+    link: LinkSender,
     credentials: Credentials,
     listener: PeerListener,
     live: Arc<Live>,
@@ -152,6 +161,7 @@ struct Pump {
 impl Pump {
     /// Runs until stopped or until the session cannot be recovered; returns the last login.
     async fn run(mut self) -> Arc<Live> {
+        let several = self.credentials.servers.several();
         let mut next = Next::Subscribe;
         // Failed attempts since the stream was last live; 0 means the next attempt is immediate.
         let mut attempt = 0u32;
@@ -165,7 +175,15 @@ impl Pump {
                     () = tokio::time::sleep(pause) => {}
                 }
             }
-            let just_logged_in = matches!(next, Next::Login);
+            if next == Next::Move {
+                if let Err(why) = self.move_on() {
+                    attempt += 1;
+                    pause = Some(self.retrying(attempt, why, next).await);
+                    continue;
+                }
+                next = Next::Login;
+            }
+            let just_logged_in = next == Next::Login;
             if just_logged_in {
                 match self.relogin().await {
                     Ok(()) => next = Next::Subscribe,
@@ -176,7 +194,8 @@ impl Pump {
                     }
                     Err(status) => {
                         attempt += 1;
-                        pause = Some(self.retrying(attempt, &status).await);
+                        next = after_failure(next, &status, several);
+                        pause = Some(self.retrying(attempt, words(&status), next).await);
                         continue;
                     }
                 }
@@ -187,6 +206,7 @@ impl Pump {
                 () = self.stop.cancelled() => return self.live,
                 r = timed(chat.subscribe(pb::SubscribeRequest {
                     resume_after,
+                    presence_batches: true,
                     ..Default::default()
                 })) => r,
             };
@@ -198,13 +218,14 @@ impl Pump {
                     next = Next::Login;
                     if just_logged_in {
                         attempt += 1;
-                        pause = Some(self.retrying(attempt, &status).await);
+                        pause = Some(self.retrying(attempt, words(&status), next).await);
                     }
                     continue;
                 }
                 Err(status) => {
                     attempt += 1;
-                    pause = Some(self.retrying(attempt, &status).await);
+                    next = after_failure(next, &status, several);
+                    pause = Some(self.retrying(attempt, words(&status), next).await);
                     continue;
                 }
             };
@@ -220,24 +241,48 @@ impl Pump {
                 attempt += 1;
                 pause = Some(backoff(attempt));
             }
-            match end {
-                StreamEnd::Stopped => return self.live,
-                StreamEnd::Ended(reason) if recoverable(reason) => {
-                    let why = format!("the server ended the session ({})", reason_words(reason));
-                    self.tell(Notice::Lost { why }).await;
-                    next = Next::Login;
-                }
-                StreamEnd::Ended(reason) => {
+            let Some(after) = after_end(&end, several) else {
+                if let StreamEnd::Ended(reason) = end {
                     self.tell(Notice::Ended(reason)).await;
-                    return self.live;
                 }
-                StreamEnd::Broken(why) => {
-                    self.tell(Notice::Lost { why }).await;
-                    next = Next::Subscribe;
+                return self.live;
+            };
+            next = after;
+            let mut why = match end {
+                StreamEnd::Ended(reason) => {
+                    format!("the server ended the session ({})", reason_words(reason))
                 }
+                StreamEnd::Broken { why, .. } => why,
+                StreamEnd::Stopped => unreachable!("the pump stops above"),
+            };
+            if several {
+                why = format!("{why} (at {})", self.live.server);
             }
+            let next_server = self.next_server(next);
+            self.tell(Notice::Lost {
+                why,
+                next: next_server,
+            })
+            .await;
             resumed = true;
         }
+    }
+
+    /// The server `next` goes to, when it is another one.
+    fn next_server(&self, next: Next) -> Option<String> {
+        let servers = &self.credentials.servers;
+        (next == Next::Move).then(|| servers.url(servers.after(self.route.at)).to_owned())
+    }
+
+    /// Points the channel at the next server of the list (connecting when first used).
+    fn move_on(&mut self) -> Result<(), String> {
+        let servers = &self.credentials.servers;
+        let at = servers.after(self.route.at);
+        let endpoint = api::endpoint(servers.url(at), self.route.ca.as_deref())
+            .map_err(|e| format!("{e:#}"))?;
+        self.route.channel = endpoint.connect_lazy();
+        self.route.at = at;
+        Ok(())
     }
 
     async fn tell(&self, notice: Notice) {
@@ -245,18 +290,15 @@ impl Pump {
         let _ = self.notices.send(notice).await;
     }
 
-    /// Tells the REPL that attempt `attempt` failed; the pause before the next one.
-    async fn retrying(&self, attempt: u32, status: &Status) -> Duration {
-        let why = if is_connection_failure(status) {
-            "the server cannot be reached".to_owned()
-        } else {
-            api::sentence(status)
-        };
+    /// Tells the REPL that attempt `attempt` failed (`why`) and what comes next; the pause
+    /// before it.
+    async fn retrying(&self, attempt: u32, why: String, next: Next) -> Duration {
         let retry_in = backoff(attempt);
         self.tell(Notice::Retrying {
             attempt,
             why,
             retry_in,
+            next: self.next_server(next),
         })
         .await;
         retry_in
@@ -266,7 +308,7 @@ impl Pump {
         let number = self.live.number + 1;
         let live = tokio::select! {
             () = self.stop.cancelled() => return Err(Status::cancelled("stopping")),
-            r = login(&self.channel, &self.credentials, &self.listener, number) => r?,
+            r = login(&self.route.channel, self.route.at, &self.credentials, &self.listener, number) => r?,
         };
         self.live = Arc::new(live);
         // A new session starts with a fresh inbox position: nothing of it is acknowledged yet,
@@ -298,6 +340,7 @@ impl Pump {
                         }
                         Some(Kind::BacklogEnd(_)) => {
                             replaying = false;
+                            self.link.live(self.live.clone());
                             self.tell(Notice::Connected { replayed, resumed }).await;
                         }
                         Some(kind) => {
@@ -309,14 +352,18 @@ impl Pump {
                         // A kind this client does not know (a newer server): skip it.
                         None => {}
                     },
-                    Ok(None) => return StreamEnd::Broken("the server closed the event stream".into()),
+                    Ok(None) => return StreamEnd::Broken {
+                        why: "the server closed the event stream".into(),
+                        gone: true,
+                    },
                     Err(status) => {
-                        let why = if is_connection_failure(&status) {
+                        let gone = is_connection_failure(&status);
+                        let why = if gone {
                             "lost the connection to the server".to_owned()
                         } else {
                             format!("the event stream failed: {}", api::sentence(&status))
                         };
-                        return StreamEnd::Broken(why);
+                        return StreamEnd::Broken { why, gone };
                     }
                 },
                 _ = tick.tick(), if beat.is_none() => {
@@ -340,87 +387,5 @@ impl Pump {
                 }
             }
         }
-    }
-}
-
-/// Session ends the pump recovers from by logging in again.
-fn recoverable(reason: SessionEndReason) -> bool {
-    match reason {
-        SessionEndReason::TimedOut
-        | SessionEndReason::TooSlow
-        | SessionEndReason::ServerShutdown
-        | SessionEndReason::Unspecified => true,
-        SessionEndReason::LoggedOut
-        | SessionEndReason::LoggedInElsewhere
-        | SessionEndReason::Kicked => false,
-    }
-}
-
-/// A login failure that retrying cannot fix: the credentials or our request are wrong.
-/// (A lockout or a rate limit passes, an unreachable server comes back.)
-fn login_refused_for_good(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unauthenticated | Code::InvalidArgument | Code::NotFound
-    )
-}
-
-/// Why a session ended, in words.
-pub(crate) fn reason_words(reason: SessionEndReason) -> &'static str {
-    match reason {
-        SessionEndReason::LoggedOut => "you logged out",
-        SessionEndReason::LoggedInElsewhere => "you logged in somewhere else",
-        SessionEndReason::TimedOut => "no heartbeat reached the server in time",
-        SessionEndReason::Kicked => "an operator ended your session",
-        SessionEndReason::TooSlow => "this client fell behind reading events",
-        SessionEndReason::ServerShutdown => "the server is shutting down",
-        SessionEndReason::Unspecified => "no reason given",
-    }
-}
-
-/// The pause before attempt `n` (1-based): 250 ms doubling to 5 s, ±20 % so a restarted server
-/// is not hit by every client in the same instant.
-fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_MIN.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let base = exp.min(BACKOFF_MAX);
-    let jitter = rand::random::<f64>() * 0.4 + 0.8;
-    base.mul_f64(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_a_cap() {
-        assert!(backoff(1) <= Duration::from_millis(300));
-        assert!(backoff(1) >= Duration::from_millis(200));
-        assert!(backoff(3) >= Duration::from_millis(800));
-        for n in [6, 10, 40, u32::MAX] {
-            assert!(backoff(n) <= BACKOFF_MAX.mul_f64(1.2));
-            assert!(backoff(n) >= BACKOFF_MAX.mul_f64(0.8));
-        }
-    }
-
-    #[test]
-    fn only_deliberate_ends_stop_the_client() {
-        assert!(!recoverable(SessionEndReason::Kicked));
-        assert!(!recoverable(SessionEndReason::LoggedInElsewhere));
-        assert!(!recoverable(SessionEndReason::LoggedOut));
-        assert!(recoverable(SessionEndReason::ServerShutdown));
-        assert!(recoverable(SessionEndReason::TimedOut));
-        assert!(recoverable(SessionEndReason::TooSlow));
-    }
-
-    #[test]
-    fn a_wrong_password_is_not_retried_but_a_lockout_is() {
-        assert!(login_refused_for_good(&Status::unauthenticated("wrong")));
-        assert!(!login_refused_for_good(&Status::permission_denied(
-            "locked"
-        )));
-        assert!(!login_refused_for_good(&Status::unavailable("down")));
-        assert!(!login_refused_for_good(&Status::resource_exhausted(
-            "slow down"
-        )));
     }
 }

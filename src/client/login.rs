@@ -14,7 +14,8 @@ use tonic::{Status, transport::Channel};
 use super::{
     api::{self, Authed},
     call::timed,
-    ticket::TicketFile,
+    servers::Servers,
+    ticket::Tickets,
 };
 use crate::{
     pb::{self, chat_client::ChatClient},
@@ -31,8 +32,10 @@ pub(crate) struct Credentials {
     pub(crate) password: SharedSecret,
     /// `--advertise-host`: what peers should dial instead of the address the server sees.
     pub(crate) advertise_host: Option<String>,
-    /// This device's ticket for this user at this server.
-    pub(crate) ticket: TicketFile,
+    /// The servers to log in at (one, or the nodes of a cluster).
+    pub(crate) servers: Servers,
+    /// This device's tickets for this user at those servers.
+    pub(crate) tickets: Tickets,
 }
 
 /// A secret several parts of the client hold and one may replace (the password after
@@ -68,6 +71,8 @@ pub(crate) struct Live {
     pub(crate) keys: PeerKeys,
     /// Our name as registered (the server's spelling).
     pub(crate) user: String,
+    /// The URL of the server this login is at.
+    pub(crate) server: String,
     /// Counts logins of this process: grants belong to the login they were made in.
     pub(crate) number: u64,
     /// The server's body limit, checked before a private send (the server checks the rest).
@@ -81,18 +86,21 @@ impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Live")
             .field("user", &self.user)
+            .field("server", &self.server)
             .field("number", &self.number)
             .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }
 
-/// Logs in with a fresh key pair (the listener is rekeyed first).
+/// Logs in at server `at` of the list (over `channel`, connected to it) with a fresh key pair
+/// (the listener is rekeyed first).
 ///
 /// # Errors
 /// The server's status: wrong password, lockout, unreachable…
 pub(crate) async fn login(
     channel: &Channel,
+    at: usize,
     credentials: &Credentials,
     listener: &PeerListener,
     number: u64,
@@ -105,18 +113,19 @@ pub(crate) async fn login(
         peer_port: u32::from(listener.local_addr().port()),
         peer_public_key: keys.public().to_vec(),
         peer_host: credentials.advertise_host.clone().unwrap_or_default(),
-        device_ticket: credentials.ticket.read(),
+        device_ticket: credentials.tickets.read(at),
     };
     let response = timed(api::auth(channel.clone()).login(request))
         .await?
         .into_inner();
-    credentials.ticket.keep(&response.device_ticket);
+    credentials.tickets.keep(at, &response.device_ticket);
     let chat = api::chat(channel.clone(), &response.token)
         .map_err(|_| Status::internal("the server sent a session token that is not ASCII"))?;
     Ok(Live {
         chat,
         keys,
         user: response.username,
+        server: credentials.servers.url(at).to_owned(),
         number,
         max_message_bytes: response.max_message_bytes as usize,
         // A server that says 0 would make us spin.
@@ -136,13 +145,15 @@ impl Live {
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
             .port();
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        let server = format!("http://127.0.0.1:{port}");
+        let channel = tonic::transport::Endpoint::from_shared(server.clone())
             .expect("a valid URL")
             .connect_lazy();
         Live {
             chat: api::chat(channel, "token").expect("an ASCII token"),
             keys: PeerKeys::generate(),
             user: user.into(),
+            server,
             number: 1,
             max_message_bytes,
             heartbeat: Duration::from_secs(30),

@@ -3,12 +3,14 @@
 //!
 //! `confab chat` is split by concern (private modules, so named rather than linked here):
 //! `commands` parses a typed line and `actions` does what it asks; `repl` runs the one loop that
-//! owns the client's state; `login` logs in with fresh peer keys, `events` keeps the session and
-//! its event stream alive (heartbeats, acknowledgements, reconnecting), `call` puts one call
-//! under a deadline and words its failure; `grants` knows who may talk to whom directly, `seen`
-//! shows each message once; `render` decides how things look and where they are printed,
-//! `input` reads lines from a terminal or a script, and `files` runs `sendfile` and the file
-//! offers. The peer path itself lives in
+//! owns the client's state; `servers` reads the `--server` list and connects to the first that
+//! answers; `login` logs in with fresh peer keys, `events` keeps the session and its event
+//! stream alive (heartbeats, acknowledgements, reconnecting, moving to the next server of the
+//! list) by the rules of `reconnect`, and `link` lets a call that lost its connection wait for
+//! it to be back; `call` puts one call under a deadline and words its failure; `grants` knows
+//! who may talk to whom directly, `seen` shows each message once; `render` decides how things
+//! look and where they are printed, `input` reads lines from a terminal or a script, and
+//! `files` runs `sendfile` and the file offers. The peer path itself lives in
 //! [`crate::peer`]; this module glues it to the server's events.
 
 pub(crate) mod actions;
@@ -22,12 +24,15 @@ pub(crate) mod events;
 pub(crate) mod files;
 pub(crate) mod grants;
 pub(crate) mod input;
+pub(crate) mod link;
 pub(crate) mod login;
 pub(crate) mod progress;
+pub(crate) mod reconnect;
 pub(crate) mod render;
 pub(crate) mod repl;
 pub(crate) mod retry;
 pub(crate) mod seen;
+pub(crate) mod servers;
 pub(crate) mod ticket;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -37,11 +42,9 @@ pub(crate) use repl::run;
 /// `confab chat`'s settings, checked: what the command line asked for.
 #[derive(Debug)]
 pub(crate) struct Config {
-    /// Server URL (`http://` or `https://`).
-    pub(crate) server: String,
     /// CA to trust for `https`.
     pub(crate) ca: Option<PathBuf>,
-    /// Who to log in as (kept for automatic re-logins).
+    /// Who to log in as, and at which servers (kept for automatic re-logins).
     pub(crate) credentials: login::Credentials,
     /// Where the peer listener binds.
     pub(crate) peer_listen: SocketAddr,

@@ -3,15 +3,26 @@
 //! under the **same** `message_id`, so the server's duplicate check makes the retries
 //! exactly-once. A script piping a hundred lines therefore loses none to the rate limit.
 //!
-//! Bounded: at most [`MAX_ATTEMPTS`] sends, and a hint longer than [`LONGEST_WAIT`] is not
-//! waited for; then the last refusal is returned, worded to say the client gave up.
+//! A send that failed because the connection did (the server died, or the node of a cluster
+//! the client was on) is sent again the same way once the client is connected again
+//! ([`Link`]): to the same server, or to the next of a `--server` list. The first send may have
+//! been committed before the connection broke; the duplicate check makes the second a no-op
+//! then (`duplicate` in the answer).
+//!
+//! Bounded: at most [`MAX_ATTEMPTS`] sends, a hint longer than [`LONGEST_WAIT`] is not waited
+//! for, and a connection is waited for at most [`RECONNECT_WAIT`]; then the last refusal is
+//! returned, worded to say the client gave up.
 
 use std::time::Duration;
 
 use tonic::Status;
 use tonic_types::StatusExt as _;
 
-use super::{api::Authed, call::timed};
+use super::{
+    api::Authed,
+    call::{is_connection_failure, timed},
+    link::{Link, RECONNECT_WAIT},
+};
 use crate::pb::{self, chat_client::ChatClient};
 
 /// How many times one message is sent at most.
@@ -26,24 +37,61 @@ pub(crate) fn retry_delay(status: &Status) -> Option<Duration> {
     info.retry_delay
 }
 
-/// `SendMessage`, sent again after each refusal that carries a retry hint (see the module
-/// docs).
+/// Where a send goes: the login's calls, and the link that says when a lost connection is
+/// back (with how many times it had been live when this send's login was current).
+pub(crate) struct Route {
+    pub(crate) chat: ChatClient<Authed>,
+    pub(crate) link: Link,
+    pub(crate) live_count: u64,
+}
+
+impl Route {
+    /// A route through `chat` now, for `link`.
+    pub(crate) fn new(chat: ChatClient<Authed>, link: &Link) -> Route {
+        Route {
+            chat,
+            live_count: link.count(),
+            link: link.clone(),
+        }
+    }
+}
+
+/// `SendMessage`, sent again after each refusal that carries a retry hint, and after a lost
+/// connection is back (see the module docs).
 ///
 /// The server's answer and how many sends it took.
 ///
 /// # Errors
-/// The first refusal without a hint, or the last one once the attempts are used up (its message
-/// then says how often it was tried).
+/// The first refusal without a hint, a connection that did not come back in time, or the last
+/// refusal once the attempts are used up (its message then says how often it was tried).
 pub(crate) async fn send_message(
-    chat: &mut ChatClient<Authed>,
+    mut route: Route,
     request: pb::SendMessageRequest,
 ) -> Result<(pb::SendMessageResponse, u32), Status> {
     let mut attempt = 1;
     loop {
-        let status = match timed(chat.send_message(request.clone())).await {
+        let status = match timed(route.chat.send_message(request.clone())).await {
             Ok(response) => return Ok((response.into_inner(), attempt)),
             Err(status) => status,
         };
+        if is_connection_failure(&status) {
+            if attempt >= MAX_ATTEMPTS {
+                return Err(gave_up(&status, attempt));
+            }
+            let Some(live) = route.link.live_after(route.live_count).await else {
+                // A stopped pump means the client is ending: the plain failure will do.
+                return Err(if route.link.stopped() {
+                    status
+                } else {
+                    not_back()
+                });
+            };
+            tracing::debug!(attempt, "connected again; sending the message again");
+            route.live_count = route.link.count();
+            route.chat = live.chat.clone();
+            attempt += 1;
+            continue;
+        }
         let Some(delay) = retry_delay(&status) else {
             return Err(status);
         };
@@ -54,6 +102,14 @@ pub(crate) async fn send_message(
         tokio::time::sleep(delay).await;
         attempt += 1;
     }
+}
+
+/// A send whose connection did not come back within [`RECONNECT_WAIT`].
+fn not_back() -> Status {
+    Status::deadline_exceeded(format!(
+        "no server answered within {}; the message may not have been delivered",
+        crate::types::human_duration(RECONNECT_WAIT)
+    ))
 }
 
 /// The last refusal, saying the client tried `attempts` times.

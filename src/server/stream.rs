@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::Status;
 
 use super::{
-    core::{Core, EndReason, Outbound, Session},
+    core::{Core, EndReason, Outbound, Session, Shape},
     error::Error,
     wire,
 };
@@ -39,15 +39,16 @@ impl Drop for Detach {
     }
 }
 
-/// The event stream of `session`, replaying stored messages after `resume_after`; with
-/// `presence` false (bots, bridges) it carries no presence changes.
+/// The event stream of `session`, replaying stored messages after `resume_after`; presence
+/// comes in `shape`, or not at all with `None` (bots, bridges).
 pub fn subscribe(
     core: Arc<Core>,
     session: Arc<Session>,
     resume_after: u64,
-    presence: bool,
+    shape: Option<Shape>,
 ) -> impl Stream<Item = Result<wire::EncodedEvent, Status>> + Send + 'static {
     core.ack(&session, resume_after);
+    let presence = shape.is_some();
     // Presence from now on: changes before this stream are not its business.
     let mut woken = core.presence_wakeups();
     let mut cursor = core.presence_position();
@@ -101,8 +102,8 @@ pub fn subscribe(
                 Next::Item(Some(item)) => (item.presence_mark, Some(item)),
                 Next::Presence => (*woken.borrow_and_update(), None),
             };
-            if presence {
-                match core.presence_since(&mut cursor, upto, &session) {
+            if let Some(shape) = shape {
+                match core.presence_since(&mut cursor, upto, &session, shape) {
                     Ok(events) => {
                         for event in events {
                             yield Ok(event);

@@ -97,6 +97,33 @@ pub fn presence(user: &str, online: bool) -> EncodedEvent {
     }))
 }
 
+/// Most changes in one `PresenceBatch`: a client's default decode limit (4 MiB) is far away.
+pub const PRESENCE_BATCH_MAX: usize = 1024;
+
+/// `events` (each a `presence` event from [`presence`]) as `presence_batch` events of at most
+/// [`PRESENCE_BATCH_MAX`] changes each, oldest first.
+///
+/// `PresenceBatch.changes` has the field number of `Event.presence`, so an encoded presence event
+/// is also an encoded batch entry: a batch is its entries' bytes side by side, with no decoding.
+pub fn presence_batches(events: &[EncodedEvent]) -> Vec<EncodedEvent> {
+    /// `Event.presence_batch`: field 11, length-delimited.
+    const TAG: u8 = (11 << 3) | 2;
+    events
+        .chunks(PRESENCE_BATCH_MAX)
+        .map(|chunk| {
+            let len: usize = chunk.iter().map(|e| e.bytes().len()).sum();
+            let mut buf =
+                Vec::with_capacity(1 + prost::encoding::encoded_len_varint(len as u64) + len);
+            buf.push(TAG);
+            prost::encoding::encode_varint(len as u64, &mut buf);
+            for e in chunk {
+                buf.extend_from_slice(e.bytes());
+            }
+            EncodedEvent::new(Bytes::from(buf))
+        })
+        .collect()
+}
+
 /// The end of a session.
 pub fn session_ended(reason: EndReason) -> EncodedEvent {
     encode(Kind::SessionEnded(pb::SessionEnded {
@@ -216,5 +243,33 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(!format!("{e:?}").contains("hi"));
+    }
+
+    #[test]
+    fn presence_events_side_by_side_decode_as_batches_in_order() {
+        let events: Vec<_> = (0..PRESENCE_BATCH_MAX + 2)
+            .map(|n| presence(&format!("user{n}"), n % 2 == 0))
+            .collect();
+        let batches = presence_batches(&events);
+        assert_eq!(batches.len(), 2);
+        let mut seen = Vec::new();
+        for batch in &batches {
+            match pb::Event::decode(batch.bytes().as_ref()).unwrap().kind {
+                Some(Kind::PresenceBatch(b)) => seen.extend(b.changes),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen.len(), PRESENCE_BATCH_MAX + 2);
+        assert_eq!(seen[0].user, "user0");
+        assert_eq!(seen[0].presence(), pb::Presence::Online);
+        assert_eq!(
+            seen[PRESENCE_BATCH_MAX + 1].user,
+            format!("user{}", PRESENCE_BATCH_MAX + 1)
+        );
+        assert_eq!(
+            seen[PRESENCE_BATCH_MAX + 1].presence(),
+            pb::Presence::Offline
+        );
+        assert!(presence_batches(&[]).is_empty());
     }
 }

@@ -306,14 +306,18 @@ class Session:
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
         return method(request, metadata=self.metadata, timeout=PATIENCE)
 
-    def subscribe(self, resume_after: Optional[int] = None) -> "EventStream":
+    def subscribe(
+        self, resume_after: Optional[int] = None, presence_batches: bool = False
+    ) -> "EventStream":
         """Opens the event stream (replacing any previous one). By default it resumes after the
-        last acknowledged seq, so nothing acknowledged is shown twice."""
+        last acknowledged seq, so nothing acknowledged is shown twice. With `presence_batches`,
+        presence arrives as `presence_batch` events, one per window."""
         if self.stream is not None:
             self.stream.close()
         after = self.acked_seq if resume_after is None else resume_after
         call = self.chat.Subscribe(
-            pb.SubscribeRequest(resume_after=after), metadata=self.metadata
+            pb.SubscribeRequest(resume_after=after, presence_batches=presence_batches),
+            metadata=self.metadata,
         )
         self.stream = EventStream(call, on_event=self._on_event)
         return self.stream

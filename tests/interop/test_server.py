@@ -143,6 +143,19 @@ def test_presence_and_online(login: Callable[..., Session]) -> None:
     assert alice.list_online(since_seconds=3600) == ["bob"]
 
 
+def test_presence_batches(login: Callable[..., Session]) -> None:
+    # The server builds batches from encoded `presence` events without decoding them: this is
+    # the check that another language's stubs read them as the proto says.
+    alice = login("alice")
+    alice.subscribe(presence_batches=True).expect("backlog_end")
+    bob = login("bob")
+    batch = alice.events.expect("presence_batch", lambda b: len(b.changes) > 0)
+    assert [(c.user, c.presence) for c in batch.changes] == [("bob", pb.PRESENCE_ONLINE)]
+    bob.logout()
+    batch = alice.events.expect("presence_batch", lambda b: len(b.changes) > 0)
+    assert [(c.user, c.presence) for c in batch.changes] == [("bob", pb.PRESENCE_OFFLINE)]
+
+
 def test_block_and_unblock(login: Callable[..., Session]) -> None:
     alice, bob, carol = login("alice"), login("bob"), login("carol")
     alice.block("bob")

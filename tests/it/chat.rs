@@ -446,6 +446,10 @@ async fn the_client_reconnects_by_itself_after_the_server_is_killed_and_restarte
             v["type"] == "reconnecting" && v["retry_in_ms"].as_u64().is_some_and(|ms| ms >= 3000)
         })
         .await;
+    // Typed while the server is down: sent once it is back, not lost.
+    alice
+        .send("message carol typed while the server was down")
+        .await;
 
     let server = chat_server(dir.path(), &addr, &[]).await;
     let mut carol = Chat::start(&server, "carol", &[]).await;
@@ -456,12 +460,17 @@ async fn the_client_reconnects_by_itself_after_the_server_is_killed_and_restarte
     // alice comes back without anybody touching her: a new login, then the stored message.
     let again = alice.expect_type("logged_in").await;
     assert_eq!(again["again"], true);
-    let got = alice
-        .expect_message("carol", "sent while you were away")
-        .await;
+    assert!(again.get("server").is_none(), "the same server: {again}");
+    let [got, connected, typed] = alice.expect_types(["message", "connected", "sent"]).await;
+    assert_eq!(got["body"], "sent while you were away");
     assert_eq!(got["message_id"], sent["message_id"]);
-    let connected = alice.expect_type("connected").await;
     assert_eq!(connected["resumed"], true);
+    assert_eq!(typed["attempts"], 2, "{typed}");
+    let typed_id = typed["message_id"].clone();
+    let got = carol
+        .expect_message("alice", "typed while the server was down")
+        .await;
+    assert_eq!(got["message_id"], typed_id);
 
     // Live again in both directions.
     alice.send("message carol back").await;

@@ -194,6 +194,7 @@ async fn a_stream_that_asks_for_no_presence_gets_everything_else() {
     bot.subscribe_with(pb::SubscribeRequest {
         resume_after: 0,
         no_presence: true,
+        ..Default::default()
     })
     .await;
     bot.backlog().await;
@@ -243,4 +244,116 @@ async fn a_login_storm_reaches_every_stream_once_each_in_order() {
     let (first, rest) = watchers.split_at_mut(1);
     first[0].send("w1", "barrier").await.unwrap();
     assert_eq!(rest[0].message().await.body, "barrier");
+}
+
+/// The changes of the next event, which must be a `PresenceBatch`.
+async fn batch(s: &mut Session) -> Vec<(String, Presence)> {
+    match s.next("a presence batch").await {
+        Kind::PresenceBatch(b) => b
+            .changes
+            .into_iter()
+            .map(|p| {
+                let presence = p.presence();
+                (p.user, presence)
+            })
+            .collect(),
+        other => panic!("{}: expected a presence batch, got {other:?}", s.name),
+    }
+}
+
+/// A session on a stream that asked for presence batches.
+async fn batched(srv: &TestServer, name: &str) -> Session {
+    srv.register(name).await;
+    let mut s = srv.login(name).await.unwrap();
+    s.subscribe_with(pb::SubscribeRequest {
+        presence_batches: true,
+        ..Default::default()
+    })
+    .await;
+    s.backlog().await;
+    s
+}
+
+#[tokio::test]
+async fn a_batched_stream_gets_a_storm_in_few_events_in_order_and_a_single_stream_one_each() {
+    let srv = TestServer::start().await;
+    let mut watcher = batched(&srv, "watcher").await;
+    let mut single = srv.user("single").await;
+    assert_eq!(
+        batch(&mut watcher).await,
+        [("single".into(), Presence::Online)]
+    );
+    let names: Vec<String> = (0..40).map(|n| format!("storm{n:02}")).collect();
+    for name in &names {
+        srv.register(name).await;
+    }
+    // Logged in together, so their changes share windows.
+    let mut sessions = futures_util::future::join_all(names.iter().map(|n| srv.login(n))).await;
+    for s in &mut sessions {
+        s.as_mut().unwrap().subscribe(0).await;
+    }
+    let mut seen = Vec::new();
+    let mut events = 0;
+    while seen.len() < names.len() {
+        seen.extend(batch(&mut watcher).await);
+        events += 1;
+    }
+    let mut expected: Vec<_> = names
+        .iter()
+        .map(|n| (n.clone(), Presence::Online))
+        .collect();
+    // The logins raced each other: compare as sets, then check nobody came twice.
+    let mut sorted = seen.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    assert!(
+        events < names.len(),
+        "40 logins in {events} events: presence was not batched"
+    );
+    // A stream that did not ask for batches gets one event per change, as before.
+    for _ in &names {
+        assert_eq!(single.presence().await.1, Presence::Online);
+    }
+    // Order with other events holds: alice's `online` comes before her first message.
+    let mut alice = srv.user("alice").await;
+    alice.send("watcher", "first").await.unwrap();
+    assert_eq!(
+        batch(&mut watcher).await,
+        [("alice".into(), Presence::Online)]
+    );
+    assert_eq!(watcher.message().await.body, "first");
+}
+
+#[tokio::test]
+async fn a_batched_stream_does_not_see_a_user_who_blocks_it() {
+    let srv = TestServer::start().await;
+    let mut bob = batched(&srv, "bob").await;
+    let mut carol = batched(&srv, "carol").await;
+    assert_eq!(batch(&mut bob).await, [("carol".into(), Presence::Online)]);
+    let mut alice = srv.user("alice").await;
+    alice.block("bob").await;
+    assert_eq!(batch(&mut bob).await, [("alice".into(), Presence::Online)]);
+    assert_eq!(
+        batch(&mut carol).await,
+        [("alice".into(), Presence::Online)]
+    );
+    // alice leaves and dave arrives in the same breath: carol sees both, bob only dave.
+    alice.logout().await;
+    let _dave = srv.user("dave").await;
+    let mut carol_saw = Vec::new();
+    while carol_saw.len() < 2 {
+        carol_saw.extend(batch(&mut carol).await);
+    }
+    assert_eq!(
+        carol_saw,
+        [
+            ("alice".into(), Presence::Offline),
+            ("dave".into(), Presence::Online)
+        ]
+    );
+    assert_eq!(batch(&mut bob).await, [("dave".into(), Presence::Online)]);
+    // Nothing of alice's departure follows: the next thing bob gets is carol's message.
+    carol.send("bob", "barrier").await.unwrap();
+    assert_eq!(bob.message().await.body, "barrier");
 }

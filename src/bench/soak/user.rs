@@ -19,7 +19,10 @@ use tokio_util::task::AbortOnDropHandle;
 use tonic::Streaming;
 
 use crate::{
-    bench::confab::{PASSWORD, subscribe_until_live},
+    bench::{
+        args::PresenceEvents,
+        confab::{PASSWORD, subscribe_until_live},
+    },
     client::api::{self, Authed},
     pb::{self, chat_client::ChatClient, event::Kind},
 };
@@ -122,7 +125,7 @@ impl SoakUser {
             .map_err(|s| anyhow!("login as {}: {}", self.name, api::sentence(&s)))?
             .into_inner();
         let chat = api::chat(channel, &login.token)?;
-        let stream = subscribe_until_live(chat.clone(), &self.name, |e| {
+        let stream = subscribe_until_live(chat.clone(), &self.name, PresenceEvents::Batched, |e| {
             on_event(&self.ledger, &self.received_seq, e)
         })
         .await?;

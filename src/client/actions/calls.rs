@@ -8,6 +8,7 @@ use super::{Done, Pending, new_message_id};
 use crate::{
     client::{
         call::{failed, timed},
+        link::Link,
         login::Live,
         render::{Item, OnlineUser, Via},
         retry,
@@ -16,9 +17,10 @@ use crate::{
 };
 
 /// `message <user> <text>`, under a fresh message id (kept for the retries a rate limit asks
-/// for).
-pub(super) fn message(live: &Live, to: String, text: String) -> Pending {
-    let (login, mut chat) = (live.number, live.chat.clone());
+/// for, and for sending it again once a lost connection is back).
+pub(super) fn message(live: &Live, link: &Link, to: String, text: String) -> Pending {
+    let login = live.number;
+    let route = retry::Route::new(live.chat.clone(), link);
     Box::pin(async move {
         let message_id = new_message_id();
         let request = pb::SendMessageRequest {
@@ -26,7 +28,7 @@ pub(super) fn message(live: &Live, to: String, text: String) -> Pending {
             body: text,
             message_id: message_id.clone(),
         };
-        let item = match retry::send_message(&mut chat, request).await {
+        let item = match retry::send_message(route, request).await {
             Ok((r, attempts)) => sent(to, message_id, &r, None).attempted(attempts),
             Err(status) => failed("message", &status),
         };

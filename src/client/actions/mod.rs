@@ -25,6 +25,7 @@ pub(super) use password::{ask_and_change, change as change_password};
 use super::{
     commands::{self, Command},
     grants::{Allowlist, Grants, KeySource},
+    link::Link,
     login::Live,
     render::Item,
 };
@@ -94,6 +95,8 @@ pub(super) enum Start {
 pub(super) struct Context<'a, A: Allowlist> {
     /// The current login: its calls, keys and limits.
     pub(super) live: &'a Live,
+    /// Says when a lost connection is back, for sends to go again.
+    pub(super) link: &'a Link,
     pub(super) grants: &'a mut Grants<A>,
     /// Our peer listener's port, for `whoami`.
     pub(super) peer_port: u16,
@@ -125,11 +128,11 @@ pub(super) fn start<A: Allowlist>(command: Command, cx: Context<'_, A>) -> Start
             }
         }
         Command::Private { to, text } => match private::check(cx.grants, live, &to, &text) {
-            Ok(grant) => Start::Wait(private::send(live, grant, text)),
+            Ok(grant) => Start::Wait(private::send(live, cx.link, grant, text)),
             Err(refused) => Start::Show(refused),
         },
         Command::GetAddress { user } => Start::Wait(address::get(live, user)),
-        Command::Message { to, text } => Start::Wait(calls::message(live, to, text)),
+        Command::Message { to, text } => Start::Wait(calls::message(live, cx.link, to, text)),
         Command::Broadcast { text } => Start::Wait(calls::broadcast(live, text)),
         Command::Online { since } => Start::Wait(calls::online(live, since)),
         Command::Block { user } => Start::Wait(calls::block(live, user)),
@@ -254,11 +257,13 @@ mod tests {
     #[tokio::test]
     async fn an_answer_the_server_never_hears_takes_the_accepted_key_back() {
         let live = Live::unreachable("alice", 1024);
+        let link = Link::never(std::sync::Arc::new(Live::unreachable("alice", 1024)));
         let allowlist = Recorded::default();
         let mut grants = Grants::new(allowlist.clone());
         grants.requested(&requested("carol", "r1", 5, 0));
         let context = Context {
             live: &live,
+            link: &link,
             grants: &mut grants,
             peer_port: 0,
         };
@@ -282,6 +287,7 @@ mod tests {
         // The request was answered (if unheard): nothing waits for `y` any more.
         let context = Context {
             live: &live,
+            link: &link,
             grants: &mut grants,
             peer_port: 0,
         };
@@ -302,10 +308,12 @@ mod tests {
     #[tokio::test]
     async fn commands_answered_by_the_client_itself_need_no_server() {
         let live = Live::unreachable("alice", 1024);
+        let link = Link::never(std::sync::Arc::new(Live::unreachable("alice", 1024)));
         let mut grants = Grants::new(Recorded::default());
         let mut run = |command| {
             let context = Context {
                 live: &live,
+                link: &link,
                 grants: &mut grants,
                 peer_port: 4321,
             };

@@ -9,6 +9,7 @@ use crate::{
     client::{
         call::failed,
         grants::{Allowlist, Grant, Grants},
+        link::Link,
         login::Live,
         render::{Item, Via},
         retry,
@@ -49,10 +50,10 @@ pub(super) fn check<A: Allowlist>(
 }
 
 /// Sends `text` to `grant`'s peer, falling back to the server with the same message id.
-pub(super) fn send(live: &Live, grant: Grant, text: String) -> Pending {
+pub(super) fn send(live: &Live, link: &Link, grant: Grant, text: String) -> Pending {
     let login = live.number;
     let keys = live.keys.clone();
-    let mut chat = live.chat.clone();
+    let route = retry::Route::new(live.chat.clone(), link);
     let message = pb::PeerMessage {
         message_id: new_message_id(),
         from: live.user.clone(),
@@ -97,7 +98,7 @@ pub(super) fn send(live: &Live, grant: Grant, text: String) -> Pending {
             body: message.body,
             message_id: message.message_id.clone(),
         };
-        let item = match retry::send_message(&mut chat, request).await {
+        let item = match retry::send_message(route, request).await {
             Ok((r, attempts)) => {
                 sent(grant.user, message.message_id, &r, Some(why)).attempted(attempts)
             }
@@ -171,7 +172,8 @@ mod tests {
                 .port(),
         );
         let grant = grants.granted(&g).unwrap();
-        let items = send(&live, grant, "psst".into())
+        let link = Link::never(std::sync::Arc::new(Live::unreachable("alice", 1024)));
+        let items = send(&live, &link, grant, "psst".into())
             .await
             .apply(live.number, &mut grants);
         match &items[..] {

@@ -36,27 +36,35 @@ pub(crate) struct OnlineUser {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Item {
     // -- the session ------------------------------------------------------------------------
-    /// Logged in (`again` after an automatic re-login, with new keys).
+    /// Logged in (`again` after an automatic re-login, with new keys; `server` when that
+    /// login is at another server of the list than the one before).
     LoggedIn {
         user: String,
         fingerprint: String,
         peer_port: u16,
         again: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server: Option<String>,
     },
     /// The event stream is live; `replayed` stored messages came first.
     Connected {
         replayed: u64,
         resumed: bool,
     },
-    /// The connection to the server broke; reconnecting by itself.
+    /// The connection to the server broke; reconnecting by itself, at `next_server` when it
+    /// moves to another server of the list.
     Disconnected {
         error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_server: Option<String>,
     },
-    /// A reconnection attempt failed; the next comes after `retry_in_ms`.
+    /// A reconnection attempt failed; the next comes after `retry_in_ms` (at `next_server`).
     Reconnecting {
         attempt: u32,
         error: String,
         retry_in_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_server: Option<String>,
     },
     /// The server ended the session for good.
     SessionEnded {

@@ -18,10 +18,22 @@ impl Item {
                 format!("logged in as {user} (your key {fingerprint}); type help for the commands")
             }
             Item::LoggedIn {
-                user, fingerprint, ..
+                user,
+                fingerprint,
+                server: None,
+                ..
             } => format!(
                 "logged in again as {user} with a new key ({fingerprint}); addresses you held \
                  before must be asked for again"
+            ),
+            Item::LoggedIn {
+                user,
+                fingerprint,
+                server: Some(server),
+                ..
+            } => format!(
+                "logged in again at {server} as {user} with a new key ({fingerprint}); \
+                 addresses you held before must be asked for again"
             ),
             Item::Connected {
                 replayed: 0,
@@ -42,11 +54,19 @@ impl Item {
                 "reconnected ({replayed} {} arrived meanwhile)",
                 plural(*replayed, "message")
             ),
-            Item::Disconnected { error } => format!("{error}; reconnecting…"),
+            Item::Disconnected {
+                error,
+                next_server: None,
+            } => format!("{error}; reconnecting…"),
+            Item::Disconnected {
+                error,
+                next_server: Some(next),
+            } => format!("{error}; trying {next}…"),
             Item::Reconnecting {
                 attempt,
                 error,
                 retry_in_ms,
+                ..
             } => {
                 // Once the first quick retries have failed, then about every half minute:
                 // enough to know it is still trying, not a line every few seconds.
@@ -437,5 +457,53 @@ mod tests {
             .unwrap(),
             "reconnected"
         );
+    }
+
+    #[test]
+    fn moving_to_another_node_names_it_and_staying_reads_as_before() {
+        let lost = |next_server: Option<&str>| {
+            Item::Disconnected {
+                error: "lost the connection to the server".into(),
+                next_server: next_server.map(Into::into),
+            }
+            .human()
+            .unwrap()
+        };
+        assert_eq!(
+            lost(None),
+            "lost the connection to the server; reconnecting…"
+        );
+        assert_eq!(
+            lost(Some("http://b:4119")),
+            "lost the connection to the server; trying http://b:4119…"
+        );
+        let again = |server: Option<&str>| {
+            Item::LoggedIn {
+                user: "alice".into(),
+                fingerprint: "ab12".into(),
+                peer_port: 1,
+                again: true,
+                server: server.map(Into::into),
+            }
+            .human()
+            .unwrap()
+        };
+        assert!(again(None).starts_with("logged in again as alice with a new key"));
+        assert!(
+            again(Some("http://b:4119")).starts_with("logged in again at http://b:4119 as alice")
+        );
+        // The JSON line names the server only when it changed.
+        let json: serde_json::Value = serde_json::from_str(
+            &Item::LoggedIn {
+                user: "alice".into(),
+                fingerprint: "ab12".into(),
+                peer_port: 1,
+                again: true,
+                server: None,
+            }
+            .json(),
+        )
+        .unwrap();
+        assert!(json.get("server").is_none(), "{json}");
     }
 }

@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use super::super::{
     Consent,
     actions::{self},
-    events::{Notice, reason_words},
+    events::Notice,
+    reconnect::reason_words,
     render::{Item, Via},
 };
 use crate::{
     now_ms,
-    pb::{DenyReason, Presence, event::Kind},
+    pb::{DenyReason, Presence, PresenceChanged, event::Kind},
     peer::Inbound,
     types::fingerprint,
 };
@@ -27,24 +28,33 @@ impl Repl {
                 self.show(Item::Connected { replayed, resumed });
             }
             Notice::LoggedIn(live) => {
+                // The old session's grants are revoked by the server (on another node too);
+                // ours go with them, so `private` asks again.
                 self.grants.new_login();
+                let moved = live.server != self.live.server;
                 self.live = live;
                 self.show(Item::LoggedIn {
                     user: self.live.user.clone(),
                     fingerprint: fingerprint(self.live.keys.public()),
                     peer_port: self.listener.local_addr().port(),
                     again: true,
+                    server: moved.then(|| self.live.server.clone()),
                 });
             }
-            Notice::Lost { why } => self.show(Item::Disconnected { error: why }),
+            Notice::Lost { why, next } => self.show(Item::Disconnected {
+                error: why,
+                next_server: next,
+            }),
             Notice::Retrying {
                 attempt,
                 why,
                 retry_in,
+                next,
             } => self.show(Item::Reconnecting {
                 attempt,
                 error: why,
                 retry_in_ms: retry_in.as_millis() as u64,
+                next_server: next,
             }),
             Notice::Ended(reason) => {
                 let name = reason
@@ -63,6 +73,26 @@ impl Repl {
             }
         }
         None
+    }
+
+    fn on_presence(&mut self, p: PresenceChanged) {
+        let online = p.presence == Presence::Online as i32;
+        // The server drops a request whose asker left: so does the prompt.
+        let withdrawn = if online {
+            None
+        } else {
+            self.grants.withdrawn(&p.user)
+        };
+        self.show(Item::Presence {
+            user: p.user,
+            online,
+        });
+        if let Some(request) = withdrawn {
+            self.show(Item::AddressRequestEnded {
+                user: request.from,
+                reason: "WITHDRAWN".into(),
+            });
+        }
     }
 
     fn on_event(&mut self, kind: Kind, replayed: bool) {
@@ -87,25 +117,8 @@ impl Repl {
                 body: b.body,
                 sent_at_ms: b.sent_at_ms,
             }),
-            Kind::Presence(p) => {
-                let online = p.presence == Presence::Online as i32;
-                // The server drops a request whose asker left: so does the prompt.
-                let withdrawn = if online {
-                    None
-                } else {
-                    self.grants.withdrawn(&p.user)
-                };
-                self.show(Item::Presence {
-                    user: p.user,
-                    online,
-                });
-                if let Some(request) = withdrawn {
-                    self.show(Item::AddressRequestEnded {
-                        user: request.from,
-                        reason: "WITHDRAWN".into(),
-                    });
-                }
-            }
+            Kind::Presence(p) => self.on_presence(p),
+            Kind::PresenceBatch(b) => b.changes.into_iter().for_each(|p| self.on_presence(p)),
             Kind::AddressRequested(r) => {
                 let request = self.grants.requested(&r);
                 let accept = match self.consent {

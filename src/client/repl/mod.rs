@@ -26,6 +26,7 @@ use super::{
     files::{self, Files},
     grants::Grants,
     input::{Input, Lines},
+    link::Link,
     login::{Live, SharedSecret},
     render::{Item, Printer},
     seen::Seen,
@@ -59,6 +60,8 @@ struct Repl {
     seen: Seen,
     /// Shared with the pump: the highest seq shown, which it acknowledges.
     shown: Arc<std::sync::atomic::AtomicU64>,
+    /// From the pump: when a lost connection is back, for sends waiting to go again.
+    link: Link,
     listener: PeerListener,
     consent: Consent,
     /// Automatic consent answers, which must not wait for the user's command in flight.
@@ -259,6 +262,7 @@ impl Repl {
         let command = self.files_command(command)?;
         let context = Context {
             live: &self.live,
+            link: &self.link,
             grants: &mut self.grants,
             peer_port: self.listener.local_addr().port(),
         };

@@ -36,7 +36,9 @@ use super::Repl;
 /// # Errors
 /// The server cannot be reached, the login is refused (the server's sentence), or the session
 /// was ended by the server ([`SessionOver`](crate::client::SessionOver), already shown).
-pub(crate) async fn run(mut config: Config, channel: Channel) -> anyhow::Result<()> {
+///
+/// `channel` reaches server `at` of the configured list, the first that answered.
+pub(crate) async fn run(mut config: Config, at: usize, channel: Channel) -> anyhow::Result<()> {
     let (listener, peer_rx) = PeerListener::bind(config.peer_listen, PeerKeys::generate())
         .await
         .with_context(|| {
@@ -52,7 +54,7 @@ pub(crate) async fn run(mut config: Config, channel: Channel) -> anyhow::Result<
             ..FileLimits::default()
         },
     );
-    let live = first_login(&mut config, &channel, &listener).await?;
+    let live = first_login(&mut config, at, &channel, &listener).await?;
     let live = Arc::new(live);
     let names = Names::default();
     let (lines, sink) = if config.terminal {
@@ -72,12 +74,19 @@ pub(crate) async fn run(mut config: Config, channel: Channel) -> anyhow::Result<
         fingerprint: fingerprint(live.keys.public()),
         peer_port: listener.local_addr().port(),
         again: false,
+        server: None,
     });
     let password = config.credentials.password.clone();
-    let events = events::start(channel, config.credentials, listener.clone(), live.clone());
+    let route = events::Route {
+        channel,
+        at,
+        ca: config.ca.clone(),
+    };
+    let events = events::start(route, config.credentials, listener.clone(), live.clone());
     let repl = Repl {
         printer,
         shown: events.shown.clone(),
+        link: events.link.clone(),
         live,
         grants: Grants::new(listener.clone()),
         seen: Seen::default(),
@@ -99,12 +108,13 @@ pub(crate) async fn run(mut config: Config, channel: Channel) -> anyhow::Result<
 /// connection that fails is said in one sentence.
 async fn first_login(
     config: &mut Config,
+    at: usize,
     channel: &Channel,
     listener: &PeerListener,
 ) -> anyhow::Result<Live> {
     let mut asked = 1;
     loop {
-        let status = match login(channel, &config.credentials, listener, 1).await {
+        let status = match login(channel, at, &config.credentials, listener, 1).await {
             Ok(live) => return Ok(live),
             Err(status) => status,
         };
@@ -121,7 +131,8 @@ async fn first_login(
             asked += 1;
             continue;
         }
-        let why = connect::first_call_failed(&config.server, config.ca.as_deref(), &status);
+        let server = config.credentials.servers.url(at);
+        let why = connect::first_call_failed(server, config.ca.as_deref(), &status);
         return Err(anyhow!(why.await));
     }
 }

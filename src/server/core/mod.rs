@@ -38,6 +38,7 @@ use std::{
 use tokio::sync::mpsc;
 
 pub use self::{
+    feed::Shape,
     messages::{Delivery, Sent},
     presence::OnlineUser,
     session::{EndReason, Outbound, PeerInfo, Pushed, Session, Sessions},
@@ -51,6 +52,7 @@ use super::{
     error::{Error, Result},
     lockout::Lockout,
     store::Store,
+    wire,
     writer::Writer,
 };
 use crate::types::{Secret, check_username};
@@ -115,7 +117,7 @@ impl Core {
         cluster: Option<Arc<crate::server::cluster::Cluster>>,
     ) -> anyhow::Result<Arc<Self>> {
         let (slow_tx, slow_rx) = mpsc::unbounded_channel();
-        let presence = feed::PresenceFeed::new();
+        let presence = feed::PresenceFeed::new(wire::presence_batches);
         let sessions = Arc::new(Sessions::new(slow_tx, presence.position()));
         let stats = Stats::default();
         let local = delivery::Local::new(sessions.clone(), stats.send_to_delivery.clone());

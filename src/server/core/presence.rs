@@ -61,7 +61,8 @@ impl Core {
         self.presence.subscribe()
     }
 
-    /// The presence changes after `*cursor` up to `upto` that `me` may see; moves the cursor.
+    /// The presence changes after `*cursor` up to `upto` that `me` may see, in `shape`; moves
+    /// the cursor.
     ///
     /// # Errors
     /// [`Lagged`] when the stream fell too far behind to be told every change.
@@ -70,8 +71,9 @@ impl Core {
         cursor: &mut u64,
         upto: u64,
         me: &Session,
+        shape: super::Shape,
     ) -> Result<Vec<EncodedEvent>, Lagged> {
-        self.presence.read(cursor, upto, me.user_id())
+        self.presence.read(cursor, upto, me.user_id(), shape)
     }
 
     /// Ends every session whose last call is older than the session timeout.

@@ -77,8 +77,9 @@ impl Core {
         }
         let hex: String = hashed[..16].iter().map(|b| format!("{b:02x}")).collect();
         Ok(Device::Trusted {
-            // A NUL cannot occur in a username key: no account's key collides with a device's.
-            key: format!("{}\0{hex}", username_key(&account.name)),
+            // A `#` cannot occur in a username key: no account's key collides with a device's.
+            // (Not a NUL: on a cluster the key is PostgreSQL `text`, which refuses NUL.)
+            key: format!("{}#{hex}", username_key(&account.name)),
             ticket: Secret::new(ticket),
         })
     }

@@ -11,7 +11,7 @@ use crate::{
     pb,
     server::{
         consent::Requested,
-        core::{Core, EndReason, Sent, Session, messages::Draft},
+        core::{Core, EndReason, Sent, Session, Shape, messages::Draft},
         decode::SendStreamItem,
         error::{Error, Result as CoreResult},
         stream, wire,
@@ -47,7 +47,12 @@ impl Chat for ChatService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let session = self.session(&request)?;
         let req = request.into_inner();
-        let events = stream::subscribe(self.0.clone(), session, req.resume_after, !req.no_presence);
+        let shape = match (req.no_presence, req.presence_batches) {
+            (true, _) => None,
+            (false, false) => Some(Shape::Single),
+            (false, true) => Some(Shape::Batched),
+        };
+        let events = stream::subscribe(self.0.clone(), session, req.resume_after, shape);
         Ok(Response::new(Box::pin(events)))
     }
 

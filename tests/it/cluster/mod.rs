@@ -3,12 +3,14 @@
 //! cluster of their own (the database's id names the cluster's NATS subjects).
 //!
 //! In-process nodes (`TestServer`) for the rules; real `confab serve` processes where a node
-//! must die (`failure.rs`). Without `CONFAB_TEST_POSTGRES` and `CONFAB_TEST_NATS` (which
-//! `scripts/test.sh` sets) these tests fail with a sentence saying so.
+//! must die (`failure.rs`), and the real `confab chat` moving between them (`failover.rs`).
+//! Without `CONFAB_TEST_POSTGRES` and `CONFAB_TEST_NATS` (which `scripts/test.sh` sets) these
+//! tests fail with a sentence saying so.
 
 mod admin;
 mod bus;
 mod delivery;
+mod failover;
 mod failure;
 mod rules;
 mod sessions;

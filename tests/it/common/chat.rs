@@ -71,10 +71,22 @@ impl Chat {
 
     /// Starts it without waiting for anything.
     pub async fn spawn(server: &ServerProcess, user: &str, extra: &[&str]) -> Chat {
+        Chat::spawn_at(&server.url, user, extra, &[]).await
+    }
+
+    /// Starts it with `--server servers` (one URL or a list) and `env` added to its
+    /// environment, without waiting for anything.
+    pub async fn spawn_at(
+        servers: &str,
+        user: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Chat {
         let mut child = Command::new(BIN)
-            .args(["chat", "--server", &server.url, "--user", user])
+            .args(["chat", "--server", servers, "--user", user])
             .args(["--json", "--password-stdin", "--peer-listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .env_remove("CONFAB_PASSWORD")
             .stdin(Stdio::piped())
@@ -176,6 +188,11 @@ impl Chat {
             v["type"] == "message" && v["from"] == from && v["body"] == body
         })
         .await
+    }
+
+    /// Every line received so far.
+    pub fn lines(&self) -> &[Value] {
+        &self.seen
     }
 
     /// How many lines so far match `pred`.
