@@ -146,13 +146,20 @@ async fn start(mut command: Command, dir: PathBuf, announce: &str) -> anyhow::Re
     let log_path = dir.join("server.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut child = command
+    let spawned = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
-        .spawn()
-        .context("starting the server process")?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            // Nothing started: the fresh directory goes with the error.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(anyhow::Error::new(e).context("starting the server process"));
+        }
+    };
     let pid = child.id().context("the server exited at once")?;
     let mut stdout = BufReader::new(child.stdout.take().context("the server's stdout")?).lines();
     let first = tokio::time::timeout(START_TIMEOUT, stdout.next_line()).await;
