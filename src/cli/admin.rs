@@ -306,37 +306,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?
                 .into_inner();
-            let rows = [
-                ("uptime_seconds", s.uptime_seconds),
-                ("users", s.users),
-                ("sessions", s.sessions),
-                ("logins", s.logins),
-                ("failed_logins", s.failed_logins),
-                ("lockouts", s.lockouts),
-                ("messages_relayed", s.messages_relayed),
-                ("messages_delivered_live", s.messages_delivered_live),
-                ("broadcasts", s.broadcasts),
-                ("broadcast_deliveries", s.broadcast_deliveries),
-                ("address_requests", s.address_requests),
-                ("address_grants", s.address_grants),
-                ("streams_too_slow", s.streams_too_slow),
-                ("storage_commits", s.storage_commits),
-                ("cluster_sessions", s.cluster_sessions),
-                ("nodes", s.nodes),
-            ];
-            if json {
-                let map: serde_json::Map<String, serde_json::Value> = rows
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).into()))
-                    .collect();
-                println!("{}", serde_json::Value::Object(map));
-            } else {
-                let mut table = Table::new(&["COUNTER", "VALUE"]);
-                for (k, v) in rows {
-                    table.row(vec![k.to_owned(), v.to_string()]);
-                }
-                print!("{}", table.render());
-            }
+            super::stats::print(&s, json);
         }
         AdminCommand::Kick { user } => {
             let r = admin

@@ -7,6 +7,7 @@ mod config_file;
 mod generate;
 mod logs;
 mod serve;
+mod stats;
 mod storage;
 mod table;
 

@@ -5,7 +5,8 @@
 //! its own, so answering, transferring and showing progress never hold up the prompt or other
 //! messages. The loop calls in here between awaits, so nothing needs a lock.
 //!
-//! Progress: indicatif bars (rate, ETA) on a terminal, nothing when stderr is not one; with
+//! Progress: on a terminal, a bar per running transfer (rate, ETA; `client/progress.rs`) that
+//! the printer keeps above the prompt; nothing at all when stdout is not a terminal; with
 //! `--json`, `file_progress` lines at most [`JSON_PROGRESS_EVERY`] apart per transfer, and a
 //! `file_sent` / `file_received` line with the SHA-256 at the end.
 
@@ -14,10 +15,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinSet;
 
 use super::grants::Grant;
+use super::progress::{Rate, bar_line};
 use super::render::{Direction, FileItem};
 use crate::peer::PeerKeys;
 use crate::peer::file::{
@@ -35,8 +36,8 @@ struct Running {
     name: String,
     size: u64,
     progress: Arc<Progress>,
-    /// A terminal bar, when there is a terminal.
-    bar: Option<ProgressBar>,
+    /// Recent byte counts, for the terminal bar's rate.
+    rate: Rate,
     /// When and where the last JSON line was, for the rate.
     last: (Instant, u64),
 }
@@ -51,8 +52,8 @@ pub(crate) struct Outgoing {
 pub(crate) struct Files {
     json: bool,
     auto_accept: bool,
-    /// Bars on stderr when it is a terminal (hidden otherwise, by indicatif itself).
-    bars: Option<MultiProgress>,
+    /// Draw bars: a terminal, and not `--json`.
+    bars: bool,
     /// Offers waiting for the user's answer, oldest first.
     waiting: VecDeque<IncomingFile>,
     /// Transfers in either direction, by a local id (receiving: the listener's offer id;
@@ -69,8 +70,7 @@ impl Files {
         Files {
             json,
             auto_accept,
-            bars: (terminal && !json)
-                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            bars: terminal && !json,
             waiting: VecDeque::new(),
             running: HashMap::new(),
             next_send: u64::MAX,
@@ -254,15 +254,11 @@ impl Files {
         }
     }
 
-    /// Moves the bars on, and returns the `--json` progress lines that are due.
+    /// The `--json` progress lines that are due.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<FileItem> {
         let mut due = Vec::new();
         for running in self.running.values_mut() {
             let done = running.progress.done();
-            if let Some(bar) = &running.bar {
-                bar.set_position(done);
-                continue;
-            }
             if !self.json || now.duration_since(running.last.0) < JSON_PROGRESS_EVERY {
                 continue;
             }
@@ -287,6 +283,34 @@ impl Files {
         !self.running.is_empty()
     }
 
+    /// The terminal's bars, one line each (at most `width` columns), for the transfers the
+    /// peer accepted; none without a terminal or with `--json`. Samples the rates: call it
+    /// every tick.
+    pub(crate) fn bars(&mut self, now: Instant, width: usize) -> Vec<String> {
+        if !self.bars {
+            return Vec::new();
+        }
+        let mut running: Vec<(&u64, &mut Running)> = self
+            .running
+            .iter_mut()
+            .filter(|(_, r)| r.progress.started())
+            .collect();
+        // Oldest first, in both directions: the order they were started in.
+        running.sort_by_key(|(id, r)| (r.direction == Direction::Send, **id));
+        running
+            .into_iter()
+            .map(|(_, r)| {
+                let done = r.progress.done();
+                r.rate.sample(now, done);
+                let arrow = match r.direction {
+                    Direction::Send => format!("{} → {}", r.name, r.user),
+                    Direction::Receive => format!("{} ← {}", r.name, r.user),
+                };
+                bar_line(&arrow, done, r.size, r.rate.per_second(), width)
+            })
+            .collect()
+    }
+
     fn track(
         &mut self,
         id: u64,
@@ -296,22 +320,6 @@ impl Files {
         size: u64,
         progress: &Arc<Progress>,
     ) {
-        let bar = self.bars.as_ref().map(|bars| {
-            let bar = bars.add(ProgressBar::new(size));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:24}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
-            );
-            let arrow = match direction {
-                Direction::Send => format!("{name} → {user}"),
-                Direction::Receive => format!("{name} ← {user}"),
-            };
-            bar.set_prefix(arrow);
-            bar
-        });
         self.running.insert(
             id,
             Running {
@@ -320,22 +328,14 @@ impl Files {
                 name: name.to_owned(),
                 size,
                 progress: progress.clone(),
-                bar,
+                rate: Rate::default(),
                 last: (Instant::now(), progress.done()),
             },
         );
     }
 
     fn untrack(&mut self, id: u64) -> Option<Running> {
-        let running = self.running.remove(&id)?;
-        if let Some(bar) = &running.bar {
-            bar.set_position(running.progress.done());
-            bar.finish_and_clear();
-            if let Some(bars) = &self.bars {
-                bars.remove(bar);
-            }
-        }
-        Some(running)
+        self.running.remove(&id)
     }
 }
 

@@ -26,6 +26,7 @@ pub(crate) mod grants;
 pub(crate) mod input;
 pub(crate) mod link;
 pub(crate) mod login;
+pub(crate) mod progress;
 pub(crate) mod reconnect;
 pub(crate) mod render;
 pub(crate) mod repl;

@@ -63,7 +63,7 @@ pub async fn start(
     ));
     // Sessions this node held before it died are nobody's now.
     let leftovers = cluster.directory().clear_node(&node).await?;
-    let (swept, _) = cluster.renew(true).await?;
+    let (swept, _) = cluster.renew(true, "{}".into()).await?;
     let core = Core::start_node(config, store, admin_token, Some(cluster.clone()))?;
     core.sessions_gone(leftovers.into_iter().chain(swept).collect());
     core.resync().await?;
@@ -115,7 +115,8 @@ async fn lease(core: std::sync::Weak<Core>, tick: Duration) {
             break;
         };
         let sweep = last_failure.is_none_or(|at| at.elapsed() > cluster.lease());
-        match cluster.renew(sweep).await {
+        let stats = serde_json::to_string(&core.counters()).unwrap_or_else(|_| "{}".into());
+        match cluster.renew(sweep, stats).await {
             Ok((gone, presumed_dead)) => {
                 if presumed_dead {
                     // Stalled past its lease: the others have taken its sessions away and

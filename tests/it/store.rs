@@ -406,7 +406,7 @@ fn three_stores_migrating_at_once_all_start() {
     );
     assert_eq!(
         pg::query_text(&url, "SELECT version FROM confab_schema"),
-        "4"
+        "5"
     );
     // One cluster id, whichever node created it.
     assert_eq!(pg::query_text(&url, "SELECT count(*) FROM cluster"), "1");
@@ -428,7 +428,7 @@ fn a_schema_newer_than_the_binary_is_refused() {
     assert!(err.contains("opening the store"), "{err}");
     let chain = format!("{:#}", PostgresStore::open(&url).err().unwrap());
     assert!(
-        chain.contains("schema is version 99, newer than this confab understands (version 4)"),
+        chain.contains("schema is version 99, newer than this confab understands (version 5)"),
         "{chain}"
     );
 }

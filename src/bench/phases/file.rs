@@ -6,7 +6,8 @@
 //!
 //! The anchor, in the same run: the same file through `scp` to 127.0.0.1, to an `sshd` started
 //! here on a free loopback port with a throwaway host key and client key (Debian's
-//! openssh-server; without it the anchor is reported missing). scp's default cipher is
+//! openssh-server; without it the anchor is reported missing, with the one command that
+//! provides it, and confab's figure stands alone). scp's default cipher is
 //! chacha20-poly1305, the peer path's own, so the comparison is like for like. (Today's scp
 //! speaks SFTP, hence the `Subsystem` line.)
 
@@ -208,12 +209,41 @@ impl ChatProc {
     }
 }
 
+/// Where Debian's openssh-server puts the daemon and the SFTP server today's scp speaks to.
+const SSHD: &str = "/usr/sbin/sshd";
+const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+/// The one sentence saying how to get the anchor, when a part of OpenSSH is not installed.
+/// The bench installs nothing itself; confab's figure is reported alone meanwhile.
+fn openssh_missing() -> Option<String> {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    };
+    let mut missing: Vec<&str> = [SSHD, SFTP_SERVER]
+        .into_iter()
+        .filter(|path| !Path::new(path).is_file())
+        .collect();
+    missing.extend(
+        ["scp", "ssh-keygen"]
+            .into_iter()
+            .filter(|name| !on_path(name)),
+    );
+    (!missing.is_empty()).then(|| {
+        format!(
+            "no {} here, so no scp anchor: `apt-get install openssh-server openssh-client` \
+             provides it (the bench starts its own sshd on a free loopback port)",
+            missing.join(", ")
+        )
+    })
+}
+
 /// Seconds for `scp` of `source` to 127.0.0.1 through a throwaway sshd.
 async fn scp(source: &Path, dir: &Path) -> anyhow::Result<f64> {
-    let sshd = PathBuf::from("/usr/sbin/sshd");
-    if !sshd.exists() {
-        bail!("no /usr/sbin/sshd: apt-get install openssh-server");
+    if let Some(why) = openssh_missing() {
+        bail!(why);
     }
+    let sshd = PathBuf::from(SSHD);
     let ssh = dir.join("ssh");
     std::fs::create_dir_all(&ssh)?;
     // sshd wants its privilege-separation directory.
@@ -237,7 +267,7 @@ async fn scp(source: &Path, dir: &Path) -> anyhow::Result<f64> {
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
          PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
          PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-         Subsystem sftp /usr/lib/openssh/sftp-server\n",
+         Subsystem sftp {SFTP_SERVER}\n",
         host = ssh.join("host_key").display(),
         auth = ssh.join("authorized_keys").display(),
     );

@@ -1,8 +1,16 @@
 //! Where the chat client's lines go: plain stdout for scripts and pipes, or, on a terminal,
 //! rustyline's external printer, which clears the prompt, prints, and redraws the prompt with
 //! the half-typed line, so a notification never writes over the line being typed.
+//!
+//! On a terminal it also keeps a status block, the running transfers' bars, right above the
+//! prompt, and redraws it in place: every message it hands the external printer first moves up
+//! over the block's rows and clears them, then prints the new line (if any) and the block again.
+//! Once the user has entered a line, the block is above that line and is left as history. With
+//! plain stdout there is no block and never an escape sequence.
 
 use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Item;
 
@@ -11,19 +19,46 @@ pub(crate) enum Sink {
     /// Plain lines on stdout.
     Stdout,
     /// rustyline's external printer: clears the prompt, prints, redraws the typed line.
-    Terminal(Box<dyn rustyline::ExternalPrinter + Send>),
+    Terminal {
+        printer: Box<dyn rustyline::ExternalPrinter + Send>,
+        /// Lines the user has entered so far (counted by the editor as they are entered).
+        entered: Arc<AtomicU64>,
+    },
 }
 
 /// Shows items in the chosen format on the chosen sink.
 pub(crate) struct Printer {
     json: bool,
     sink: Sink,
+    /// The status block's lines (terminal only).
+    status: Vec<String>,
+    /// Rows of the block drawn right above the prompt by the last message.
+    drawn: usize,
+    /// `entered` when the block was last drawn: a line entered since sits below it.
+    entered_at: u64,
 }
+
+/// Up one row, to its start, and clear it.
+const ERASE_ROW_ABOVE: &str = "\x1b[A\r\x1b[K";
 
 impl Printer {
     /// A printer writing `--json` lines or text to `sink`.
     pub(crate) fn new(json: bool, sink: Sink) -> Self {
-        Printer { json, sink }
+        Printer {
+            json,
+            sink,
+            status: Vec::new(),
+            drawn: 0,
+            entered_at: 0,
+        }
+    }
+
+    /// Columns of the terminal, when lines go to one.
+    pub(crate) fn width(&self) -> Option<usize> {
+        match self.sink {
+            Sink::Terminal { .. } => Some(usize::from(console::Term::stdout().size().1)),
+            Sink::Stdout => None,
+        }
     }
 
     /// Shows one item.
@@ -36,16 +71,66 @@ impl Printer {
                 None => return,
             }
         };
-        if let Sink::Terminal(printer) = &mut self.sink {
-            if printer.print(format!("{line}\n")).is_ok() {
+        if matches!(self.sink, Sink::Terminal { .. }) {
+            let message = self.redraw(Some(&line));
+            if self.print(message) {
                 return;
             }
-            // The terminal is gone; plain stdout is all that is left.
-            self.sink = Sink::Stdout;
         }
         let mut out = std::io::stdout().lock();
         // A closed stdout (the reader went away) is not worth a panic.
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
+    }
+
+    /// Replaces the status block (terminal only; lines no wider than [`Printer::width`]) and
+    /// draws it now if `draw`, else with the next item shown. An empty block is always erased
+    /// with the next item: a transfer's end always shows one.
+    pub(crate) fn status(&mut self, lines: Vec<String>, draw: bool) {
+        if !matches!(self.sink, Sink::Terminal { .. }) || lines == self.status {
+            return;
+        }
+        self.status = lines;
+        if draw && !self.status.is_empty() {
+            let message = self.redraw(None);
+            self.print(message);
+        }
+    }
+
+    /// The message that erases the block drawn last (unless a line entered since moved it into
+    /// the history), prints `line`, and draws the block again below it.
+    fn redraw(&mut self, line: Option<&str>) -> String {
+        let Sink::Terminal { entered, .. } = &self.sink else {
+            return String::new();
+        };
+        let entered = entered.load(Ordering::SeqCst);
+        let mut message = String::new();
+        if entered == self.entered_at {
+            message.push_str(&ERASE_ROW_ABOVE.repeat(self.drawn));
+        }
+        if let Some(line) = line {
+            message.push_str(line);
+            message.push('\n');
+        }
+        for bar in &self.status {
+            message.push_str(bar);
+            message.push('\n');
+        }
+        self.drawn = self.status.len();
+        self.entered_at = entered;
+        message
+    }
+
+    /// Hands `message` to the external printer; `false` (and plain stdout from now on) if the
+    /// terminal is gone.
+    fn print(&mut self, message: String) -> bool {
+        let Sink::Terminal { printer, .. } = &mut self.sink else {
+            return false;
+        };
+        if message.is_empty() || printer.print(message).is_ok() {
+            return true;
+        }
+        self.sink = Sink::Stdout;
+        false
     }
 }

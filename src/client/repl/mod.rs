@@ -147,6 +147,7 @@ impl Repl {
                     for item in self.files.tick(std::time::Instant::now()) {
                         self.show(Item::File(item));
                     }
+                    self.refresh_bars(true);
                 }
                 _ = tick.tick() => {
                     for request in self.grants.expire(now_ms()) {
@@ -282,6 +283,17 @@ impl Repl {
         }
     }
 
+    /// Brings the terminal's transfer bars up to date; `draw` them now, or with the next line.
+    fn refresh_bars(&mut self, draw: bool) {
+        if let Some(width) = self.printer.width() {
+            // One column spare: a line filling the last column would wrap on some terminals.
+            let bars = self
+                .files
+                .bars(std::time::Instant::now(), width.saturating_sub(1));
+            self.printer.status(bars, draw);
+        }
+    }
+
     fn show(&mut self, item: Item) {
         match &item {
             Item::Error { .. } => self.failures += 1,
@@ -290,6 +302,8 @@ impl Repl {
                 since_seconds: None,
                 users,
             } => self.names.replace(users.iter().map(|u| u.user.clone())),
+            // A transfer may have ended: its bar goes with this line.
+            Item::File(_) => self.refresh_bars(false),
             _ => {}
         }
         self.printer.show(&item);

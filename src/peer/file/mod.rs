@@ -7,17 +7,21 @@
 //! writes into [`Downloads`] only. Neither knows about grants or the server; the client decides
 //! who may send (the listener's allowlist) and what the user is asked.
 //!
-//! The data phase (chunks, hashing, disk) runs on a blocking thread per transfer, with the
-//! socket's own timeouts as deadlines, so a 1 GiB transfer never holds an async worker and the
-//! prompt, the event stream and private messages go on meanwhile. Memory per transfer is a
-//! few frames, whatever the file's size.
+//! The data phase (`chunks_out` sending, `chunks_in` receiving) runs on two blocking threads
+//! per transfer, the cipher and the socket on one, SHA-256 and the disk on the other, handing
+//! chunks over through `handoff`; the socket's own timeouts are the deadlines. So a 1 GiB
+//! transfer never holds an async worker, the prompt, the event stream and private messages go
+//! on meanwhile, and memory per transfer is a few frames, whatever the file's size.
 
+mod chunks_in;
+mod chunks_out;
 mod downloads;
+mod handoff;
 mod receive;
 mod send;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use prost::Message as _;
@@ -78,6 +82,8 @@ pub struct Progress {
     done: AtomicU64,
     /// Where this attempt started: the bytes held before it.
     offset: AtomicU64,
+    /// The offer was accepted and the data phase began.
+    started: AtomicBool,
 }
 
 impl Progress {
@@ -96,9 +102,15 @@ impl Progress {
         self.offset.load(Ordering::Relaxed)
     }
 
+    /// Whether the offer was accepted and bytes may move (before that, nothing to show).
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
     fn start_at(&self, offset: u64) {
         self.offset.store(offset, Ordering::Relaxed);
         self.done.store(offset, Ordering::Relaxed);
+        self.started.store(true, Ordering::Relaxed);
     }
 
     fn add(&self, n: u64) {

@@ -2,11 +2,11 @@
 //! the answer, then stream the file from the offset the receiver holds, the checksum last, and
 //! wait for the ack.
 //!
-//! Knows nothing of grants or the server. The data phase runs on a blocking thread (file reads,
-//! SHA-256, encryption) with socket timeouts as deadlines; memory is a few frames.
+//! Knows nothing of grants or the server. The data phase (`chunks_out.rs`) runs on blocking
+//! threads with socket timeouts as deadlines; memory is a few frames.
 
 use std::fs::File;
-use std::io::{self, ErrorKind, Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,11 +14,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 
-use super::{MAX_CHUNK, Progress, file_hello, hex};
-use crate::pb::{FileAck, FileAnswer, FileDecision, FileOffer, FilePart, file_part::Part as Piece};
+use super::{Progress, chunks_out, file_hello, hex};
+use crate::pb::{FileAnswer, FileDecision, FileOffer};
 use crate::peer::dial::{DialError, dial};
 use crate::peer::frame::{self, FrameError};
-use crate::peer::noise::{PeerKeys, Transport};
+use crate::peer::noise::PeerKeys;
 
 /// Connect and handshake, as for a private message.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
@@ -198,151 +198,17 @@ pub async fn send_file(
     let (size, offset) = (file.size, answer.offset);
     let transfer_id = file.transfer_id.clone();
     tokio::task::spawn_blocking(move || {
-        stream_file(
+        chunks_out::stream_file(
             socket,
             transport,
             &path,
-            size,
-            offset,
+            (size, offset),
             &transfer_id,
             &progress,
         )
     })
     .await
     .map_err(|e| FileError::Protocol(format!("the sending thread failed: {e}")))?
-}
-
-/// The data phase, blocking: the hash of what the receiver holds, then chunks, the checksum,
-/// and the ack.
-fn stream_file(
-    mut socket: std::net::TcpStream,
-    mut transport: Transport,
-    path: &Path,
-    size: u64,
-    offset: u64,
-    transfer_id: &str,
-    progress: &Progress,
-) -> Result<FileSent, FileError> {
-    let mut file = File::open(path).map_err(FileError::Read)?;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; MAX_CHUNK];
-    // The receiver checks the whole file's checksum, so the part it already holds is hashed
-    // here too (read, not sent).
-    let mut skipped = 0u64;
-    while skipped < offset {
-        let want = usize::try_from(offset - skipped).map_or(buf.len(), |n| n.min(buf.len()));
-        let n = file.read(&mut buf[..want]).map_err(FileError::Read)?;
-        if n == 0 {
-            return Err(FileError::Read(io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "the file got shorter",
-            )));
-        }
-        hash.update(&buf[..n]);
-        skipped += n as u64;
-    }
-    file.seek(SeekFrom::Start(offset))
-        .map_err(FileError::Read)?;
-    let cut = |held: u64| FileError::Cut { held, size };
-    let mut sent = offset;
-    // One buffer for the plaintext (the chunk read in after room for its protobuf header) and
-    // one for the frame (prefix, then the sealed message): no copies, no allocations per chunk.
-    let mut plain = vec![0u8; CHUNK_HEADER + MAX_CHUNK];
-    let mut wire = vec![0u8; 2 + frame::MAX_LEN];
-    while sent < size {
-        let want = usize::try_from(size - sent).map_or(MAX_CHUNK, |n| n.min(MAX_CHUNK));
-        let n = file
-            .read(&mut plain[CHUNK_HEADER..CHUNK_HEADER + want])
-            .map_err(FileError::Read)?;
-        if n == 0 {
-            return Err(FileError::Read(io::Error::new(
-                ErrorKind::UnexpectedEof,
-                "the file got shorter while it was being sent",
-            )));
-        }
-        hash.update(&plain[CHUNK_HEADER..CHUNK_HEADER + n]);
-        let start = chunk_header(n, &mut plain[..CHUNK_HEADER]);
-        let len = transport
-            .seal_into(&plain[start..CHUNK_HEADER + n], &mut wire[2..])
-            .map_err(|e| FileError::Protocol(e.to_string()))?;
-        // `len` <= 65535: the plaintext is at most MAX_PLAINTEXT, sealing adds the 16-byte tag.
-        wire[..2].copy_from_slice(&(len as u16).to_be_bytes());
-        socket
-            .write_all(&wire[..2 + len])
-            .map_err(|_| cut(progress.done()))?;
-        sent += n as u64;
-        progress.add(n as u64);
-    }
-    let sha256: [u8; 32] = hash.finalize().into();
-    let last = FilePart {
-        part: Some(Piece::Sha256(sha256.to_vec())),
-    };
-    let sealed = transport
-        .seal(&last.encode_to_vec())
-        .map_err(|e| FileError::Protocol(e.to_string()))?;
-    frame::write_blocking(&mut socket, &sealed).map_err(|_| cut(size))?;
-
-    let ack = match frame::read_blocking(&mut socket, frame::MAX_LEN) {
-        Ok(Some(sealed)) => sealed,
-        Ok(None) | Err(FrameError::Truncated) => return Err(FileError::NoAck),
-        Err(FrameError::Io(e))
-            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-        {
-            return Err(FileError::Timeout("confirm the file"));
-        }
-        Err(FrameError::Io(e)) if e.kind() == ErrorKind::ConnectionReset => {
-            return Err(FileError::NoAck);
-        }
-        Err(e) => return Err(FileError::Protocol(e.to_string())),
-    };
-    let ack = transport
-        .open(&ack)
-        .map_err(|e| FileError::Protocol(format!("the ack did not decrypt: {e}")))?;
-    let ack = FileAck::decode(ack.as_slice())
-        .map_err(|e| FileError::Protocol(format!("the ack is not a FileAck: {e}")))?;
-    if ack.transfer_id != transfer_id || ack.sha256 != sha256 {
-        return Err(FileError::Protocol(
-            "the ack is for another transfer or checksum".into(),
-        ));
-    }
-    Ok(FileSent {
-        offset,
-        size,
-        sha256,
-    })
-}
-
-/// Room before a chunk for its `FilePart` header: the tag byte and up to 3 bytes of length.
-const CHUNK_HEADER: usize = 4;
-
-/// Writes the protobuf header of a `FilePart` whose `chunk` is `len` bytes (field 1, wire type
-/// 2: tag byte 0x0a, then the varint length) at the end of `room`; returns where it starts. By
-/// hand: the hot path, and prost would want the bytes in a `Vec` of their own first.
-fn chunk_header(len: usize, room: &mut [u8]) -> usize {
-    let mut header = [0u8; CHUNK_HEADER];
-    header[0] = 0x0a;
-    let mut n = 1;
-    let mut rest = len;
-    while rest >= 0x80 {
-        header[n] = (rest as u8 & 0x7f) | 0x80;
-        rest >>= 7;
-        n += 1;
-    }
-    header[n] = rest as u8;
-    n += 1;
-    let start = room.len() - n;
-    room[start..].copy_from_slice(&header[..n]);
-    start
-}
-
-/// A whole encoded chunk (tests only: the hot path writes the header in place).
-#[cfg(test)]
-fn encode_chunk(data: &[u8]) -> Vec<u8> {
-    let mut room = [0u8; CHUNK_HEADER];
-    let start = chunk_header(data.len(), &mut room);
-    let mut out = room[start..].to_vec();
-    out.extend_from_slice(data);
-    out
 }
 
 impl From<DialError> for FileError {
@@ -367,15 +233,6 @@ fn to_io(e: FrameError) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hand_encoded_chunks_are_what_prost_reads() {
-        for len in [1, 127, 128, 300, 16_383, 16_384, MAX_CHUNK] {
-            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let decoded = FilePart::decode(encode_chunk(&data).as_slice()).unwrap();
-            assert_eq!(decoded.part, Some(Piece::Chunk(data)), "length {len}");
-        }
-    }
 
     #[test]
     fn transfer_ids_are_stable_and_change_with_the_file() {

@@ -119,15 +119,17 @@ impl Cluster {
         self.lease / 4
     }
 
-    /// Renews this node's lease and, if `sweep`, takes away the entries of nodes whose lease
-    /// ran out; also says whether this node had itself been taken for dead.
+    /// Renews this node's lease, leaving `stats` (its counters, JSON) with it, and, if `sweep`,
+    /// takes away the entries of nodes whose lease ran out; also says whether this node had
+    /// itself been taken for dead.
     ///
     /// # Errors
     /// PostgreSQL is unreachable.
-    pub async fn renew(&self, sweep: bool) -> anyhow::Result<(Vec<Entry>, bool)> {
+    pub async fn renew(&self, sweep: bool, stats: String) -> anyhow::Result<(Vec<Entry>, bool)> {
         let now = now_ms();
+        let until = now + self.lease.as_millis() as i64;
         self.directory
-            .renew_and_sweep(self.node(), now + self.lease.as_millis() as i64, now, sweep)
+            .renew_and_sweep(self.node(), until, now, sweep, stats)
             .await
     }
 

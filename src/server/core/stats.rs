@@ -16,6 +16,48 @@ use prometheus_client::{
     },
 };
 
+/// One node's counters as `Admin/GetStats` shows them; a cluster node also leaves them with its
+/// lease (JSON) for the other nodes' `GetStats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    pub uptime_seconds: u64,
+    pub sessions: u64,
+    pub logins: u64,
+    pub failed_logins: u64,
+    pub lockouts: u64,
+    pub messages_relayed: u64,
+    pub messages_delivered_live: u64,
+    pub broadcasts: u64,
+    pub broadcast_deliveries: u64,
+    pub address_requests: u64,
+    pub address_grants: u64,
+    pub streams_too_slow: u64,
+    pub storage_commits: u64,
+}
+
+impl super::Core {
+    /// This node's counters now.
+    pub fn counters(&self) -> Counters {
+        let s = &self.stats;
+        Counters {
+            uptime_seconds: self.started.elapsed().as_secs(),
+            sessions: self.sessions.len() as u64,
+            logins: get(&s.logins),
+            failed_logins: get(&s.failed_logins),
+            lockouts: get(&s.lockouts),
+            messages_relayed: get(&s.messages_relayed),
+            messages_delivered_live: get(&s.messages_delivered_live),
+            broadcasts: get(&s.broadcasts),
+            broadcast_deliveries: get(&s.broadcast_deliveries),
+            address_requests: get(&s.address_requests),
+            address_grants: get(&s.address_grants),
+            streams_too_slow: get(&s.streams_too_slow),
+            storage_commits: self.writer.commits(),
+        }
+    }
+}
+
 /// Counters since the server started.
 #[derive(Debug)]
 pub struct Stats {

@@ -7,7 +7,10 @@ use tonic::{Request, Response, Status};
 use super::{admit, bearer, services::admin_server::Admin};
 use crate::{
     pb,
-    server::{core::Core, error::Error},
+    server::{
+        core::{Core, stats::Counters},
+        error::Error,
+    },
     types::Secret,
 };
 
@@ -120,42 +123,52 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
         self.check(&request)?;
         let core = &self.0;
-        let s = &core.stats;
-        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        let (node, cluster_sessions, nodes) = match core.cluster() {
-            None => (String::new(), core.sessions.len() as u64, 1),
+        let own = core.counters();
+        let (node, cluster_sessions, per_node) = match core.cluster() {
+            None => (String::new(), own.sessions, Vec::new()),
             Some(c) => {
                 let nodes = c
                     .directory()
-                    .nodes(crate::now_ms())
+                    .node_stats(crate::now_ms())
                     .await
                     .map_err(Error::from)?;
+                let per_node = nodes
+                    .into_iter()
+                    .map(|(name, json)| {
+                        let counters = if name == c.node() {
+                            own.clone()
+                        } else {
+                            serde_json::from_str(&json).unwrap_or_else(|e| {
+                                tracing::warn!(node = %name, "unreadable counters of a node: {e}");
+                                Counters::default()
+                            })
+                        };
+                        node_stats(name, counters)
+                    })
+                    .collect();
                 let elsewhere = c.remote.len() as u64;
-                (
-                    c.node().to_owned(),
-                    core.sessions.len() as u64 + elsewhere,
-                    nodes.len() as u64,
-                )
+                (c.node().to_owned(), own.sessions + elsewhere, per_node)
             }
         };
         Ok(Response::new(pb::GetStatsResponse {
             node,
             cluster_sessions,
-            nodes,
-            uptime_seconds: core.started.elapsed().as_secs(),
+            nodes: (per_node.len() as u64).max(1),
+            per_node,
             users: core.accounts.len() as u64,
-            sessions: core.sessions.len() as u64,
-            logins: get(&s.logins),
-            failed_logins: get(&s.failed_logins),
-            lockouts: get(&s.lockouts),
-            messages_relayed: get(&s.messages_relayed),
-            messages_delivered_live: get(&s.messages_delivered_live),
-            broadcasts: get(&s.broadcasts),
-            broadcast_deliveries: get(&s.broadcast_deliveries),
-            address_requests: get(&s.address_requests),
-            address_grants: get(&s.address_grants),
-            streams_too_slow: get(&s.streams_too_slow),
-            storage_commits: core.writer.commits(),
+            uptime_seconds: own.uptime_seconds,
+            sessions: own.sessions,
+            logins: own.logins,
+            failed_logins: own.failed_logins,
+            lockouts: own.lockouts,
+            messages_relayed: own.messages_relayed,
+            messages_delivered_live: own.messages_delivered_live,
+            broadcasts: own.broadcasts,
+            broadcast_deliveries: own.broadcast_deliveries,
+            address_requests: own.address_requests,
+            address_grants: own.address_grants,
+            streams_too_slow: own.streams_too_slow,
+            storage_commits: own.storage_commits,
         }))
     }
 
@@ -248,5 +261,25 @@ impl Admin for AdminService {
             .set_password(&req.username, Secret::new(req.password))
             .await?;
         Ok(Response::new(pb::SetPasswordResponse {}))
+    }
+}
+
+/// A node's counters in their protobuf form.
+fn node_stats(node: String, c: Counters) -> pb::NodeStats {
+    pb::NodeStats {
+        node,
+        uptime_seconds: c.uptime_seconds,
+        sessions: c.sessions,
+        logins: c.logins,
+        failed_logins: c.failed_logins,
+        lockouts: c.lockouts,
+        messages_relayed: c.messages_relayed,
+        messages_delivered_live: c.messages_delivered_live,
+        broadcasts: c.broadcasts,
+        broadcast_deliveries: c.broadcast_deliveries,
+        address_requests: c.address_requests,
+        address_grants: c.address_grants,
+        streams_too_slow: c.streams_too_slow,
+        storage_commits: c.storage_commits,
     }
 }

@@ -326,7 +326,27 @@ impl PgDirectory {
         .await
     }
 
-    /// Renews `node`'s lease until `until_ms`, then, if `sweep`, removes the entries of every
+    /// The nodes whose lease runs past `now_ms`, each with the counters it left with its last
+    /// renewal (JSON), by name.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn node_stats(&self, now_ms: i64) -> anyhow::Result<Vec<(String, String)>> {
+        with_session(&self.conn, async move |s| {
+            let rows = s
+                .client
+                .query(
+                    "SELECT name, stats FROM nodes WHERE lease_until_ms >= $1 ORDER BY name",
+                    &[&now_ms],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+        .await
+    }
+
+    /// Renews `node`'s lease until `until_ms` and leaves `stats` (its counters, JSON) with it,
+    /// then, if `sweep`, removes the entries of every
     /// node whose lease ran out before `now_ms` (and those nodes), returning the entries removed and
     /// whether `node` itself had been taken for dead (its lease was gone). Two nodes sweeping at
     /// once each get a disjoint share.
@@ -339,6 +359,7 @@ impl PgDirectory {
         until_ms: i64,
         now_ms: i64,
         sweep: bool,
+        stats: String,
     ) -> anyhow::Result<(Vec<Entry>, bool)> {
         let node = node.to_owned();
         with_session(&self.conn, async move |s| {
@@ -346,10 +367,11 @@ impl PgDirectory {
             let renewed = s
                 .client
                 .query_one(
-                    "INSERT INTO nodes (name, lease_until_ms) VALUES ($1, $2)
-                     ON CONFLICT (name) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms
+                    "INSERT INTO nodes (name, lease_until_ms, stats) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE
+                         SET lease_until_ms = EXCLUDED.lease_until_ms, stats = EXCLUDED.stats
                      RETURNING xmax = 0",
-                    &[&node, &until_ms],
+                    &[&node, &until_ms, &stats],
                 )
                 .await?;
             let was_gone: bool = renewed.get(0);

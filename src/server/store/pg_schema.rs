@@ -83,6 +83,8 @@ const MIGRATIONS: &[&str] = &[
         -- 0: not locked (yet).
         locked_until_ms bigint NOT NULL
     );",
+    // 5: each node leaves its `GetStats` counters (JSON) with its lease, for the others.
+    "ALTER TABLE nodes ADD COLUMN stats text NOT NULL DEFAULT '{}';",
 ];
 
 /// The schema version this binary writes.

@@ -2,11 +2,13 @@
 //! sessions and counts of the whole cluster with each session's node, kicks and unlocks that
 //! reach any node.
 
+use std::time::Duration;
+
 use confab::pb::{self, event::Kind};
 use tonic::Code;
 
 use super::{TestCluster, next_not_presence};
-use crate::common::{assert_status, login_at};
+use crate::common::{assert_status, login_at, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_on_different_nodes_add_up_to_one_lockout() {
@@ -114,4 +116,59 @@ async fn operators_see_every_nodes_sessions_and_kick_on_any_node() {
         alice.presence().await,
         ("bob".into(), pb::Presence::Offline)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_stats_shows_every_nodes_counters_and_the_answering_nodes_are_current() {
+    // A short session timeout, so leases (and the counters left with them) renew often: every
+    // second, while the sessions, without heartbeats, live 6 s.
+    let c = TestCluster::with(2, |c| c.session_timeout = Duration::from_secs(6)).await;
+    let _alice = c.nodes[0].user("alice").await;
+    let mut bob = c.nodes[1].user("bob").await;
+    let _carol = c.nodes[1].user("carol").await;
+    bob.send("alice", "hello").await.unwrap();
+    let stats = |node: usize| {
+        let server = &c.nodes[node];
+        async move {
+            server
+                .admin()
+                .await
+                .get_stats(pb::GetStatsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    // n0's own counters are current in its answer at once.
+    let now = stats(0).await;
+    let n0 = now
+        .per_node
+        .iter()
+        .find(|n| n.node == "n0")
+        .expect("n0 listed");
+    assert_eq!((n0.logins, n0.sessions), (now.logins, now.sessions));
+    assert_eq!((n0.logins, n0.sessions), (1, 1));
+    // n1's arrive with its next lease renewal.
+    let n1 = within("n1's counters in n0's GetStats", async {
+        loop {
+            let s = stats(0).await;
+            assert_eq!(s.nodes, 2);
+            let names: Vec<&str> = s.per_node.iter().map(|n| n.node.as_str()).collect();
+            assert_eq!(names, ["n0", "n1"]);
+            if let Some(n1) = s
+                .per_node
+                .iter()
+                .find(|n| n.node == "n1" && n.messages_relayed > 0)
+            {
+                break n1.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!((n1.logins, n1.sessions, n1.messages_relayed), (2, 2, 1));
+    // The same picture from the other node.
+    let from_n1 = stats(1).await;
+    assert_eq!(from_n1.node, "n1");
+    assert_eq!(from_n1.per_node.len(), 2);
 }

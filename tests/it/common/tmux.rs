@@ -39,7 +39,12 @@ impl Tmux {
 
     /// The visible screen, trailing blank lines dropped.
     pub async fn screen(&self) -> Vec<String> {
-        let text = self.run(&["capture-pane", "-p", "-t", "chat"]).await;
+        self.screen_of("chat").await
+    }
+
+    /// The visible screen of the session or pane `target`, trailing blank lines dropped.
+    pub async fn screen_of(&self, target: &str) -> Vec<String> {
+        let text = self.run(&["capture-pane", "-p", "-t", target]).await;
         let mut lines: Vec<String> = text.lines().map(|l| l.trim_end().to_owned()).collect();
         while lines.last().is_some_and(|l| l.is_empty()) {
             lines.pop();
@@ -49,15 +54,25 @@ impl Tmux {
 
     /// Polls the screen until `pred` holds, failing with the screen after [`DEADLINE`].
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+        self.wait_in("chat", what, pred).await
+    }
+
+    /// [`Tmux::wait_for`] on the screen of `target`.
+    pub async fn wait_in(
+        &self,
+        target: &str,
+        what: &str,
+        pred: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            let screen = self.screen().await;
+            let screen = self.screen_of(target).await;
             if pred(&screen) {
                 return screen;
             }
             if tokio::time::Instant::now() > deadline {
                 panic!(
-                    "the terminal never showed {what}; it shows:\n{}",
+                    "{target}'s terminal never showed {what}; it shows:\n{}",
                     screen.join("\n")
                 );
             }

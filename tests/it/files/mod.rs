@@ -5,7 +5,9 @@
 //! Every download directory sits alone inside its own temporary directory, so "nothing written
 //! outside it" is checked by listing the parent.
 
+mod bench;
 mod hostile;
+mod terminal;
 mod transfer;
 
 use std::path::{Path, PathBuf};
