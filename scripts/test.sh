@@ -36,7 +36,7 @@ missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v groff >/dev/null || missing+=(groff-base)
-# tests/it/chat_connect.rs makes certificates the way users do, with openssl.
+# tests/it/tls_pin.rs makes certificates the way users do, with openssl.
 command -v openssl >/dev/null || missing+=(openssl)
 # The TypeScript interop client (tests/interop-ts) runs on Node; npm installs its packages.
 command -v node >/dev/null || missing+=(nodejs)

@@ -6,7 +6,14 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 
 use super::table::Table;
-use crate::{client::api, pb, server::config::defaults, types::Secret};
+use tonic::transport::Channel;
+
+use crate::{
+    client::{api, connect},
+    pb,
+    server::config::defaults,
+    types::Secret,
+};
 
 /// Where to reach the server.
 #[derive(Debug, Args)]
@@ -14,7 +21,8 @@ pub(crate) struct ServerArgs {
     /// Server URL (`https://…` for TLS).
     #[arg(long, global = true, env = "CONFAB_SERVER", default_value = crate::types::DEFAULT_SERVER_URL)]
     pub(crate) server: String,
-    /// PEM certificate authority to trust for an https server.
+    /// PEM file for https: the server's own certificate (pinned: trusted as it is, e.g. from
+    /// `openssl req -x509`) or the authority that signed it.
     #[arg(long, global = true, env = "CONFAB_CA")]
     pub(crate) ca: Option<PathBuf>,
 }
@@ -190,7 +198,7 @@ pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let response = match response {
         Ok(r) => r,
         Err(status) => {
-            let why = crate::client::connect::first_call_failed(server, ca, &status).await;
+            let why = connect::first_call_failed(server, ca, &status).await;
             anyhow::bail!(why)
         }
     };
@@ -220,10 +228,27 @@ pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
 
 async fn online(args: AdminArgs) -> anyhow::Result<()> {
     let token = read_token(&args)?;
-    let channel = api::connect(&args.server.server, args.server.ca.as_deref()).await?;
-    let mut admin = api::admin(channel, &token)?;
+    let server = connect::server_url(&args.server.server).map_err(|why| anyhow::anyhow!(why))?;
+    let ca = args.server.ca.clone();
+    let channel = api::connect(&server, ca.as_deref()).await?;
+    match call(args, channel, &token).await {
+        Err(e) => match e.downcast::<tonic::Status>() {
+            // Made on this side (the status has a cause): what is wrong with the connection,
+            // found out as for `confab chat`'s first call (plain http to a TLS port, say).
+            Ok(status) if std::error::Error::source(&status).is_some() => {
+                anyhow::bail!(connect::first_call_failed(&server, ca.as_deref(), &status).await)
+            }
+            Ok(status) => anyhow::bail!(api::sentence(&status)),
+            Err(e) => Err(e),
+        },
+        Ok(()) => Ok(()),
+    }
+}
+
+/// The Admin call `args` asks for, its answer printed; a failed call is its `Status`.
+async fn call(args: AdminArgs, channel: Channel, token: &str) -> anyhow::Result<()> {
+    let mut admin = api::admin(channel, token)?;
     let json = args.json;
-    let fail = |s: tonic::Status| anyhow::anyhow!(api::sentence(&s));
     match args.command {
         AdminCommand::Check | AdminCommand::Repair => {
             anyhow::bail!("check and repair work offline, on the data directory")
@@ -231,8 +256,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Users => {
             let users = admin
                 .list_users(pb::ListUsersRequest {})
-                .await
-                .map_err(fail)?
+                .await?
                 .into_inner()
                 .users;
             let mut table = Table::new(&["USER", "ONLINE", "LAST LOGIN", "LOCKED", "DISABLED"]);
@@ -261,8 +285,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Sessions => {
             let sessions = admin
                 .list_sessions(pb::ListSessionsRequest {})
-                .await
-                .map_err(fail)?
+                .await?
                 .into_inner()
                 .sessions;
             // A NODE column only for a cluster (a lone server's sessions have none).
@@ -301,11 +324,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Stats => {
-            let s = admin
-                .get_stats(pb::GetStatsRequest {})
-                .await
-                .map_err(fail)?
-                .into_inner();
+            let s = admin.get_stats(pb::GetStatsRequest {}).await?.into_inner();
             super::stats::print(&s, json);
         }
         AdminCommand::Kick { user } => {
@@ -313,8 +332,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .kick_user(pb::KickUserRequest {
                     username: user.clone(),
                 })
-                .await
-                .map_err(fail)?
+                .await?
                 .into_inner();
             println!(
                 "{}",
@@ -330,8 +348,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .unlock_user(pb::UnlockUserRequest {
                     username: user.clone(),
                 })
-                .await
-                .map_err(fail)?;
+                .await?;
             println!("unlocked {user}");
         }
         AdminCommand::RevokeTickets { user } => {
@@ -339,8 +356,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .revoke_device_tickets(pb::RevokeDeviceTicketsRequest {
                     username: user.clone(),
                 })
-                .await
-                .map_err(fail)?;
+                .await?;
             println!(
                 "revoked {user}'s device tickets: their next logins face the lockout like anyone's"
             );
@@ -350,8 +366,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .disable_user(pb::DisableUserRequest {
                     username: user.clone(),
                 })
-                .await
-                .map_err(fail)?
+                .await?
                 .into_inner();
             let ended = if r.was_online {
                 "; their session was ended"
@@ -365,8 +380,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .enable_user(pb::EnableUserRequest {
                     username: user.clone(),
                 })
-                .await
-                .map_err(fail)?;
+                .await?;
             println!("enabled {user}");
         }
         AdminCommand::Delete { user } => {
@@ -374,8 +388,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                 .delete_user(pb::DeleteUserRequest {
                     username: user.clone(),
                 })
-                .await
-                .map_err(fail)?;
+                .await?;
             println!("deleted {user}");
         }
         AdminCommand::SetPassword {
@@ -388,8 +401,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                     username: user.clone(),
                     password: password.expose().to_owned(),
                 })
-                .await
-                .map_err(fail)?;
+                .await?;
             println!("set the password of {user}");
         }
         AdminCommand::CreateUser {
@@ -402,8 +414,7 @@ async fn online(args: AdminArgs) -> anyhow::Result<()> {
                     username: user,
                     password: password.expose().to_owned(),
                 })
-                .await
-                .map_err(fail)?
+                .await?
                 .into_inner();
             println!("created {}", r.username);
         }

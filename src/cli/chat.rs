@@ -20,7 +20,8 @@ pub(crate) struct ChatArgs {
     /// the node in use goes away the chat logs in at the next one by itself.
     #[arg(long, env = "CONFAB_SERVER", default_value = crate::types::DEFAULT_SERVER_URL)]
     server: String,
-    /// PEM certificate authority to trust for https servers.
+    /// PEM file for https: the server's own certificate (pinned: trusted as it is, e.g. from
+    /// `openssl req -x509`) or the authority that signed it.
     #[arg(long, env = "CONFAB_CA")]
     ca: Option<PathBuf>,
     /// Your username (or `user = "…"` in the config file).

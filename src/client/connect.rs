@@ -84,35 +84,49 @@ pub fn explain(server: &str, ca: Option<&Path>, error: &(dyn StdError + 'static)
     let chain = messages(error);
     let all = chain.join(": ");
     let certificate = |what: &str| format!("the server at {server} {what}");
-    if all.contains("CaUsedAsEndEntity") {
-        return certificate(
-            "presents a CA certificate as its own (what a plain `openssl req -x509` makes), \
-             which TLS clients refuse. Give the server a certificate that is not a CA, e.g. \
-             `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
-             -keyout key.pem -out cert.pem -subj /CN=HOST -addext subjectAltName=DNS:HOST \
-             -addext basicConstraints=critical,CA:FALSE` (then --ca cert.pem works), or follow \
-             the README's recipe for a small CA",
-        );
+    if all.contains("PinnedKeyNotHeld") {
+        return certificate(&format!(
+            "presents the certificate in {} but cannot prove it is its own (it does not hold \
+             its private key): something else is answering at that address",
+            ca.map_or_else(|| "--ca".into(), |ca| ca.display().to_string())
+        ));
     }
-    if all.contains("UnknownIssuer") || all.contains("BadSignature") {
+    // With --ca FILE, a certificate in FILE is trusted as it is (client/tls.rs), so anything
+    // refused for its issuer, its CA flag or a signature is neither FILE's nor signed by FILE's
+    // authorities.
+    if ["UnknownIssuer", "CaUsedAsEndEntity", "BadSignature"]
+        .iter()
+        .any(|word| all.contains(word))
+    {
         return certificate(&match ca {
-            None => "has a certificate from no authority this client trusts: give the \
-                     certificate authority that signed it (or a self-signed server certificate \
-                     itself) with --ca FILE"
+            None => "has a certificate this client was not told to trust: give the server's \
+                     certificate (self-signed is fine) or the authority that signed it with \
+                     --ca FILE"
                 .to_owned(),
             Some(ca) => format!(
-                "has a certificate that {} did not sign: give the CA that did with --ca",
-                ca.display()
+                "has a certificate that is neither in {ca} nor signed by an authority in it: \
+                 if the server's certificate was replaced, put the new one in {ca}; if not, \
+                 something else is answering at that address",
+                ca = ca.display()
             ),
         });
     }
-    if all.contains("NotValidForName") {
+    if all.contains("NotValidForName") || all.contains("not valid for name") {
         return certificate(
             "has a certificate issued for another name: connect with a name the certificate \
-             lists (its subjectAltName), e.g. https://localhost:PORT for a local test",
+             lists (its subjectAltName), e.g. https://localhost:PORT for a local test, or give \
+             the server's certificate itself with --ca",
         );
     }
-    if all.contains("Expired") || all.contains("NotValidYet") {
+    if [
+        "Expired",
+        "NotValidYet",
+        "certificate expired",
+        "not valid yet",
+    ]
+    .iter()
+    .any(|word| all.contains(word))
+    {
         return certificate("has a certificate that is expired or not yet valid");
     }
     if all.contains("InvalidContentType") || all.contains("CorruptMessage") {
@@ -292,11 +306,40 @@ mod tests {
             "transport error",
             "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
         ]);
-        let text = explain("https://localhost:1", None, &ca_as_server);
-        assert!(text.contains("CA:FALSE"), "{text}");
-        assert!(!text.contains("OtherError"), "{text}");
+        let text = explain(
+            "https://localhost:1",
+            Some(Path::new("ca.pem")),
+            &ca_as_server,
+        );
+        assert_eq!(
+            text,
+            "the server at https://localhost:1 has a certificate that is neither in ca.pem nor \
+             signed by an authority in it: if the server's certificate was replaced, put the new \
+             one in ca.pem; if not, something else is answering at that address"
+        );
         let unknown = chain(&["transport error", "invalid peer certificate: UnknownIssuer"]);
         assert!(explain("https://h:1", None, &unknown).contains("--ca FILE"));
+        let copied = chain(&[
+            "transport error",
+            "invalid peer certificate: Other(OtherError(PinnedKeyNotHeld))",
+        ]);
+        let text = explain("https://h:1", Some(Path::new("ca.pem")), &copied);
+        assert!(
+            text.contains("presents the certificate in ca.pem but"),
+            "{text}"
+        );
+        let name = chain(&[
+            "transport error",
+            "invalid peer certificate: certificate not valid for name \"h\"; certificate is \
+             only valid for localhost",
+        ]);
+        assert!(explain("https://h:1", None, &name).contains("issued for another name"));
+        let expired = chain(&[
+            "transport error",
+            "invalid peer certificate: certificate expired: verification time 2 (UNIX), but \
+             certificate is not valid after 1 (1 seconds ago)",
+        ]);
+        assert!(explain("https://h:1", None, &expired).contains("expired or not yet valid"));
         let plain = chain(&[
             "transport error",
             "received corrupt message of type InvalidContentType",

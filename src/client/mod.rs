@@ -1,5 +1,6 @@
-//! The client side of confab: the typed gRPC client library ([`api`]) shared by the chat
-//! program, `confab admin`, the load generator and the tests, and `confab chat` itself.
+//! The client side of confab: the typed gRPC client library ([`api`], with `tls` for the
+//! trust `--ca` gives) shared by the chat program, `confab admin`, the load generator and the
+//! tests, and `confab chat` itself.
 //!
 //! `confab chat` is split by concern (private modules, so named rather than linked here):
 //! `commands` parses a typed line and `actions` does what it asks; `repl` runs the one loop that
@@ -34,6 +35,7 @@ pub(crate) mod retry;
 pub(crate) mod seen;
 pub(crate) mod servers;
 pub(crate) mod ticket;
+pub(crate) mod tls;
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -1,183 +1,23 @@
 //! Reaching a server from `confab chat` / `confab register` / `confab serve` the way a new user
 //! does: the server is contacted before the password is asked, every failure is one sentence
-//! printed once, TLS mistakes say what to do, a bare loopback address works, and a wrong
-//! password typed at the prompt is asked for again.
-
-use std::path::Path;
+//! printed once, a missing TLS file is said before "listening", a bare loopback address works,
+//! and a wrong password typed at the prompt is asked for again. Certificates: `tls_pin.rs`.
 
 use tokio::process::Command;
 
 use crate::common::{
     PASSWORD,
     chat::server_with,
-    process::{BIN, ServerProcess, run_with_stdin},
+    process::{BIN, run_with_stdin},
     tmux::Tmux,
 };
 
 /// The one line `confab` printed on stderr, asserting there was exactly one.
-fn one_line(stderr: &[u8]) -> String {
+pub fn one_line(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 1, "one error line, printed once: {text:?}");
     lines[0].to_owned()
-}
-
-/// Runs `openssl ARGS` in `dir`.
-async fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("openssl runs (scripts/test.sh installs it)");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
-/// The usual one-liner: a self-signed certificate that is its own CA (openssl marks it CA:TRUE).
-const ONE_LINER: &[&str] = &[
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "30",
-    "-keyout",
-    "key.pem",
-    "-out",
-    "cert.pem",
-    "-subj",
-    "/CN=localhost",
-];
-
-/// The one-liner the client's error suggests, for HOST=localhost.
-const SUGGESTED: &[&str] = &[
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-days",
-    "365",
-    "-keyout",
-    "key.pem",
-    "-out",
-    "cert.pem",
-    "-subj",
-    "/CN=localhost",
-    "-addext",
-    "subjectAltName=DNS:localhost",
-    "-addext",
-    "basicConstraints=critical,CA:FALSE",
-];
-
-async fn tls_server(dir: &Path) -> (ServerProcess, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let server = ServerProcess::start(
-        &dir.join("data"),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    )
-    .await;
-    let port = server.addr.rsplit_once(':').unwrap().1.to_owned();
-    (server, port)
-}
-
-async fn register(url: &str, ca: &Path) -> std::process::Output {
-    run_with_stdin(
-        Command::new(BIN)
-            .args([
-                "register",
-                "--server",
-                url,
-                "--user",
-                "alice",
-                "--password-stdin",
-            ])
-            .arg("--ca")
-            .arg(ca),
-        &format!("{PASSWORD}\n"),
-    )
-    .await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_self_signed_ca_certificate_is_explained_and_the_suggested_one_works() {
-    let dir = tempfile::tempdir().unwrap();
-    openssl(dir.path(), ONE_LINER).await;
-    let (server, port) = tls_server(dir.path()).await;
-    let url = format!("https://localhost:{port}");
-    let out = register(&url, &dir.path().join("cert.pem")).await;
-    assert_eq!(out.status.code(), Some(1));
-    let line = one_line(&out.stderr);
-    assert!(
-        line.starts_with(&format!(
-            "confab: the server at {url} presents a CA certificate as its own"
-        )),
-        "{line}"
-    );
-    assert!(!line.contains("CaUsedAsEndEntity"), "{line}");
-    drop(server);
-
-    // What the sentence says to do works, word for word.
-    assert!(
-        line.contains(&SUGGESTED.join(" ").replace("localhost", "HOST")),
-        "{line}"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    openssl(dir.path(), SUGGESTED).await;
-    let (_server, port) = tls_server(dir.path()).await;
-    let url = format!("https://localhost:{port}");
-    let out = register(&url, &dir.path().join("cert.pem")).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "registered alice\n");
-
-    // Plain http:// to the TLS port says so, once.
-    let plain = format!("http://127.0.0.1:{port}");
-    let out = run_with_stdin(
-        Command::new(BIN).args([
-            "chat",
-            "--server",
-            &plain,
-            "--user",
-            "alice",
-            "--password-stdin",
-        ]),
-        &format!("{PASSWORD}\nwhoami\n"),
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1));
-    let tls_needed = format!(
-        "confab: the server at {plain} speaks TLS, not plain http: connect to \
-         https://127.0.0.1:{port} (with --ca FILE if its certificate is your own)"
-    );
-    assert_eq!(one_line(&out.stderr), tls_needed);
-    // `confab register` says the same.
-    let out = run_with_stdin(
-        Command::new(BIN).args([
-            "register",
-            "--server",
-            &plain,
-            "--user",
-            "bob",
-            "--password-stdin",
-        ]),
-        &format!("{PASSWORD}\n"),
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(one_line(&out.stderr), tls_needed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

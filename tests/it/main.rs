@@ -37,3 +37,4 @@ mod storage;
 mod store;
 mod tickets;
 mod tls;
+mod tls_pin;
