@@ -16,9 +16,12 @@ pub(crate) struct BenchArgs {
     #[command(subcommand)]
     pub(crate) command: Option<BenchCommand>,
     /// The server to measure. Start it with --bench-fast-hash and raised --login-rate,
-    /// --login-burst, --send-rate and --send-burst (or use --spawn-server).
-    #[arg(long, env = "CONFAB_SERVER", default_value = crate::types::DEFAULT_SERVER_URL)]
-    server: String,
+    /// --login-burst, --send-rate and --send-burst (or use --spawn-server). Several URLs
+    /// (comma-separated or repeated) are the nodes of one cluster: users are spread over them
+    /// round-robin and every direct message goes to a user on another node.
+    #[arg(long, env = "CONFAB_SERVER", value_delimiter = ',',
+          default_value = crate::types::DEFAULT_SERVER_URL)]
+    server: Vec<String>,
     /// The server's process id: memory and CPU figures come from /proc/PID.
     #[arg(long, env = "CONFAB_BENCH_SERVER_PID")]
     server_pid: Option<u32>,
@@ -27,6 +30,23 @@ pub(crate) struct BenchArgs {
     /// `CONFAB_STORE` set it keeps its data in that PostgreSQL database.
     #[arg(long, conflicts_with_all = ["server", "server_pid"], env = "CONFAB_BENCH_SPAWN_SERVER")]
     spawn_server: bool,
+    /// Start PostgreSQL and nats-server (scripts/postgres.sh and scripts/nats.sh, in a temporary
+    /// directory) and measure, one after the other: one node on SQLite, one node on PostgreSQL,
+    /// and a cluster of N nodes on both, with server CPU summed over every process of each.
+    /// Everything started is stopped at the end, also on an error or Ctrl-C.
+    #[arg(long, value_name = "N", env = "CONFAB_BENCH_SPAWN_CLUSTER",
+          conflicts_with_all = ["server", "server_pid", "spawn_server", "baseline", "soak", "stream_rounds"])]
+    spawn_cluster: Option<usize>,
+    /// --spawn-cluster: use this running PostgreSQL server (a database of the run is created on
+    /// it and dropped afterwards) instead of starting one. Its CPU is then not measured.
+    #[arg(long, value_name = "URL", requires_all = ["spawn_cluster", "cluster_nats"],
+          env = "CONFAB_BENCH_CLUSTER_POSTGRES")]
+    cluster_postgres: Option<String>,
+    /// --spawn-cluster: use this running nats-server instead of starting one (its CPU is then not
+    /// measured).
+    #[arg(long, value_name = "URL", requires_all = ["spawn_cluster", "cluster_postgres"],
+          env = "CONFAB_BENCH_CLUSTER_NATS")]
+    cluster_nats: Option<String>,
     /// Also run phases 1–4 against a bare tonic relay (no auth, no storage) started for the run,
     /// and show its figures beside confab's.
     #[arg(long, env = "CONFAB_BENCH_BASELINE")]
@@ -42,16 +62,18 @@ pub(crate) struct BenchArgs {
     /// 5 login storm, 6 peer path, 7 a file over the peer path (two `confab chat`s, scp as the
     /// anchor; not run unless asked for: it writes --file-bytes three times to disk), 8 --users
     /// more users joining while the others are online (presence to everyone already there).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6",
+    /// [default: 1,2,3,4,5,6; 1,2,3 against a cluster, where only 1–4 run]
+    #[arg(long, value_delimiter = ',',
           value_parser = clap::value_parser!(u8).range(1..=8), env = "CONFAB_BENCH_PHASES")]
-    phases: Vec<u8>,
+    phases: Option<Vec<u8>>,
     /// Simulated users, each with its own connection and stream [default: 1000; 10000 with
     /// --soak].
     #[arg(long, env = "CONFAB_BENCH_USERS")]
     users: Option<usize>,
-    /// Offered load of phases 2 and 5, messages per second.
-    #[arg(long, default_value_t = 4000.0, env = "CONFAB_BENCH_RATE")]
-    rate: f64,
+    /// Offered load of phases 2 and 5, messages per second [default: 4000; 2000 against a
+    /// cluster].
+    #[arg(long, env = "CONFAB_BENCH_RATE")]
+    rate: Option<f64>,
     /// How long each measuring phase (or window) runs.
     #[arg(long, default_value = "10s", value_parser = crate::types::parse_duration, env = "CONFAB_BENCH_DURATION")]
     duration: Duration,
@@ -148,6 +170,21 @@ pub(crate) enum ServerSource {
     External { url: String, pid: Option<u32> },
 }
 
+/// A cluster to measure instead of one server.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ClusterSource {
+    /// Several `--server` URLs: nodes the bench did not start, so it knows no process of theirs.
+    External { urls: Vec<String> },
+    /// `--spawn-cluster N`, on PostgreSQL and NATS it starts, or on `--cluster-postgres` and
+    /// `--cluster-nats` (URLs kept out of the report: they may hold a password).
+    Spawn {
+        nodes: usize,
+        #[serde(skip)]
+        engines: Option<(String, String)>,
+    },
+}
+
 /// `--soak` and its own flags, checked.
 #[derive(Debug, Clone)]
 pub(crate) struct Soak {
@@ -161,6 +198,9 @@ pub(crate) struct Soak {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Settings {
     pub(crate) server: ServerSource,
+    /// Several `--server` URLs or `--spawn-cluster`: when set, `server` is not used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<ClusterSource>,
     pub(crate) baseline: bool,
     /// `--relay` and `--relay-pid`: a running relay; `None` starts one.
     pub(crate) relay: Option<(String, Option<u32>)>,
@@ -216,6 +256,39 @@ fn soak(duration: Duration, args: &BenchArgs) -> anyhow::Result<Soak> {
     })
 }
 
+/// Checks the flags that name a cluster: `--spawn-cluster` or several `--server` URLs.
+fn cluster(args: &BenchArgs) -> anyhow::Result<Option<ClusterSource>> {
+    if let Some(nodes) = args.spawn_cluster {
+        if !(2..=16).contains(&nodes) {
+            bail!("--spawn-cluster must be 2 to 16 nodes");
+        }
+        let engines = args.cluster_postgres.clone().zip(args.cluster_nats.clone());
+        return Ok(Some(ClusterSource::Spawn { nodes, engines }));
+    }
+    if args.server.iter().any(|url| url.trim().is_empty()) {
+        bail!("--server: an empty URL (two commas in a row?)");
+    }
+    if args.server.len() < 2 {
+        return Ok(None);
+    }
+    if args.server_pid.is_some() {
+        bail!(
+            "--server-pid names one process; a cluster's CPU is summed over every node, PostgreSQL \
+             and NATS, which only --spawn-cluster knows"
+        );
+    }
+    if args.baseline || args.soak.is_some() || args.stream_rounds.is_some() {
+        bail!("--baseline, --soak and --stream-rounds run against one --server, not a cluster");
+    }
+    let unique: BTreeSet<&String> = args.server.iter().collect();
+    if unique.len() != args.server.len() {
+        bail!("--server: a URL is given twice; each node of the cluster once");
+    }
+    Ok(Some(ClusterSource::External {
+        urls: args.server.clone(),
+    }))
+}
+
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
@@ -232,7 +305,19 @@ impl Settings {
         if users < 2 {
             bail!("--users must be at least 2: messages need a recipient");
         }
-        if !(args.rate.is_finite() && args.rate > 0.0) {
+        let cluster = cluster(&args)?;
+        let rate = args
+            .rate
+            .unwrap_or(if cluster.is_some() { 2000.0 } else { 4000.0 });
+        let phases: BTreeSet<u8> = match (&args.phases, &cluster) {
+            (Some(phases), _) => phases.iter().copied().collect(),
+            (None, Some(_)) => BTreeSet::from([1, 2, 3]),
+            (None, None) => BTreeSet::from([1, 2, 3, 4, 5, 6]),
+        };
+        if cluster.is_some() && phases.iter().any(|&p| p > 4) {
+            bail!("--phases: against a cluster only phases 1 to 4 run (5 to 8 drive one server)");
+        }
+        if !(rate.is_finite() && rate > 0.0) {
             bail!("--rate must be a positive number of messages per second");
         }
         if args.duration.is_zero() {
@@ -279,17 +364,18 @@ impl Settings {
             ServerSource::Spawn
         } else {
             ServerSource::External {
-                url: args.server,
+                url: args.server.first().cloned().unwrap_or_default(),
                 pid: args.server_pid,
             }
         };
         Ok(Settings {
             server,
+            cluster,
             baseline: args.baseline,
             relay: args.relay.map(|url| (url, args.relay_pid)),
-            phases: args.phases.into_iter().collect(),
+            phases,
             users,
-            rate: args.rate,
+            rate,
             duration: args.duration,
             senders: args.senders.min(users),
             window: args.window,

@@ -10,6 +10,7 @@
 //! put a once-a-second spike into the latencies being measured.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicU64, Ordering},
@@ -28,6 +29,7 @@ use tonic::{Code, transport::Channel};
 
 use super::{
     args::PresenceEvents,
+    cpu::Processes,
     send_stream::StreamSender,
     stats::Sink,
     target::{Target, User},
@@ -46,10 +48,14 @@ const ACK_SLOTS: u64 = 100;
 /// Registration shares this many connections: it is setup, not what is measured per user.
 const REGISTER_CONNECTIONS: usize = 8;
 
-/// A confab server reached at `url`.
+/// A confab server reached at `url`, or the nodes of a cluster.
 pub(crate) struct ConfabTarget {
-    url: String,
-    pid: Option<u32>,
+    name: &'static str,
+    /// One URL per node; users are placed round-robin in the order they are registered.
+    urls: Vec<String>,
+    processes: Processes,
+    /// Each registered user's node (index into `urls`).
+    placement: Mutex<HashMap<String, usize>>,
     presence: PresenceEvents,
     acker: Arc<Acker>,
     /// Stops the acknowledging task with the target.
@@ -60,12 +66,21 @@ impl ConfabTarget {
     /// A target at `url` whose process is `pid`. Must be called inside the runtime: it starts
     /// the acknowledging task.
     pub(crate) fn new(url: String, pid: Option<u32>) -> ConfabTarget {
+        ConfabTarget::nodes("confab", vec![url], Processes::single(pid))
+    }
+
+    /// A target named `name` (in the report) made of the nodes at `urls`, served by
+    /// `processes`. Must be called inside the runtime, and with at least one URL.
+    pub(crate) fn nodes(name: &'static str, urls: Vec<String>, processes: Processes) -> Self {
+        assert!(!urls.is_empty(), "a target needs a node");
         let stop = CancellationToken::new();
         let acker = Arc::new(Acker::default());
         tokio::spawn(acker.clone().run(stop.clone()));
         ConfabTarget {
-            url,
-            pid,
+            name,
+            urls,
+            processes,
+            placement: Mutex::default(),
             presence: PresenceEvents::Batched,
             acker,
             _stop: stop.drop_guard(),
@@ -76,6 +91,18 @@ impl ConfabTarget {
     pub(crate) fn presence(mut self, events: PresenceEvents) -> ConfabTarget {
         self.presence = events;
         self
+    }
+
+    /// The URL of `user`'s node: the first node for a user never registered here.
+    fn url_of(&self, user: &str) -> &str {
+        let node = self
+            .placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(user)
+            .copied()
+            .unwrap_or(0);
+        &self.urls[node]
     }
 }
 
@@ -109,17 +136,39 @@ impl Target for ConfabTarget {
     type User = ConfabUser;
 
     fn name(&self) -> &'static str {
-        "confab"
+        self.name
     }
 
     fn pid(&self) -> Option<u32> {
-        self.pid
+        // Memory is one process's: a cluster's is not summed.
+        match self.processes.nodes[..] {
+            [pid] => Some(pid),
+            _ => None,
+        }
+    }
+
+    fn nodes(&self) -> usize {
+        self.urls.len()
+    }
+
+    fn processes(&self) -> Processes {
+        self.processes.clone()
     }
 
     async fn register(&self, names: &[String], concurrency: usize) -> anyhow::Result<()> {
+        {
+            let mut placement = self
+                .placement
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (i, name) in names.iter().enumerate() {
+                placement.insert(name.clone(), i % self.urls.len());
+            }
+        }
+        // Accounts are cluster-wide: any node registers them.
         let mut channels = Vec::new();
-        for _ in 0..REGISTER_CONNECTIONS.min(names.len()).max(1) {
-            channels.push(api::connect(&self.url, None).await?);
+        for i in 0..REGISTER_CONNECTIONS.min(names.len()).max(1) {
+            channels.push(api::connect(&self.urls[i % self.urls.len()], None).await?);
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
@@ -150,7 +199,7 @@ impl Target for ConfabTarget {
 
     async fn connect(&self, name: &str) -> anyhow::Result<ConfabUser> {
         // Its own `Channel`, so its own TCP connection and HTTP/2 session, as a real client.
-        let channel = api::connect(&self.url, None).await?;
+        let channel = api::connect(self.url_of(name), None).await?;
         let login = login(&channel, name).await?;
         let shared = Arc::new(Shared {
             chat: api::chat(channel, &login.token)?,
@@ -168,7 +217,7 @@ impl Target for ConfabTarget {
     }
 
     fn confab_url(&self) -> Option<&str> {
-        Some(&self.url)
+        Some(&self.urls[0])
     }
 }
 
@@ -263,11 +312,23 @@ impl User for ConfabUser {
             on_event(&self.shared, &sink, e)
         })
         .await?;
-        let shared = self.shared.clone();
+        let (shared, name) = (self.shared.clone(), self.name.clone());
         let reader = tokio::spawn(async move {
-            while let Ok(Some(event)) = stream.message().await {
-                if !on_event(&shared, &sink, event) {
-                    break;
+            loop {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        if !on_event(&shared, &sink, event) {
+                            break;
+                        }
+                    }
+                    Ok(None) => {
+                        sink.stream_lost(format!("{name}'s stream closed without a reason"));
+                        break;
+                    }
+                    Err(s) => {
+                        sink.stream_lost(format!("{name}'s stream: {}", api::sentence(&s)));
+                        break;
+                    }
                 }
             }
         });

@@ -11,7 +11,10 @@
 //! - `stats.rs`: one clock, bodies that carry their scheduled send time, histograms;
 //!   `schedule.rs`: the open-loop pacer.
 //! - `proc.rs`: server memory and CPU from /proc, the open-file limit; `spawn.rs`: servers
-//!   started for the run.
+//!   started for the run; `cpu.rs`: CPU summed over every process of a server (a cluster's
+//!   nodes, PostgreSQL, NATS).
+//! - `cluster/`: several `--server` URLs or `--spawn-cluster`, with the SQLite and PostgreSQL
+//!   single nodes beside the cluster.
 //! - `soak/`: `--soak`, a long run at a steady load that watches the server's memory and open
 //!   files instead of the phases.
 //! - `streams.rs`: `--stream-rounds`, what connections that open the most streams leave behind.
@@ -22,8 +25,10 @@
 //! through `crate::server`, so it measures exactly what any other client would meet.
 
 mod args;
+mod cluster;
 mod compare;
 mod confab;
+mod cpu;
 mod phases;
 mod proc;
 mod progress;
@@ -81,6 +86,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return streams::run(&settings, rounds, streams).await;
     }
 
+    if let Some(cluster) = &settings.cluster {
+        let (targets, ratios) = cluster::run(&settings, cluster, progress).await?;
+        return print(Report {
+            machine: Machine::probe(),
+            settings,
+            targets,
+            cluster: ratios,
+        });
+    }
+
     let mut targets = Vec::new();
     let (url, pid, spawned) = match &settings.server {
         ServerSource::Spawn => {
@@ -121,11 +136,16 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         targets.push(measured?);
     }
 
-    let report = Report {
+    print(Report {
         machine: Machine::probe(),
         settings,
         targets,
-    };
+        cluster: None,
+    })
+}
+
+/// Prints `report` as a table or JSON, and beside `--compare`'s run.
+fn print(report: Report) -> anyhow::Result<()> {
     if report.settings.json {
         println!("{}", report.json());
     } else {

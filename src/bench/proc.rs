@@ -54,14 +54,62 @@ fn vm_rss_kib(status: &str) -> Option<u64> {
 
 /// `utime + stime` (fields 14 and 15) from the text of /proc/PID/stat.
 fn cpu_ticks(stat: &str) -> Option<u64> {
+    stat_fields(stat).map(|f| f.utime + f.stime)
+}
+
+/// The fields of /proc/PID/stat the CPU figures need.
+struct StatFields {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+    /// Time of children that exited and were waited for.
+    cutime: u64,
+    cstime: u64,
+}
+
+fn stat_fields(stat: &str) -> Option<StatFields> {
     // Field 2, the command name, is in parentheses and may itself hold spaces and parentheses:
     // count fields from the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state), so field n is fields[n - 3].
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    let field = |n: usize| fields.get(n - 3)?.parse().ok();
+    Some(StatFields {
+        ppid: u32::try_from(field(4)?).ok()?,
+        utime: field(14)?,
+        stime: field(15)?,
+        cutime: field(16)?,
+        cstime: field(17)?,
+    })
+}
+
+/// CPU ticks of `pid` and its children, those alive now and those it has reaped: how a server
+/// made of a parent and its worker processes (PostgreSQL) is weighed.
+///
+/// # Errors
+/// `pid` is gone or /proc is not Linux's.
+pub(crate) fn tree_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let read = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| stat_fields(&s))
+    };
+    let own = read(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let mut ticks = own.utime + own.stime + own.cutime + own.cstime;
+    for entry in std::fs::read_dir("/proc").context("reading /proc")? {
+        let Some(child) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A child that exits between the listing and the read is counted by its parent's
+        // cutime/cstime instead, once reaped.
+        if let Some(f) = read(child).filter(|f| f.ppid == pid) {
+            ticks += f.utime + f.stime + f.cutime + f.cstime;
+        }
+    }
+    Ok(ticks)
 }
 
 /// Raises the soft limit on open files to the hard limit when it is below `needed`; returns the
@@ -103,6 +151,37 @@ mod tests {
                     3 0 12345 1000000 250 18446744073709551615";
         assert_eq!(cpu_ticks(stat), Some(755));
         assert_eq!(cpu_ticks("4242 (x) S 1"), None);
+        let f = stat_fields(stat).unwrap();
+        assert_eq!((f.ppid, f.cutime, f.cstime), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_tree_counts_a_child_that_is_still_running() {
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 30",
+            ])
+            .spawn()
+            .unwrap();
+        // The child's loop burns some CPU before it sleeps; wait until it has some.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut child_ticks = 0;
+        while child_ticks == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            child_ticks = sample(child.id()).map_or(0, |s| s.cpu_ticks);
+        }
+        // Every figure only grows, so the tree read last holds at least both read before it.
+        let own = sample(std::process::id()).unwrap().cpu_ticks;
+        let tree = tree_cpu_ticks(std::process::id()).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(child_ticks > 0, "the child used no CPU");
+        assert!(
+            tree >= own + child_ticks,
+            "the child's CPU was not counted: {tree} < {own} + {child_ticks}"
+        );
+        assert!(tree_cpu_ticks(u32::MAX).is_err());
     }
 
     #[test]

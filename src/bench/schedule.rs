@@ -9,7 +9,10 @@
 //! lateness itself is recorded too ([`OpenLoop::lag`]) so a reader can tell the bench's share.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -82,11 +85,16 @@ pub(crate) async fn run(
     // A little lead so the first send is not already late when the thread starts.
     let start = Instant::now() + Duration::from_millis(5);
     let total = schedule.count_within(span);
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let stopped = stop.0.clone();
     let pacer = std::thread::Builder::new()
         .name("bench-pacer".into())
         .spawn(move || {
             let mut lag = stats::histogram();
             for i in 0..total {
+                if stopped.load(Ordering::Relaxed) {
+                    break;
+                }
                 let due = start + schedule.at(i);
                 let now = Instant::now();
                 if due > now {
@@ -102,7 +110,18 @@ pub(crate) async fn run(
     tokio::task::spawn_blocking(move || pacer.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
+    drop(stop);
     Ok(OpenLoop { issued: total, lag })
+}
+
+/// Stops the pacer when the phase is dropped half-way (an interrupted run), so the process
+/// does not wait out the phase for sends nobody measures any more.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

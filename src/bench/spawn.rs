@@ -96,12 +96,32 @@ impl Drop for Spawned {
 /// # Errors
 /// The server did not start.
 pub(crate) async fn confab() -> anyhow::Result<Spawned> {
+    serve(&[], false).await
+}
+
+/// Starts `confab serve` as [`confab`] does, with `extra` flags (`--store`, `--bus`,
+/// `--node-id`) and none of those settings taken from the environment: a node of a measured
+/// cluster, or a lone node on SQLite that must not pick up `CONFAB_STORE`.
+///
+/// # Errors
+/// The server did not start.
+pub(crate) async fn confab_node(extra: &[String]) -> anyhow::Result<Spawned> {
+    serve(extra, true).await
+}
+
+async fn serve(extra: &[String], only_flags: bool) -> anyhow::Result<Spawned> {
     let dir = temp_dir("confab")?;
     let mut command = Command::new(std::env::current_exe()?);
+    if only_flags {
+        for var in ["CONFAB_STORE", "CONFAB_BUS", "CONFAB_NODE_ID"] {
+            command.env_remove(var);
+        }
+    }
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
         .args(CONFAB_FLAGS)
+        .args(extra)
         .env(
             "RUST_LOG",
             std::env::var("CONFAB_BENCH_SERVER_LOG").unwrap_or_else(|_| "info".into()),
@@ -126,13 +146,20 @@ async fn start(mut command: Command, dir: PathBuf, announce: &str) -> anyhow::Re
     let log_path = dir.join("server.log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
-    let mut child = command
+    let spawned = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
         .kill_on_drop(true)
-        .spawn()
-        .context("starting the server process")?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            // Nothing started: the fresh directory goes with the error.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(anyhow::Error::new(e).context("starting the server process"));
+        }
+    };
     let pid = child.id().context("the server exited at once")?;
     let mut stdout = BufReader::new(child.stdout.take().context("the server's stdout")?).lines();
     let first = tokio::time::timeout(START_TIMEOUT, stdout.next_line()).await;
@@ -156,7 +183,7 @@ async fn start(mut command: Command, dir: PathBuf, announce: &str) -> anyhow::Re
 }
 
 /// A fresh directory `confab-bench-KIND-PID-NANOS` under the system temp dir.
-fn temp_dir(kind: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn temp_dir(kind: &str) -> anyhow::Result<PathBuf> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

@@ -201,6 +201,10 @@ pub(crate) struct Sink {
     ended: AtomicU64,
     /// Presence events read by every stream so far.
     presence: AtomicU64,
+    /// Streams that ended without `SessionEnded` (an error status, or closed), and the first
+    /// reason: their users silently stop receiving, which shows up as undelivered messages.
+    lost: AtomicU64,
+    first_loss: Mutex<Option<String>>,
 }
 
 impl Sink {
@@ -258,6 +262,26 @@ impl Sink {
     pub(crate) fn stray(&self) -> u64 {
         self.stray.load(Ordering::Relaxed)
     }
+
+    /// A simulated user's stream ended without `SessionEnded`, for `why`.
+    pub(crate) fn stream_lost(&self, why: String) {
+        if self.lost.fetch_add(1, Ordering::Relaxed) == 0 {
+            *self
+                .first_loss
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(why);
+        }
+    }
+
+    /// Streams lost so far, and why the first was.
+    pub(crate) fn lost(&self) -> (u64, Option<String>) {
+        let first = self
+            .first_loss
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        (self.lost.load(Ordering::Relaxed), first)
+    }
 }
 
 #[cfg(test)]
@@ -301,6 +325,15 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn the_sink_counts_lost_streams_and_keeps_the_first_reason() {
+        let sink = Sink::new();
+        assert_eq!(sink.lost(), (0, None));
+        sink.stream_lost("a's stream: first".into());
+        sink.stream_lost("b's stream: second".into());
+        assert_eq!(sink.lost(), (2, Some("a's stream: first".into())));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 
 use std::{future::Future, sync::Arc};
 
-use super::{send_stream::StreamSender, stats::Sink};
+use super::{cpu::Processes, send_stream::StreamSender, stats::Sink};
 
 /// A server the bench can drive.
 pub(crate) trait Target: Send + Sync + 'static {
@@ -22,6 +22,17 @@ pub(crate) trait Target: Send + Sync + 'static {
 
     /// The server's process id, when known: memory and CPU figures need it.
     fn pid(&self) -> Option<u32>;
+
+    /// The nodes users are spread over: the user at index i of a [`Target::register`] call
+    /// lives on node i mod `nodes()`, and phases send only between users on different nodes.
+    fn nodes(&self) -> usize {
+        1
+    }
+
+    /// Every process that serves this target, for CPU figures summed over all of them.
+    fn processes(&self) -> Processes {
+        Processes::single(self.pid())
+    }
 
     /// Makes sure an account exists for each of `names` (an existing one is fine), with at most
     /// `concurrency` requests in flight.

@@ -34,7 +34,7 @@ enum Command {
     /// Chat: log in and type commands (message, broadcast, getaddress, private, …; try help).
     Chat(chat::ChatArgs),
     /// Load-test a server with simulated users and print what it measured.
-    Bench(crate::bench::BenchArgs),
+    Bench(Box<crate::bench::BenchArgs>),
     /// Print a shell completion script (bash, zsh, fish, …) on stdout.
     Completions(generate::CompletionsArgs),
     /// Write man pages (confab.1, confab-serve.1, …) into a directory.
@@ -73,7 +73,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Register(args) => admin::register(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Chat(args) => chat::run(args).await,
-            Command::Bench(args) => crate::bench::run(args).await,
+            Command::Bench(args) => crate::bench::run(*args).await,
             Command::Completions(args) => generate::completions(args),
             Command::Man(args) => generate::man(args),
         }

@@ -4,6 +4,7 @@
 //! arrived, and the figures are consistent (percentiles ordered, counts positive).
 
 use std::{
+    path::Path,
     process::{Command, Output, Stdio},
     sync::mpsc,
     thread,
@@ -279,4 +280,328 @@ fn a_soak_too_short_for_its_samples_is_refused_before_it_starts() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--soak-sample"), "{stderr}");
+}
+
+/// Every message of a cluster run reached its recipient, on every target.
+fn assert_cluster_target(t: &Value, name: &str) {
+    assert_eq!(t["target"], name, "{t:#}");
+    assert_offered(t, "/offered");
+    for (i, path) in ["unary", "stream"].iter().enumerate() {
+        let s = &t["saturation"][i];
+        assert_eq!(s["path"], *path, "{t:#}");
+        assert!(f(s, "/delivered") > 0.0, "{s:#}");
+        assert_eq!(f(s, "/delivered"), f(s, "/sent"), "{s:#}");
+        assert_eq!(f(s, "/errors"), 0.0, "{s:#}");
+    }
+    assert_eq!(f(t, "/sessions_ended_by_server"), 0.0, "{t:#}");
+}
+
+/// `--spawn-cluster` on the suite's PostgreSQL and NATS: the SQLite node, the PostgreSQL node
+/// and a two-node cluster in one run, every message delivered, each target's CPU by part, and
+/// no figure for the servers the bench did not start.
+#[test]
+fn a_spawned_cluster_runs_beside_the_single_nodes_and_delivers_everything() {
+    let (postgres, nats) = (
+        crate::common::pg::server_url(),
+        crate::common::nats::server_url(),
+    );
+    let out = confab(&[
+        "bench",
+        "--spawn-cluster",
+        "2",
+        "--cluster-postgres",
+        &postgres,
+        "--cluster-nats",
+        &nats,
+        "--users",
+        "12",
+        "--senders",
+        "6",
+        "--window",
+        "2",
+        "--duration",
+        "1s",
+        "--rate",
+        "200",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "confab bench failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stderr}"));
+    assert_eq!(f(&report, "/settings/rate"), 200.0);
+    assert_eq!(
+        f(&report, "/settings/cluster/spawn/nodes"),
+        2.0,
+        "{report:#}"
+    );
+    let targets = report["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 3, "{report:#}");
+    for (t, name) in targets.iter().zip(["sqlite", "postgres", "cluster"]) {
+        assert_cluster_target(t, name);
+        // Phase 4 was not asked for: the cluster default is phases 1 to 3.
+        assert!(t["broadcast"].is_null(), "{t:#}");
+        assert!(f(t, "/offered/server_cpu/nodes_us") > 0.0, "{t:#}");
+    }
+    let [sqlite, postgres, cluster] = [&targets[0], &targets[1], &targets[2]];
+
+    // The lone SQLite node is the whole server: its total is known.
+    let cpu = &sqlite["offered"]["server_cpu"];
+    assert_eq!(f(cpu, "/total_us"), f(cpu, "/nodes_us"), "{cpu:#}");
+    assert!(f(sqlite, "/saturation/0/server_cpu_per_msg_us") > 0.0);
+    // PostgreSQL and NATS ran before the bench did: named as missing, never counted as zero.
+    let cpu = &postgres["saturation"][0]["server_cpu"];
+    assert_eq!(cpu["missing"], serde_json::json!(["PostgreSQL"]), "{cpu:#}");
+    assert!(
+        cpu["total_us"].is_null() && cpu["postgres_us"].is_null(),
+        "{cpu:#}"
+    );
+    let cpu = &cluster["offered"]["server_cpu"];
+    assert_eq!(
+        cpu["missing"],
+        serde_json::json!(["PostgreSQL", "NATS"]),
+        "{cpu:#}"
+    );
+    assert!(cluster["saturation"][0]["server_cpu_per_msg_us"].is_null());
+    // One node's memory is reported; the cluster's is not summed into one figure.
+    assert!(f(postgres, "/connect/rss_after_kib") > 0.0);
+    assert!(cluster["connect"]["rss_after_kib"].is_null(), "{cluster:#}");
+
+    // The ratios against the SQLite node: latency known for both, CPU not for the cluster.
+    assert!(
+        f(&report, "/cluster/cluster/offered_p99") > 0.0,
+        "{report:#}"
+    );
+    assert!(f(&report, "/cluster/postgres/unary_msgs_per_s") > 0.0);
+    assert!(report["cluster"]["cluster"]["offered_cpu"].is_null());
+}
+
+/// Several `--server` URLs are one cluster's nodes: users spread over them, every message
+/// delivered across nodes, and no CPU figure for processes the bench does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_server_urls_are_measured_as_one_cluster() {
+    let cluster = crate::cluster::TestCluster::start(3).await;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url.clone()).collect();
+    let servers = urls.join(",");
+    let out = tokio::task::spawn_blocking(move || {
+        confab(&[
+            "bench",
+            "--server",
+            &servers,
+            "--users",
+            "9",
+            "--senders",
+            "3",
+            "--window",
+            "2",
+            "--duration",
+            "1s",
+            "--rate",
+            "100",
+            "--json",
+        ])
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "confab bench failed:\n{stderr}");
+    assert!(
+        stderr.contains("CPU and memory are not available"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let targets = report["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 1, "{report:#}");
+    assert_cluster_target(&targets[0], "cluster");
+    assert!(targets[0]["offered"]["server_cpu"].is_null(), "{report:#}");
+    assert_eq!(
+        report["settings"]["cluster"]["external"]["urls"],
+        serde_json::json!(urls)
+    );
+    assert!(
+        report["cluster"].is_null(),
+        "no single nodes to compare with: {report:#}"
+    );
+
+    // Users were spread round-robin: bench00000 on n0, bench00001 on n1, … Their sessions
+    // outlive the bench's connections until the session timeout, so the cluster still lists
+    // them.
+    let listed = cluster.nodes[0]
+        .admin()
+        .await
+        .list_sessions(confab::pb::ListSessionsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    let mut placed: Vec<(String, String)> =
+        listed.into_iter().map(|s| (s.username, s.node)).collect();
+    placed.sort();
+    let expected: Vec<(String, String)> = (0..9)
+        .map(|i| (format!("bench{i:05}"), format!("n{}", i % 3)))
+        .collect();
+    assert_eq!(placed, expected);
+}
+
+#[test]
+fn bad_cluster_settings_are_refused_with_the_flag_to_change() {
+    let refused = |args: &[&str], why: &str| {
+        let out = confab(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(why), "{args:?}: no {why:?} in {stderr}");
+    };
+    refused(
+        &["bench", "--spawn-cluster", "1"],
+        "--spawn-cluster must be 2 to 16",
+    );
+    refused(
+        &["bench", "--spawn-cluster", "17"],
+        "--spawn-cluster must be 2 to 16",
+    );
+    refused(
+        &["bench", "--spawn-cluster", "3", "--phases", "1,5"],
+        "only phases 1 to 4 run",
+    );
+    refused(
+        &["bench", "--spawn-cluster", "3", "--spawn-server"],
+        "cannot be used with",
+    );
+    refused(
+        &["bench", "--spawn-cluster", "3", "--baseline"],
+        "cannot be used with",
+    );
+    refused(
+        &[
+            "bench",
+            "--cluster-postgres",
+            "postgres://x/y",
+            "--cluster-nats",
+            "nats://x",
+        ],
+        "--spawn-cluster",
+    );
+    let two = "http://127.0.0.1:1,http://127.0.0.1:2";
+    refused(
+        &["bench", "--server", two, "--server-pid", "1"],
+        "--server-pid names one process",
+    );
+    refused(&["bench", "--server", two, "--baseline"], "not a cluster");
+    refused(
+        &[
+            "bench",
+            "--server",
+            "http://127.0.0.1:1",
+            "--server",
+            "http://127.0.0.1:1",
+        ],
+        "given twice",
+    );
+    refused(
+        &[
+            "bench",
+            "--server",
+            "http://127.0.0.1:1,,http://127.0.0.1:2",
+        ],
+        "an empty URL",
+    );
+}
+
+/// Ctrl-C in the middle of `--spawn-cluster` stops the PostgreSQL and nats-server it started
+/// and removes their directory: nothing outlives the run.
+#[test]
+fn an_interrupted_cluster_run_leaves_no_server_behind() {
+    use std::io::{BufRead, BufReader};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
+        .args([
+            "bench",
+            "--spawn-cluster",
+            "2",
+            "--users",
+            "4",
+            "--phases",
+            "2",
+        ])
+        .args(["--rate", "20", "--duration", "10m"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start confab");
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The first target's measurement has begun: PostgreSQL and NATS are up.
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("sqlite 2 offered") {
+            break;
+        }
+    }
+    let prefix = format!("confab-bench-cluster-{pid}-");
+    let dirs: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    let [dir] = &dirs[..] else {
+        let _ = child.kill();
+        panic!("expected one directory {prefix}*, found {dirs:?}; stderr:\n{seen}");
+    };
+    let first_line = |p: &str| {
+        let text = std::fs::read_to_string(dir.join(p)).unwrap();
+        text.lines().next().unwrap().trim().to_owned()
+    };
+    let servers = [first_line("pg/data/postmaster.pid"), first_line("nats/pid")];
+    for server in &servers {
+        assert!(
+            Path::new(&format!("/proc/{server}")).exists(),
+            "{server} is not running"
+        );
+    }
+
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    // The phase would run for ten minutes: a run that waits it out is killed, and fails below.
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "not a prompt exit with an error: {status}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("interrupted")),
+        "stderr after the signal: {rest:?}"
+    );
+    // pg_ctl and nats.sh wait for their servers to exit; the kernel may take a moment longer to
+    // forget them once their new parent has reaped them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for server in &servers {
+        let proc_dir = format!("/proc/{server}");
+        while Path::new(&proc_dir).exists() && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !Path::new(&proc_dir).exists(),
+            "process {server} outlived the run"
+        );
+    }
+    assert!(!dir.exists(), "{} was left behind", dir.display());
 }

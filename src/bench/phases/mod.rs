@@ -23,7 +23,8 @@ use std::{
 };
 
 use super::{
-    args::Settings, proc, progress::Progress, report::TargetReport, stats::Sink, target::Target,
+    args::Settings, cpu, proc, progress::Progress, report::TargetReport, stats::Sink,
+    target::Target,
 };
 
 /// What every phase of one target works with.
@@ -40,6 +41,11 @@ impl<T: Target> Ctx<'_, T> {
     /// The server's memory and CPU now, when its pid is known and readable.
     fn server(&self) -> Option<proc::Sample> {
         self.target.pid().and_then(|pid| proc::sample(pid).ok())
+    }
+
+    /// CPU so far of every process serving the target, by part.
+    fn cpu(&self) -> Option<cpu::Ticks> {
+        self.target.processes().sample()
     }
 }
 
@@ -104,6 +110,7 @@ pub(crate) async fn run<T: Target>(
     }
     report.sessions_ended_by_server = ctx.sink.ended();
     report.stray_messages = ctx.sink.stray();
+    (report.streams_lost, report.first_stream_loss) = ctx.sink.lost();
     Ok(report)
 }
 
@@ -172,20 +179,24 @@ where
     Ok(all.into_iter().map(|(_, r)| r).collect())
 }
 
-/// Two different users out of `n` (n ≥ 2), uniformly.
-fn pair(rng: &mut impl rand::Rng, n: usize) -> (usize, usize) {
+/// Two different users out of `n` (n ≥ 2) on different nodes of `nodes`, uniformly.
+fn pair(rng: &mut impl rand::Rng, n: usize, nodes: usize) -> (usize, usize) {
     let from = rng.gen_range(0..n);
-    let mut to = rng.gen_range(0..n - 1);
-    if to >= from {
-        to += 1;
-    }
-    (from, to)
+    (from, other(rng, from, n, nodes))
 }
 
-/// A recipient for `from` out of `n` users (n ≥ 2), uniformly among the others.
-fn other(rng: &mut impl rand::Rng, from: usize, n: usize) -> usize {
-    let to = rng.gen_range(0..n - 1);
-    if to >= from { to + 1 } else { to }
+/// A recipient for `from` out of `n` users (n ≥ 2), uniformly among those on another node
+/// (user i is on node i mod `nodes`; with one node, among all the others).
+fn other(rng: &mut impl rand::Rng, from: usize, n: usize, nodes: usize) -> usize {
+    // Users 0 and 1 are on different nodes, so someone qualifies; with N nodes a draw lands on
+    // another node (N-1)/N of the time.
+    loop {
+        let to = rng.gen_range(0..n - 1);
+        let to = if to >= from { to + 1 } else { to };
+        if nodes <= 1 || to % nodes != from % nodes {
+            return to;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -198,12 +209,28 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut seen = [0u32; 5];
         for _ in 0..1000 {
-            let (from, to) = pair(&mut rng, 5);
+            let (from, to) = pair(&mut rng, 5, 1);
             assert_ne!(from, to);
             seen[to] += 1;
-            assert_ne!(other(&mut rng, from, 5), from);
+            assert_ne!(other(&mut rng, from, 5, 1), from);
         }
         assert!(seen.iter().all(|&c| c > 100), "{seen:?}");
+    }
+
+    #[test]
+    fn across_nodes_every_recipient_is_on_another_node() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut seen = [0u32; 7];
+        for _ in 0..3000 {
+            let (from, to) = pair(&mut rng, 7, 3);
+            assert_ne!(from % 3, to % 3, "{from} → {to} stay on one node");
+            seen[to] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 100), "{seen:?}");
+        // Fewer users than nodes, and the only other user on another node.
+        for from in 0..2 {
+            assert_eq!(other(&mut rng, from, 2, 3), 1 - from);
+        }
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 //! have been answered, each in a task of its own; the body carries the scheduled time, and the
 //! recipient's reader measures from it. At the end every send is awaited and the arrivals are
 //! given `--grace` to come in: anything still missing is undelivered. Phase 5 runs this twice.
+//! Against a cluster every message goes to a user on another node. The server's CPU (every
+//! process of it the bench knows) is weighed from the first send until the last arrival.
 
 use std::sync::{
     Arc,
@@ -15,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Ctx, Failures, pair};
 use crate::bench::{
+    cpu,
     report::Offered,
     schedule::{self, Schedule},
     stats::{Recorder, ns_at},
@@ -48,10 +51,11 @@ pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>, label: &str) -> anyhow::Res
         let sends = sends.clone();
         let runtime = tokio::runtime::Handle::current();
         let body_bytes = s.body_bytes;
+        let nodes = ctx.target.nodes();
         // Seeded by the run's tag: a different but reproducible-within-a-run pair sequence.
         let mut rng = StdRng::seed_from_u64(recorder.tag());
         move |i: u64, due| {
-            let (from, to) = pair(&mut rng, users.len());
+            let (from, to) = pair(&mut rng, users.len(), nodes);
             let sender = users[from].clone();
             let to = names[to].clone();
             let body = recorder.body(ns_at(due), body_bytes);
@@ -68,11 +72,13 @@ pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>, label: &str) -> anyhow::Res
             );
         }
     };
+    let cpu_before = ctx.cpu();
     let paced = schedule::run(Schedule::new(s.rate), s.duration, issue).await?;
     sends.close();
     sends.wait().await;
     let expected = paced.issued.saturating_sub(failures.count());
     recorder.wait_for(expected, s.grace).await;
+    let cpu_after = ctx.cpu();
     ticker.finish().await;
     ctx.sink.measure(None);
 
@@ -90,6 +96,7 @@ pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>, label: &str) -> anyhow::Res
         },
         latency: recorder.latency(),
         pacer_lag: paced.lag(),
+        server_cpu: cpu::per_message(cpu_before.as_ref(), cpu_after.as_ref(), delivered),
         first_error: failures.first(),
     })
 }

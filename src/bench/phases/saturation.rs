@@ -1,7 +1,9 @@
 //! Phase 3: saturation, closed loop. The first `--senders` users each keep `--window` sends
 //! outstanding to random recipients for `--duration`: as soon as one is answered the next goes.
 //! Reported: delivered messages per second, latency (send → arrival), and the server's CPU time
-//! (utime + stime from /proc) from the phase's start until the last delivery, per message.
+//! (utime + stime from /proc) from the phase's start until the last delivery, per message —
+//! summed over every process of the server the bench knows (a cluster's nodes, PostgreSQL and
+//! NATS), with each part shown too. Against a cluster recipients are on another node.
 //!
 //! Two rows, measured one after the other on the same users: unary `SendMessage` (a task per
 //! outstanding send) and, where the target has one, the streaming path `SendStream` (one
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Ctx, Failures, bench, cpu_seconds, other};
 use crate::bench::{
+    cpu,
     report::Saturation,
     stats::{Recorder, now_ns},
     target::{Target, User},
@@ -54,13 +57,15 @@ struct Load {
     sent: AtomicU64,
     stop: CancellationToken,
     names: Vec<Arc<str>>,
+    /// Recipients are on another node than their sender (see `Target::nodes`).
+    nodes: usize,
     body_bytes: usize,
 }
 
 impl Load {
     /// The next message from sender `from`: (recipient, id, body).
     fn next(&self, from: usize, seq: u64) -> (Arc<str>, String, String) {
-        let to = other(&mut rand::thread_rng(), from, self.names.len());
+        let to = other(&mut rand::thread_rng(), from, self.names.len(), self.nodes);
         let id = format!("{:016x}-{from}-{seq}", self.recorder.tag());
         (
             self.names[to].clone(),
@@ -89,6 +94,7 @@ async fn measure<T: Target>(ctx: &Ctx<'_, T>, path: Path) -> anyhow::Result<Opti
         sent: AtomicU64::new(0),
         stop: CancellationToken::new(),
         names: ctx.users.iter().map(|u| Arc::from(u.name())).collect(),
+        nodes: ctx.target.nodes(),
         body_bytes: s.body_bytes,
     });
     ctx.sink.measure(Some(load.recorder.clone()));
@@ -105,7 +111,7 @@ async fn measure<T: Target>(ctx: &Ctx<'_, T>, path: Path) -> anyhow::Result<Opti
         }
     });
 
-    let (server_before, bench_before) = (ctx.server(), bench());
+    let (server_before, bench_before) = (ctx.cpu(), bench());
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     match path {
@@ -177,7 +183,7 @@ async fn measure<T: Target>(ctx: &Ctx<'_, T>, path: Path) -> anyhow::Result<Opti
     }
     let sent = load.sent.load(Ordering::Relaxed);
     load.recorder.wait_for(sent, s.grace).await;
-    let (server_after, bench_after) = (ctx.server(), bench());
+    let (server_after, bench_after) = (ctx.cpu(), bench());
     ticker.finish().await;
     ctx.sink.measure(None);
 
@@ -186,7 +192,9 @@ async fn measure<T: Target>(ctx: &Ctx<'_, T>, path: Path) -> anyhow::Result<Opti
         cpu.filter(|_| delivered > 0)
             .map(|c| c * 1e6 / delivered as f64)
     };
-    let server_cpu_s = cpu_seconds(server_before, server_after);
+    let server_cpu = cpu::per_message(server_before.as_ref(), server_after.as_ref(), delivered);
+    // The total over every part, when none is missing.
+    let server_cpu_per_msg_us = server_cpu.as_ref().and_then(|c| c.total_us);
     Ok(Some(Saturation {
         path: path.name(),
         senders: s.senders,
@@ -197,8 +205,9 @@ async fn measure<T: Target>(ctx: &Ctx<'_, T>, path: Path) -> anyhow::Result<Opti
         errors: load.failures.count(),
         msgs_per_s: delivered_in_time as f64 / seconds,
         latency: load.recorder.latency(),
-        server_cpu_s,
-        server_cpu_per_msg_us: per_msg(server_cpu_s),
+        server_cpu_s: server_cpu_per_msg_us.map(|us| us * delivered as f64 / 1e6),
+        server_cpu_per_msg_us,
+        server_cpu,
         bench_cpu_per_msg_us: per_msg(cpu_seconds(bench_before, bench_after)),
         first_error: load.failures.first(),
     }))

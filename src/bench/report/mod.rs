@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::{args::Settings, stats::Latency};
+use super::{args::Settings, cpu::PerMessage, stats::Latency};
 
 mod table;
 
@@ -43,6 +43,8 @@ pub(crate) struct Offered {
     pub(crate) latency: Latency,
     /// How late the load generator issued sends (already inside `latency`).
     pub(crate) pacer_lag: Latency,
+    /// Server CPU from the first send until the last arrival, per delivered message.
+    pub(crate) server_cpu: Option<PerMessage>,
     pub(crate) first_error: Option<String>,
 }
 
@@ -64,6 +66,8 @@ pub(crate) struct Saturation {
     /// Server CPU (user + system) from the start of the phase until every delivery.
     pub(crate) server_cpu_s: Option<f64>,
     pub(crate) server_cpu_per_msg_us: Option<f64>,
+    /// The same by part (a cluster's nodes, PostgreSQL, NATS).
+    pub(crate) server_cpu: Option<PerMessage>,
     /// The load generator's own CPU per message over the same span (it shares the machine).
     pub(crate) bench_cpu_per_msg_us: Option<f64>,
     pub(crate) first_error: Option<String>,
@@ -151,6 +155,10 @@ pub(crate) struct TargetReport {
     pub(crate) sessions_ended_by_server: u64,
     /// Arrivals outside any measurement (late messages of an earlier phase, old inbox).
     pub(crate) stray_messages: u64,
+    /// Simulated users' streams that ended without `SessionEnded` (should be 0), and the first
+    /// one's reason.
+    pub(crate) streams_lost: u64,
+    pub(crate) first_stream_loss: Option<String>,
 }
 
 impl TargetReport {
@@ -168,6 +176,8 @@ impl TargetReport {
             join: None,
             sessions_ended_by_server: 0,
             stray_messages: 0,
+            streams_lost: 0,
+            first_stream_loss: None,
         }
     }
 
@@ -212,6 +222,9 @@ pub(crate) struct Report {
     pub(crate) machine: Machine,
     pub(crate) settings: Settings,
     pub(crate) targets: Vec<TargetReport>,
+    /// Against `--spawn-cluster`: the cluster and the PostgreSQL node beside the SQLite node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<crate::bench::cluster::Ratios>,
 }
 
 impl Report {

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{Offered, Report, TargetReport};
+use crate::bench::cpu::PerMessage;
 use crate::bench::stats::Latency;
 
 impl Report {
@@ -75,6 +76,9 @@ impl Report {
             rows.push(row(t, "of which pacing lag p99", "", |r| {
                 r.offered.as_ref().map(|o| ms(o.pacer_lag.p99_us))
             }));
+            rows.push(row(t, "server CPU / msg", "", |r| {
+                r.offered.as_ref()?.server_cpu.as_ref().map(cpu)
+            }));
         }
         if s.runs(3) {
             section(
@@ -97,9 +101,7 @@ impl Report {
                     r.saturation(path).map(|x| p50_p99(&x.latency))
                 }));
                 rows.push(row(t, &format!("{name} server CPU / msg"), target, |r| {
-                    r.saturation(path)?
-                        .server_cpu_per_msg_us
-                        .map(|c| format!("{c:.1} µs"))
+                    r.saturation(path)?.server_cpu.as_ref().map(cpu)
                 }));
                 rows.push(row(t, &format!("{name} bench CPU / msg"), "", |r| {
                     r.saturation(path)?
@@ -241,11 +243,23 @@ impl Report {
             .map(|r| format!("{}: {}", r.target, r.sessions_ended_by_server))
             .collect();
         let mut out = render(t, &rows);
+        if let Some(ratios) = &self.cluster {
+            out.push_str(&ratios.table());
+        }
         if !ended.is_empty() {
             let _ = writeln!(
                 out,
                 "\nwarning: the server ended simulated users' sessions ({})",
                 ended.join(", ")
+            );
+        }
+        for r in t.iter().filter(|r| r.streams_lost > 0) {
+            let _ = writeln!(
+                out,
+                "warning: {}: {} users' streams ended without SessionEnded, the first with: {}",
+                r.target,
+                r.streams_lost,
+                r.first_stream_loss.as_deref().unwrap_or("(no message)")
             );
         }
         for r in t {
@@ -388,6 +402,28 @@ fn p50_p99(l: &Latency) -> String {
     format!("{} / {}", ms(l.p50_us), ms(l.p99_us))
 }
 
+/// CPU per message: the total, or its parts when there are several (`?` for a part whose CPU
+/// is not known).
+fn cpu(c: &PerMessage) -> String {
+    let mut parts = vec![format!("{:.1}", c.nodes_us)];
+    for (name, us) in [("PG", c.postgres_us), ("NATS", c.nats_us)] {
+        if let Some(us) = us {
+            parts.push(format!("{us:.1} {name}"));
+        }
+    }
+    for name in &c.missing {
+        parts.push(format!("? {name}"));
+    }
+    let total = c
+        .total_us
+        .map_or_else(|| "?".to_owned(), |t| format!("{t:.1}"));
+    if parts.len() == 1 {
+        format!("{total} µs")
+    } else {
+        format!("{} = {total} µs", parts.join(" + "))
+    }
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
@@ -439,6 +475,27 @@ mod tests {
         // Columns line up: the target column starts at the same character in every line.
         let col = |l: &str, pat: &str| l[..l.find(pat).unwrap()].chars().count();
         assert_eq!(col(lines[0], "target"), col(lines[2], "p50 ≤"), "{table}");
+    }
+
+    #[test]
+    fn cpu_shows_its_parts_and_an_unknown_total() {
+        let mut c = PerMessage {
+            nodes_us: 12.0,
+            postgres_us: None,
+            nats_us: None,
+            total_us: Some(12.0),
+            missing: vec![],
+        };
+        assert_eq!(cpu(&c), "12.0 µs");
+        c.postgres_us = Some(20.0);
+        c.nats_us = Some(3.3);
+        c.total_us = Some(35.3);
+        assert_eq!(cpu(&c), "12.0 + 20.0 PG + 3.3 NATS = 35.3 µs");
+        c.postgres_us = None;
+        c.nats_us = None;
+        c.total_us = None;
+        c.missing = vec!["PostgreSQL", "NATS"];
+        assert_eq!(cpu(&c), "12.0 + ? PostgreSQL + ? NATS = ? µs");
     }
 
     #[test]
