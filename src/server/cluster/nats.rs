@@ -85,6 +85,15 @@ impl NatsBus {
                                 reconnect_tx.send_modify(|n| *n += 1);
                             }
                         }
+                        // Events the bus dropped: committed messages among them reach their
+                        // recipients at their next Subscribe only, so say so where it shows.
+                        async_nats::Event::SlowConsumer(_) => tracing::warn!(
+                            "this node fell behind the NATS bus and events for it were dropped; \
+                             direct messages among them wait in their recipients' inboxes"
+                        ),
+                        async_nats::Event::ServerError(e) => {
+                            tracing::warn!(error = %e, "the NATS server reported an error");
+                        }
                         other => tracing::debug!(event = %other, "NATS"),
                     }
                 }
