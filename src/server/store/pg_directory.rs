@@ -308,24 +308,6 @@ impl PgDirectory {
         .await
     }
 
-    /// The nodes whose lease runs past `now_ms`.
-    ///
-    /// # Errors
-    /// PostgreSQL is unreachable.
-    pub async fn nodes(&self, now_ms: i64) -> anyhow::Result<Vec<String>> {
-        with_session(&self.conn, async move |s| {
-            let rows = s
-                .client
-                .query(
-                    "SELECT name FROM nodes WHERE lease_until_ms >= $1 ORDER BY name",
-                    &[&now_ms],
-                )
-                .await?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
-        })
-        .await
-    }
-
     /// The nodes whose lease runs past `now_ms`, each with the counters it left with its last
     /// renewal (JSON), by name.
     ///
