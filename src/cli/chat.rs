@@ -61,6 +61,10 @@ pub(crate) struct ChatArgs {
     /// Accept every file offered by a user you gave your address to, without asking (bots).
     #[arg(long, env = "CONFAB_AUTO_ACCEPT_FILES")]
     auto_accept_files: bool,
+    /// Send files at most this many bytes per second (at least 8192), to leave the link to
+    /// others; unset, as fast as the path allows.
+    #[arg(long, env = "CONFAB_MAX_FILE_RATE", value_parser = clap::value_parser!(u64).range(8192..))]
+    max_file_rate: Option<u64>,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
@@ -106,6 +110,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
             download_dir: args.download_dir,
             max_file_bytes: args.max_file_bytes,
             auto_accept_files: args.auto_accept_files,
+            max_file_rate: args.max_file_rate,
             prompted,
         },
         at,

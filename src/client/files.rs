@@ -52,6 +52,8 @@ pub(crate) struct Outgoing {
 pub(crate) struct Files {
     json: bool,
     auto_accept: bool,
+    /// `--max-file-rate`: bytes per second each file is sent at, at most.
+    max_rate: Option<u64>,
     /// Draw bars: a terminal, and not `--json`.
     bars: bool,
     /// Offers waiting for the user's answer, oldest first.
@@ -66,10 +68,16 @@ pub(crate) struct Files {
 
 impl Files {
     /// `terminal`: draw bars (only if `json` is off).
-    pub(crate) fn new(json: bool, terminal: bool, auto_accept: bool) -> Files {
+    pub(crate) fn new(
+        json: bool,
+        terminal: bool,
+        auto_accept: bool,
+        max_rate: Option<u64>,
+    ) -> Files {
         Files {
             json,
             auto_accept,
+            max_rate,
             bars: terminal && !json,
             waiting: VecDeque::new(),
             running: HashMap::new(),
@@ -87,8 +95,9 @@ impl Files {
         from: &str,
         path: &Path,
     ) -> Result<FileItem, String> {
-        let file =
-            FileToSend::open(path).map_err(|e| format!("cannot send {}: {e}", path.display()))?;
+        let file = FileToSend::open(path)
+            .map_err(|e| format!("cannot send {}: {e}", path.display()))?
+            .paced(self.max_rate);
         let id = self.next_send;
         self.next_send -= 1;
         let progress = Progress::new();
@@ -345,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_bare_y_is_about_a_file_only_when_no_address_request_waits() {
-        let mut files = Files::new(false, false, false);
+        let mut files = Files::new(false, false, false, None);
         assert!(!files.answers_a_file(None, false), "nothing waits");
         assert_eq!(
             files.answer(None, true).unwrap_err(),

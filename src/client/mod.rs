@@ -62,6 +62,8 @@ pub(crate) struct Config {
     pub(crate) max_file_bytes: u64,
     /// Accept every file offer without asking (`--auto-accept-files`).
     pub(crate) auto_accept_files: bool,
+    /// Bytes per second files are sent at, at most (`--max-file-rate`); `None`: unpaced.
+    pub(crate) max_file_rate: Option<u64>,
     /// The password was typed at a prompt: a wrong one is asked for again.
     pub(crate) prompted: bool,
 }

@@ -93,7 +93,12 @@ pub(crate) async fn run(mut config: Config, at: usize, channel: Channel) -> anyh
         listener,
         consent: config.consent,
         background: JoinSet::new(),
-        files: Files::new(config.json, config.terminal, config.auto_accept_files),
+        files: Files::new(
+            config.json,
+            config.terminal,
+            config.auto_accept_files,
+            config.max_file_rate,
+        ),
         script: !config.terminal,
         failures: 0,
         names,

@@ -4,11 +4,12 @@
 //! does half the work and a transfer keeps two cores busy instead of one.
 //!
 //! Memory is the handoff's few chunks and one frame, whatever the file's size; every chunk
-//! goes out as a full frame (the last one excepted).
+//! goes out as a full frame (the last one excepted). `--max-file-rate` paces the sending thread.
 
 use std::fs::File;
 use std::io::{self, ErrorKind, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use sha2::{Digest as _, Sha256};
@@ -34,13 +35,15 @@ enum Read {
 }
 
 /// Sends the file from `offset` (the receiver holds what comes before), the checksum, and
-/// waits for the ack. `progress` follows the bytes written to the socket.
+/// waits for the ack, at most `max_rate` bytes per second if given. `progress` follows the bytes
+/// written to the socket.
 pub(super) fn stream_file(
     mut socket: std::net::TcpStream,
     mut transport: Transport,
     path: &Path,
     (size, offset): (u64, u64),
     transfer_id: &str,
+    max_rate: Option<u64>,
     progress: &Progress,
 ) -> Result<FileSent, FileError> {
     let file = File::open(path).map_err(FileError::Read)?;
@@ -50,7 +53,8 @@ pub(super) fn stream_file(
             .name("confab-file-read".into())
             .spawn_scoped(scope, move || read_and_hash(file, size, offset, producer))
             .map_err(FileError::Read)?;
-        let sent = seal_and_send(&mut socket, &mut transport, &consumer, size, progress);
+        let pace = max_rate.map(Pace::new);
+        let sent = seal_and_send(&mut socket, &mut transport, &consumer, size, pace, progress);
         // Before the scope joins the reader: on a failure this ends its wait.
         drop(consumer);
         sent
@@ -156,6 +160,7 @@ fn seal_and_send(
     transport: &mut Transport,
     chunks: &Consumer<Read>,
     size: u64,
+    mut pace: Option<Pace>,
     progress: &Progress,
 ) -> Result<[u8; 32], FileError> {
     // The frame: the 2-byte prefix, then the sealed message; sealed in place, one per transfer.
@@ -185,6 +190,36 @@ fn seal_and_send(
                 size,
             })?;
         progress.add(n as u64);
+        if let Some(pace) = &mut pace {
+            pace.sent(n as u64);
+        }
+    }
+}
+
+/// `--max-file-rate`: after each chunk, the sending thread sleeps until the bytes sent so far
+/// are due at the rate. A chunk (64 KiB) leaves whole, so at the lowest rate the CLI allows
+/// (8 KiB/s) a chunk is 8 s apart, well inside the receiver's stall deadline.
+struct Pace {
+    bytes_per_second: u64,
+    since: Instant,
+    sent: u64,
+}
+
+impl Pace {
+    fn new(bytes_per_second: u64) -> Pace {
+        Pace {
+            bytes_per_second: bytes_per_second.max(1),
+            since: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    fn sent(&mut self, n: u64) {
+        self.sent += n;
+        let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_second as f64);
+        if let Some(early) = due.checked_sub(self.since.elapsed()) {
+            std::thread::sleep(early);
+        }
     }
 }
 
@@ -228,5 +263,16 @@ mod tests {
             let decoded = FilePart::decode(encode_chunk(&data).as_slice()).unwrap();
             assert_eq!(decoded.part, Some(Piece::Chunk(data)), "length {len}");
         }
+    }
+
+    #[test]
+    fn a_paced_sender_is_never_ahead_of_its_rate() {
+        let start = Instant::now();
+        let mut pace = Pace::new(1_000_000);
+        for _ in 0..4 {
+            pace.sent(50_000);
+        }
+        // 200 000 bytes at 1 MB/s: not before 200 ms (a lower bound; a busy machine only adds).
+        assert!(start.elapsed() >= Duration::from_millis(200));
     }
 }

@@ -37,6 +37,8 @@ pub struct FileToSend {
     pub size: u64,
     /// Stable while the file is unchanged, so sending it again resumes (see `FileOffer`).
     pub transfer_id: String,
+    /// Bytes per second it is sent at, at most; `None`: as fast as the path allows.
+    pub max_rate: Option<u64>,
 }
 
 impl FileToSend {
@@ -72,8 +74,15 @@ impl FileToSend {
             name,
             size: meta.len(),
             transfer_id: hex(&id.finalize()[..16]),
+            max_rate: None,
             path,
         })
+    }
+
+    /// The same file, sent at most `max_rate` bytes per second (`None`: unpaced).
+    #[must_use]
+    pub fn paced(self, max_rate: Option<u64>) -> FileToSend {
+        FileToSend { max_rate, ..self }
     }
 }
 
@@ -196,7 +205,7 @@ pub async fn send_file(
         .map_err(FileError::Connect)?;
     let path = file.path.clone();
     let (size, offset) = (file.size, answer.offset);
-    let transfer_id = file.transfer_id.clone();
+    let (transfer_id, max_rate) = (file.transfer_id.clone(), file.max_rate);
     tokio::task::spawn_blocking(move || {
         chunks_out::stream_file(
             socket,
@@ -204,6 +213,7 @@ pub async fn send_file(
             &path,
             (size, offset),
             &transfer_id,
+            max_rate,
             &progress,
         )
     })
