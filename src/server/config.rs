@@ -109,6 +109,10 @@ pub struct Config {
     pub bus: Option<Secret>,
     /// `--node-id`: this node's name in the cluster; default [`defaults::node_id`].
     pub node_id: Option<String>,
+    /// How long a cluster node gathers its logins and logouts before publishing them to the
+    /// others in one batch. Not a flag: the presence window (`core::feed::WINDOW`); tests
+    /// lengthen it to show that delivery never waits for it.
+    pub cluster_presence_window: Duration,
     /// `--users`: the assignment's credentials file, imported at start.
     pub users_file: Option<PathBuf>,
     /// `--no-registration` clears it.
@@ -199,6 +203,7 @@ impl Config {
             store: None,
             bus: None,
             node_id: None,
+            cluster_presence_window: crate::server::core::feed::WINDOW,
             users_file: None,
             registration: true,
             admin_token_file: None,

@@ -10,7 +10,7 @@ use crate::{
     server::{
         cluster::{Cluster, check_node_id, nats::NatsBus},
         config::{Config, defaults},
-        core::{Core, feed::WINDOW},
+        core::Core,
         store::{Store, pg_directory::PgDirectory},
     },
     types::Secret,
@@ -49,6 +49,7 @@ pub async fn start(
     store: Arc<dyn Store>,
     admin_token: Secret,
 ) -> anyhow::Result<Arc<Core>> {
+    let presence_window = config.cluster_presence_window;
     let node = config
         .node_id
         .clone()
@@ -92,7 +93,10 @@ pub async fn start(
             }
         }
     });
-    tokio::spawn(Cluster::publish_presence(Arc::downgrade(&cluster), WINDOW));
+    tokio::spawn(Cluster::publish_presence(
+        Arc::downgrade(&cluster),
+        presence_window,
+    ));
     tokio::spawn(lease(weak, cluster.lease_tick()));
     tracing::info!(node, cluster = cluster_id, "joined the cluster");
     Ok(core)

@@ -63,19 +63,13 @@ pub fn subscribe(
             yield Err(Error::from(e).into());
             return;
         }
+        // The highest seq shown: the replay's, then the live messages'.
         let mut last = resume_after;
         loop {
-            let (store, user) = (core.store.clone(), session.user_id());
-            let after = last;
-            let page = tokio::task::spawn_blocking(move || store.inbox_page(user, after, REPLAY_PAGE)).await;
-            let page = match page {
-                Ok(Ok(page)) => page,
-                Ok(Err(e)) => {
-                    yield Err(Error::from(e).into());
-                    return;
-                }
+            let page = match inbox_page(&core, &session, last).await {
+                Ok(page) => page,
                 Err(e) => {
-                    yield Err(Error::Internal(e.into()).into());
+                    yield Err(e);
                     return;
                 }
             };
@@ -116,14 +110,62 @@ pub fn subscribe(
                     }
                 }
             }
-            if let Some(item) = item
-                && (item.seq == 0 || item.seq > last)
-            {
+            let Some(item) = item else { continue };
+            if item.seq == 0 {
                 yield Ok(item.event);
+                continue;
             }
+            if item.seq <= last {
+                // Shown already: in the replay, or by a gap read below.
+                continue;
+            }
+            // Messages are shown in seq order, so a client's cumulative acknowledgement never
+            // covers one it has not seen. On one node they arrive in order; in a cluster a
+            // message from another node can arrive after a later one, or not at all (the bus
+            // may drop it): whatever lies between is committed (seqs are allocated in commit
+            // order), so it is read from the store and shown first.
+            while item.seq > last + 1 {
+                let page = match inbox_page(&core, &session, last).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                };
+                let full = page.len() == REPLAY_PAGE;
+                let mut reached = false;
+                for row in page {
+                    if row.seq >= item.seq {
+                        reached = true;
+                        break;
+                    }
+                    last = row.seq;
+                    yield Ok(wire::direct(row.seq, &row.sender, &row.body, &row.message_id, row.sent_ms));
+                }
+                // Not in the store (acknowledged, or a seq never committed): nothing to show.
+                if reached || !full {
+                    break;
+                }
+            }
+            last = item.seq;
+            yield Ok(item.event);
         }
         if let Some(reason) = session.end_reason().filter(|_| !session.replaced(generation)) {
             yield Ok(wire::session_ended(reason));
         }
+    }
+}
+
+/// Up to [`REPLAY_PAGE`] of `session`'s stored messages after seq `after`, in seq order.
+async fn inbox_page(
+    core: &Core,
+    session: &Session,
+    after: u64,
+) -> Result<Vec<crate::server::store::InboxRow>, Status> {
+    let (store, user) = (core.store.clone(), session.user_id());
+    match tokio::task::spawn_blocking(move || store.inbox_page(user, after, REPLAY_PAGE)).await {
+        Ok(Ok(page)) => Ok(page),
+        Ok(Err(e)) => Err(Error::from(e).into()),
+        Err(e) => Err(Error::Internal(e.into()).into()),
     }
 }

@@ -104,6 +104,10 @@ pub struct DirectBatch {
     /// In commit order.
     #[prost(message, repeated, tag = "1")]
     pub messages: Vec<Direct>,
+    /// Sent where the directory, not the sender's mirror, placed the recipients: a node that
+    /// does not hold them either does not look them up again.
+    #[prost(bool, tag = "2")]
+    pub looked_up: bool,
 }
 
 /// One committed direct message.

@@ -66,11 +66,14 @@ pub struct Cluster {
     asks: Mutex<HashMap<String, String>>,
     /// How long a lease lasts: a node silent for this long is taken for dead.
     lease: Duration,
+    /// The runtime the node started on: [`Cluster::look_up_and_send`] is called from the
+    /// writer's thread, which has none.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Cluster {
     /// Joins the cluster through `bus` and `directory`; `session_timeout` bounds how long a
-    /// dead node's users may still look online.
+    /// dead node's users may still look online. Called on the runtime the node runs on.
     pub fn new(bus: Arc<dyn Bus>, directory: PgDirectory, session_timeout: Duration) -> Self {
         Cluster {
             bus,
@@ -83,6 +86,7 @@ impl Cluster {
             // users are gone within the timeout, and a node must miss three renewals in a row
             // (a long stall) before the others take it for dead.
             lease: (session_timeout * 2 / 3).max(Duration::from_millis(400)),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -214,6 +218,50 @@ impl Cluster {
     /// The user's session on another node, if it has one.
     pub fn remote_session(&self, user: UserId) -> Option<RemoteSession> {
         self.remote.get(user)
+    }
+
+    /// Sends committed `messages` whose recipients the mirror cannot place (a login elsewhere
+    /// not announced yet: presence travels once per window) to the nodes the directory names,
+    /// in the background. The directory is read after the commit, and a login claims its entry
+    /// before its `Subscribe` replays the inbox, so each recipient either is found here or will
+    /// find the message in its replay. Recipients on this node or on no node are left to that
+    /// replay; a failed lookup leaves every message in its inbox, as a bus that lost it would.
+    pub fn look_up_and_send(self: &Arc<Self>, messages: Vec<bus::Direct>) {
+        let cluster = self.clone();
+        self.runtime.spawn(async move {
+            let mut users: Vec<UserId> = messages.iter().map(|m| m.recipient).collect();
+            users.sort_unstable();
+            users.dedup();
+            let entries = match cluster.directory.sessions_of(users).await {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::warn!(
+                        "could not look up where recipients are; their messages wait in their inboxes: {e:#}"
+                    );
+                    return;
+                }
+            };
+            let at: HashMap<UserId, String> = entries
+                .into_iter()
+                .filter(|e| e.node != cluster.node())
+                .map(|e| (e.user, e.node))
+                .collect();
+            let mut by_node: HashMap<&str, Vec<bus::Direct>> = HashMap::new();
+            for m in messages {
+                if let Some(node) = at.get(&m.recipient) {
+                    by_node.entry(node).or_default().push(m);
+                }
+            }
+            for (node, messages) in by_node {
+                cluster.publish(
+                    Route::Node(node.to_owned()),
+                    Event::new(Kind::Direct(bus::DirectBatch {
+                        messages,
+                        looked_up: true,
+                    })),
+                );
+            }
+        });
     }
 }
 

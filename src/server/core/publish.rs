@@ -41,32 +41,48 @@ impl Deliver for ClusterDeliver {
     fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool> {
         let mut live = self.local.deliver(batch);
         let mut by_node: HashMap<String, Vec<bus::Direct>> = HashMap::new();
+        let mut unplaced = Vec::new();
         for (m, live) in batch.iter().zip(live.iter_mut()) {
             if *live {
                 continue;
             }
-            let Some(there) = self.cluster.remote_session(m.recipient) else {
+            if m.duplicate {
+                // A resend: the recipient has, or will get, the first copy.
+                *live = self.cluster.remote_session(m.recipient).is_some();
                 continue;
+            }
+            let direct = bus::Direct {
+                recipient: m.recipient,
+                from: m.from.to_owned(),
+                seq: m.seq,
+                message_id: m.message_id.to_owned(),
+                body: m.body.to_owned(),
+                sent_ms: m.sent_ms,
             };
-            // Told "delivered" as for a local stream: the recipient is online and its node
-            // gets the message now (or, if the bus loses it, at the next Subscribe).
-            *live = true;
-            if !m.duplicate {
-                by_node.entry(there.node).or_default().push(bus::Direct {
-                    recipient: m.recipient,
-                    from: m.from.to_owned(),
-                    seq: m.seq,
-                    message_id: m.message_id.to_owned(),
-                    body: m.body.to_owned(),
-                    sent_ms: m.sent_ms,
-                });
+            match self.cluster.remote_session(m.recipient) {
+                Some(there) => {
+                    // Told "delivered" as for a local stream: the recipient is online and its
+                    // node gets the message now (or, if the bus loses it, at the next
+                    // Subscribe or the next message's gap).
+                    *live = true;
+                    by_node.entry(there.node).or_default().push(direct);
+                }
+                // Offline, or logged in elsewhere a moment ago: the directory knows which.
+                // Told "stored"; pushed live all the same if the directory finds the session.
+                None => unplaced.push(direct),
             }
         }
         for (node, messages) in by_node {
             self.cluster.publish(
                 Route::Node(node),
-                Event::new(Kind::Direct(bus::DirectBatch { messages })),
+                Event::new(Kind::Direct(bus::DirectBatch {
+                    messages,
+                    looked_up: false,
+                })),
             );
+        }
+        if !unplaced.is_empty() {
+            self.cluster.look_up_and_send(unplaced);
         }
         live
     }

@@ -36,11 +36,24 @@ impl Core {
         }
         match kind {
             Kind::Direct(batch) => {
+                let mut elsewhere = Vec::new();
                 for m in batch.messages {
-                    if let Some(s) = self.sessions.by_user(m.recipient) {
-                        let event = wire::direct(m.seq, &m.from, &m.body, &m.message_id, m.sent_ms);
-                        s.push(Outbound::stored(m.seq, event));
+                    match self.sessions.by_user(m.recipient) {
+                        Some(s) => {
+                            let event =
+                                wire::direct(m.seq, &m.from, &m.body, &m.message_id, m.sent_ms);
+                            s.push(Outbound::stored(m.seq, event));
+                        }
+                        // The sender's mirror was behind: the recipient moved to another
+                        // node. The directory says where, once.
+                        None if !batch.looked_up => elsewhere.push(m),
+                        None => {}
                     }
+                }
+                if !elsewhere.is_empty()
+                    && let Some(cluster) = &self.cluster
+                {
+                    cluster.look_up_and_send(elsewhere);
                 }
             }
             Kind::Presence(batch) => {

@@ -308,6 +308,24 @@ impl PgDirectory {
         .await
     }
 
+    /// The sessions of `users`, wherever they are.
+    ///
+    /// # Errors
+    /// PostgreSQL is unreachable.
+    pub async fn sessions_of(&self, users: Vec<UserId>) -> anyhow::Result<Vec<Entry>> {
+        with_session(&self.conn, async |s| {
+            let rows = s
+                .client
+                .query(
+                    &format!("SELECT {COLUMNS} FROM sessions WHERE user_id = ANY($1)"),
+                    &[&users],
+                )
+                .await?;
+            Ok(rows.iter().map(entry).collect())
+        })
+        .await
+    }
+
     /// The nodes whose lease runs past `now_ms`, each with the counters it left with its last
     /// renewal (JSON), by name.
     ///

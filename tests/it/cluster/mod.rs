@@ -45,6 +45,8 @@ pub async fn message(s: &mut Session) -> pb::DirectMessage {
 /// A cluster of in-process nodes.
 pub struct TestCluster {
     pub nodes: Vec<TestServer>,
+    /// The database's URL.
+    pub db: String,
 }
 
 impl TestCluster {
@@ -61,7 +63,7 @@ impl TestCluster {
         for i in 0..n {
             nodes.push(node(&db, &bus, &format!("n{i}"), &f).await);
         }
-        TestCluster { nodes }
+        TestCluster { nodes, db }
     }
 }
 
