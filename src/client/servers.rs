@@ -69,6 +69,26 @@ impl Servers {
         (at + 1) % self.0.len()
     }
 
+    /// Connects to the first server that answers after `at`, in order, up to (not including)
+    /// `first`, where the round began; its place in the list and the channel.
+    pub(crate) async fn connect_next(
+        &self,
+        at: usize,
+        first: usize,
+        ca: Option<&Path>,
+    ) -> Option<(usize, Channel)> {
+        let mut next = self.after(at);
+        while next != first {
+            if let Ok(endpoint) = api::endpoint(self.url(next), ca)
+                && let Ok(channel) = endpoint.connect().await
+            {
+                return Some((next, channel));
+            }
+            next = self.after(next);
+        }
+        None
+    }
+
     /// Connects to the first server that answers, in order; its place in the list and the
     /// channel.
     ///

@@ -54,7 +54,7 @@ pub(crate) async fn run(mut config: Config, at: usize, channel: Channel) -> anyh
             ..FileLimits::default()
         },
     );
-    let live = first_login(&mut config, at, &channel, &listener).await?;
+    let (live, at, channel) = first_login(&mut config, at, channel, &listener).await?;
     let live = Arc::new(live);
     let names = Names::default();
     let (lines, sink) = if config.terminal {
@@ -109,20 +109,37 @@ pub(crate) async fn run(mut config: Config, at: usize, channel: Channel) -> anyh
 }
 
 /// The first login. A wrong password typed at a prompt is asked for again, as often as the
-/// server allows before its lockout (which then ends it, with the server's sentence); a
-/// connection that fails is said in one sentence.
+/// server allows before its lockout (which then ends it, with the server's sentence); a node
+/// of a `--server` list that cannot serve now (`UNAVAILABLE`: its database is down, it is
+/// draining) hands over to the next one that answers; a connection that fails is said in one
+/// sentence. The login, and where it was made.
 async fn first_login(
     config: &mut Config,
-    at: usize,
-    channel: &Channel,
+    mut at: usize,
+    mut channel: Channel,
     listener: &PeerListener,
-) -> anyhow::Result<Live> {
+) -> anyhow::Result<(Live, usize, Channel)> {
+    let first = at;
     let mut asked = 1;
     loop {
-        let status = match login(channel, at, &config.credentials, listener, 1).await {
-            Ok(live) => return Ok(live),
+        let status = match login(&channel, at, &config.credentials, listener, 1).await {
+            Ok(live) => return Ok((live, at, channel)),
             Err(status) => status,
         };
+        let servers = &config.credentials.servers;
+        if status.code() == Code::Unavailable
+            && let Some((next, next_channel)) =
+                servers.connect_next(at, first, config.ca.as_deref()).await
+        {
+            eprintln!(
+                "{} cannot log you in now ({}); trying {}",
+                servers.url(at),
+                api::sentence(&status),
+                servers.url(next)
+            );
+            (at, channel) = (next, next_channel);
+            continue;
+        }
         if config.prompted && status.code() == Code::Unauthenticated && asked < MAX_PROMPTS {
             eprintln!("{}", api::sentence(&status));
             let prompt = format!("password for {}: ", config.credentials.user);

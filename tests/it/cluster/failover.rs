@@ -2,7 +2,8 @@
 //! its node is killed it logs in at the next node of its list by itself and resumes after what
 //! it showed, so every acknowledged message is shown exactly once; a message typed while no node
 //! answers goes out when one does; a node drained with SIGTERM sends its chats on too; a list
-//! whose first node is down at start works, one where none answers says so; a session ended on
+//! whose first node is down at start works, as does one whose first node answers but cannot log
+//! anybody in; one where none answers says so; a session ended on
 //! purpose is not taken for a dead node.
 
 use std::{
@@ -293,6 +294,39 @@ async fn a_first_node_that_is_down_at_start_is_skipped() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("\"type\":\"whoami\""), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_node_that_answers_but_cannot_log_in_hands_over_to_the_next() {
+    // Node a answers but cannot serve: its PostgreSQL is down, so logins are UNAVAILABLE.
+    let private = tokio::task::spawn_blocking(pg::private_server)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = pg::fresh_database_on(&private.url);
+    let bus = nats::server_url();
+    let args = ["--store", &db, "--bus", &bus, "--node-id", "a"];
+    let a = chat_server(dir.path(), "127.0.0.1:0", &args).await;
+    a.register("alice").await;
+    let private = tokio::task::spawn_blocking(move || {
+        private.stop();
+        private
+    })
+    .await
+    .unwrap();
+    let refused = login_at(&a.url, "alice", PASSWORD, None).await.err();
+    assert_eq!(refused.map(|s| s.code()), Some(tonic::Code::Unavailable));
+
+    let mut cluster = Cluster::new();
+    let b = cluster.node("b").await;
+    b.register("alice").await;
+    let mut alice = Chat::spawn_at(&list(&[&a.url, &b.url]), "alice", &[], &[]).await;
+    alice.expect_type("connected").await;
+    b.wait_for_session("alice", "a session at b", |_| true)
+        .await;
+    let (code, alice) = alice.finish().await;
+    assert_eq!(code, 0, "{}", alice.dump());
+    drop(private);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
