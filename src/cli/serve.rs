@@ -36,9 +36,15 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CONFAB_STORE", hide_env_values = true)]
     store: Option<String>,
     /// Make this server a node of a cluster: the NATS server that carries events between the
-    /// nodes (nats://host:4222). Needs --store postgres://… shared by every node.
+    /// nodes (nats://host:4222; nats://user:password@host:4222 or nats://token@host:4222 when
+    /// it asks for credentials; tls://host:4222 for TLS). Needs --store postgres://… shared by
+    /// every node.
     #[arg(long, env = "CONFAB_BUS", hide_env_values = true, value_name = "URL")]
     bus: Option<String>,
+    /// The CA certificate (PEM) the NATS server's certificate is checked against, when a
+    /// private CA signed it; implies TLS on the bus.
+    #[arg(long, env = "CONFAB_BUS_CA", value_name = "FILE", requires = "bus")]
+    bus_ca: Option<PathBuf>,
     /// This node's name in the cluster (letters, digits, '-', '_'); default: the host name and
     /// the port.
     #[arg(long, env = "CONFAB_NODE_ID", value_name = "NAME")]
@@ -156,6 +162,7 @@ impl ServeArgs {
         let mut c = Config::new(self.listen, self.data_dir);
         c.store = self.store.map(Secret::new);
         c.bus = self.bus.map(Secret::new);
+        c.bus_ca = self.bus_ca;
         c.node_id = self.node_id;
         c.users_file = self.users;
         c.registration = !self.no_registration;

@@ -107,6 +107,9 @@ pub struct Config {
     /// `--bus`: a `nats://` URL making this server a node of a cluster (needs `store`);
     /// `None`: a lone server. A secret, since the URL may carry credentials.
     pub bus: Option<Secret>,
+    /// `--bus-ca`: the CA certificate(s) the NATS server's certificate must chain to, for a
+    /// bus on TLS with a private CA; `None`: the system's roots, TLS only if the URL asks.
+    pub bus_ca: Option<PathBuf>,
     /// `--node-id`: this node's name in the cluster; default [`defaults::node_id`].
     pub node_id: Option<String>,
     /// How long a cluster node gathers its logins and logouts before publishing them to the
@@ -202,6 +205,7 @@ impl Config {
             data_dir,
             store: None,
             bus: None,
+            bus_ca: None,
             node_id: None,
             cluster_presence_window: crate::server::core::feed::WINDOW,
             users_file: None,

@@ -56,7 +56,8 @@ pub async fn start(
         .unwrap_or_else(|| defaults::node_id(config.listen));
     let directory = PgDirectory::open(config.store.as_ref().expect("checked").expose())?;
     let cluster_id = directory.cluster_id().await?;
-    let (bus, incoming) = NatsBus::connect(url, &cluster_id, &node).await?;
+    let (bus, incoming) =
+        NatsBus::connect(url, config.bus_ca.as_deref(), &cluster_id, &node).await?;
     let cluster = Arc::new(Cluster::new(
         Arc::new(bus),
         directory,
