@@ -70,6 +70,8 @@ pub enum Notice {
         id: String,
         /// The requester's name.
         from: Arc<str>,
+        /// The requester's session: a grant ends with it.
+        from_session: u64,
         /// The requester's public key, to allow on the target's listener.
         from_key: Vec<u8>,
         /// When the request times out, Unix ms.
@@ -225,6 +227,7 @@ impl Consent {
             to: to.clone(),
             id: id.clone(),
             from: from.name.clone(),
+            from_session: from.session,
             from_key: from_key.to_vec(),
             expires_at_ms: now_ms + self.limits.timeout.as_millis() as i64,
         };
@@ -424,6 +427,7 @@ mod tests {
                 to: bob(),
                 id: id.clone(),
                 from: "alice".into(),
+                from_session: alice().session,
                 from_key: b"alice-key".to_vec(),
                 expires_at_ms: 1_000 + TIMEOUT.as_millis() as i64,
             }]

@@ -83,7 +83,7 @@ pub enum Kind {
     Kick(SessionRef),
     /// A session ended: grants and requests involving it end on every node.
     #[prost(message, tag = "6")]
-    Ended(SessionRef),
+    Ended(Ended),
     /// A block was added or removed.
     #[prost(message, tag = "7")]
     Block(BlockChange),
@@ -190,9 +190,38 @@ pub struct Notice {
     /// The `confab.v1.Event`, encoded.
     #[prost(bytes = "bytes", tag = "3")]
     pub event: bytes::Bytes,
-    /// For an address request: its id, so the target's node can route the answer back.
-    #[prost(string, tag = "4")]
+    /// For an address request: who asked, so the target's node can route the answer back.
+    #[prost(message, optional, tag = "4")]
+    pub asked: Option<Asked>,
+}
+
+/// An address request made on another node, as the target's node needs it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Asked {
+    /// The request's id.
+    #[prost(string, tag = "1")]
     pub request_id: String,
+    /// The requester's session (epoch): a grant ends with it.
+    #[prost(uint64, tag = "2")]
+    pub requester_session: u64,
+    /// The requester's name.
+    #[prost(string, tag = "3")]
+    pub requester: String,
+}
+
+/// A session that ended.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Ended {
+    /// The user.
+    #[prost(int64, tag = "1")]
+    pub user: i64,
+    /// The session's epoch.
+    #[prost(uint64, tag = "2")]
+    pub epoch: u64,
+    /// Its node died, and the node that noticed says so on its behalf: grants that node
+    /// held for the session's user were not revoked by it.
+    #[prost(bool, tag = "3")]
+    pub node_died: bool,
 }
 
 /// A broadcast.

@@ -27,6 +27,7 @@ use self::{
     bus::{Bus, Event, Kind, PresenceBatch, PresenceChange, Route},
     remote::{Remote, RemoteSession},
 };
+use super::consent::Party;
 use super::store::{
     UserId,
     pg_directory::{Entry, PgDirectory, Replaced},
@@ -62,8 +63,10 @@ pub struct Cluster {
     presence: Mutex<Vec<PresenceChange>>,
     presence_due: Arc<Notify>,
     /// Address requests made on other nodes to this node's sessions: request id → the node
-    /// holding the request, so an answer given here can be sent there.
-    asks: Mutex<HashMap<String, String>>,
+    /// holding the request and the request, so an answer given here can be sent there.
+    asks: Mutex<HashMap<String, (String, bus::Asked)>>,
+    /// Grants this node's sessions gave to sessions elsewhere, by the requester's session.
+    granted: Mutex<HashMap<u64, Vec<(Party, String)>>>,
     /// How long a lease lasts: a node silent for this long is taken for dead.
     lease: Duration,
     /// The runtime the node started on: [`Cluster::look_up_and_send`] is called from the
@@ -82,6 +85,7 @@ impl Cluster {
             presence: Mutex::default(),
             presence_due: Arc::default(),
             asks: Mutex::default(),
+            granted: Mutex::default(),
             // Two thirds of the session timeout, renewed every quarter of it: a dead node's
             // users are gone within the timeout, and a node must miss three renewals in a row
             // (a long stall) before the others take it for dead.
@@ -195,24 +199,51 @@ impl Cluster {
         }
     }
 
-    /// Remembers that request `id`, held by `node`, was put to a session here.
-    pub fn asked(&self, id: String, node: String) {
+    /// Remembers that request `asked`, held by `node`, was put to a session here.
+    pub fn asked(&self, asked: bus::Asked, node: String) {
         let mut asks = self.asks.lock().unwrap_or_else(|p| p.into_inner());
         // Bounded: requests time out, and a node asks at most a few per target; forget the
         // oldest beyond a generous cap rather than grow.
         if asks.len() > 100_000 {
             asks.clear();
         }
-        asks.insert(id, node);
+        asks.insert(asked.request_id.clone(), (node, asked));
     }
 
-    /// The node holding request `id`, if it was made elsewhere.
-    pub fn asked_on(&self, id: &str) -> Option<String> {
+    /// The node holding request `id` and the request, if it was made elsewhere.
+    pub fn asked_on(&self, id: &str) -> Option<(String, bus::Asked)> {
         self.asks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// `target`, a session here, granted its address to `asked`'s requester on another node.
+    /// That node holds the grant and revokes it when the requester's session ends; if the node
+    /// dies instead, this record lets the target be told ([`Cluster::requester_ended`]).
+    pub fn granted(&self, asked: &bus::Asked, target: Party) {
+        let mut granted = self.granted.lock().unwrap_or_else(|p| p.into_inner());
+        if granted.len() > 100_000 {
+            granted.clear();
+        }
+        granted
+            .entry(asked.requester_session)
+            .or_default()
+            .push((target, asked.requester.clone()));
+    }
+
+    /// Session `epoch` ended somewhere else: forgets the grants made to it from here and, if
+    /// its node died (so nobody revoked them), returns them: (the target here, the requester's
+    /// name).
+    pub fn requester_ended(&self, epoch: u64, node_died: bool) -> Vec<(Party, String)> {
+        let gone = self
+            .granted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&epoch)
+            .unwrap_or_default();
+        if node_died { gone } else { Vec::new() }
     }
 
     /// The user's session on another node, if it has one.

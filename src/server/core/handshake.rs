@@ -8,6 +8,7 @@ use crate::{
     now_ms,
     server::{
         accounts::Account,
+        cluster::bus,
         consent::{Address, Notice, Party, Requested},
         error::{Error, Result},
         wire,
@@ -123,17 +124,23 @@ impl Core {
                     to,
                     id,
                     from,
+                    from_session,
                     from_key,
                     expires_at_ms,
                 } => {
                     let event = wire::address_requested(id.clone(), &from, from_key, expires_at_ms);
-                    (to, event, Some(id))
+                    let asked = bus::Asked {
+                        request_id: id,
+                        requester_session: from_session,
+                        requester: from.to_string(),
+                    };
+                    (to, event, Some(asked))
                 }
                 Notice::Granted { to, grant } => (to, wire::address_granted(&grant), None),
                 Notice::Denied { to, by, why } => (to, wire::address_denied(&by, why), None),
                 Notice::Revoked { to, with } => (to, wire::address_revoked(&with), None),
             };
-            self.push_to(&to, event, request.as_deref());
+            self.push_to(&to, event, request);
         }
     }
 }

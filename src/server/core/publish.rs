@@ -118,9 +118,10 @@ impl Core {
         let Some(cluster) = &self.cluster else { return };
         cluster.publish(
             Route::Others,
-            Event::new(Kind::Ended(bus::SessionRef {
+            Event::new(Kind::Ended(bus::Ended {
                 user: session.user_id(),
                 epoch: session.id,
+                node_died: false,
             })),
         );
         if matches!(
@@ -145,9 +146,9 @@ impl Core {
         }
     }
 
-    /// Pushes `event` to `to`'s session wherever it is: here, or through the bus. `request_id`
+    /// Pushes `event` to `to`'s session wherever it is: here, or through the bus. `asked`
     /// names an address request, whose answer must find its way back here.
-    pub(super) fn push_to(&self, to: &Party, event: EncodedEvent, request_id: Option<&str>) {
+    pub(super) fn push_to(&self, to: &Party, event: EncodedEvent, asked: Option<bus::Asked>) {
         if let Some(session) = self.sessions.by_user(to.user) {
             if session.id == to.session {
                 session.push(Outbound::now(event));
@@ -167,7 +168,7 @@ impl Core {
                 user: to.user,
                 session: to.session,
                 event: event.bytes().clone(),
-                request_id: request_id.unwrap_or_default().to_owned(),
+                asked,
             })),
         );
     }
@@ -188,7 +189,7 @@ impl Core {
                 user,
                 session: there.epoch,
                 event: event.bytes().clone(),
-                request_id: String::new(),
+                asked: None,
             })),
         );
     }
@@ -219,10 +220,13 @@ impl Core {
         let Some(cluster) = &self.cluster else {
             return false;
         };
-        let Some(node) = cluster.asked_on(id) else {
+        let Some((node, asked)) = cluster.asked_on(id) else {
             return false;
         };
         let p = party(me);
+        if accept {
+            cluster.granted(&asked, p.clone());
+        }
         cluster.publish(
             Route::Node(node),
             Event::new(Kind::Answer(bus::Answer {

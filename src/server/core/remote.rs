@@ -65,10 +65,10 @@ impl Core {
                 if let Some(s) = self.sessions.by_user(n.user)
                     && (n.session == 0 || s.id == n.session)
                 {
-                    if !n.request_id.is_empty()
+                    if let Some(asked) = n.asked
                         && let Some(c) = &self.cluster
                     {
-                        c.asked(n.request_id, envelope.from);
+                        c.asked(asked, envelope.from);
                     }
                     s.push(Outbound::now(EncodedEvent::new(n.event)));
                 }
@@ -96,9 +96,7 @@ impl Core {
                     self.end_session(&s, EndReason::Kicked);
                 }
             }
-            Kind::Ended(e) => {
-                self.notify(self.consent.session_ended(e.epoch));
-            }
+            Kind::Ended(e) => self.remote_session_ended(e.epoch, e.node_died),
             Kind::Block(b) => {
                 if b.added {
                     self.blocks.add(b.blocker, b.blocked);
@@ -165,6 +163,16 @@ impl Core {
         }
     }
 
+    /// Session `epoch` on another node ended (with that node, if `node_died`): its requests
+    /// and grants held here end, and so do grants given from here that its node held.
+    fn remote_session_ended(&self, epoch: u64, node_died: bool) {
+        self.notify(self.consent.session_ended(epoch));
+        let Some(cluster) = &self.cluster else { return };
+        for (target, requester) in cluster.requester_ended(epoch, node_died) {
+            self.push_to(&target, wire::address_revoked(&requester), None);
+        }
+    }
+
     /// Sessions of a node that died (or of this node's previous life) that this node took out
     /// of the directory: every node forgets them, as if each had logged out.
     pub fn sessions_gone(&self, entries: Vec<Entry>) {
@@ -179,10 +187,11 @@ impl Core {
                 peer: None,
                 remote: e.remote.clone(),
             });
-            self.notify(self.consent.session_ended(e.epoch));
-            self.publish(Kind::Ended(bus::SessionRef {
+            self.remote_session_ended(e.epoch, true);
+            self.publish(Kind::Ended(bus::Ended {
                 user: e.user,
                 epoch: e.epoch,
+                node_died: true,
             }));
             self.remote_presence(&e.node, changes.last().expect("pushed").clone());
         }

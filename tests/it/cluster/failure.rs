@@ -1,12 +1,12 @@
 //! Nodes stopping and dying: a clean stop takes its users offline for the others at once; a
-//! SIGKILL loses no acknowledged message, and its users go offline for the others within the
-//! session timeout.
+//! SIGKILL loses no acknowledged message, and its users go offline for the others (and their
+//! grants end) within the session timeout.
 
 use std::collections::HashSet;
 
-use confab::pb;
+use confab::pb::{self, event::Kind};
 
-use super::TestCluster;
+use super::{TestCluster, next_not_presence};
 use crate::common::{nats, pg, process::ServerProcess, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +69,17 @@ async fn a_killed_node_loses_no_acknowledged_message_and_its_users_go_offline() 
     bob.subscribe(0).await;
     bob.backlog().await;
     assert_eq!(alice.presence().await, ("bob".into(), pb::Presence::Online));
+    // Bob holds alice's address, a grant his node keeps.
+    let id = bob.request_address("alice").await.unwrap().request_id;
+    assert!(matches!(
+        next_not_presence(&mut alice, "bob's request").await,
+        Kind::AddressRequested(_)
+    ));
+    alice.respond(&id, true).await.unwrap();
+    assert!(matches!(
+        next_not_presence(&mut bob, "the grant").await,
+        Kind::AddressGranted(_)
+    ));
 
     // Numbered messages from alice to bob; bob's node is killed half-way.
     let mut acknowledged = Vec::new();
@@ -83,11 +94,24 @@ async fn a_killed_node_loses_no_acknowledged_message_and_its_users_go_offline() 
             Err(e) => panic!("the surviving node refused a send: {e:?}"),
         }
     }
-    // Bob's node stopped renewing its lease: alice sees him go within the session timeout.
-    loop {
-        let (who, presence) = alice.presence().await;
-        if who == "bob" && presence == pb::Presence::Offline {
-            break;
+    // Alice stays alive meanwhile (the sends do not count as heartbeats).
+    alice.heartbeat(0).await;
+    // Bob's node stopped renewing its lease: alice sees him go within the session timeout,
+    // and the grant she gave him ends, though the node that held it is gone.
+    let (mut offline, mut revoked) = (false, false);
+    while !(offline && revoked) {
+        match alice
+            .next("bob going offline and his address revoked")
+            .await
+        {
+            Kind::Presence(p) if p.user == "bob" && p.presence() == pb::Presence::Offline => {
+                offline = true;
+            }
+            Kind::AddressRevoked(r) => {
+                assert_eq!(r.user, "bob");
+                revoked = true;
+            }
+            _ => {}
         }
     }
     assert!(alice.online().await.is_empty());

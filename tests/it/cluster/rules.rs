@@ -108,3 +108,34 @@ async fn a_decline_and_a_block_on_another_node_end_requests_and_grants() {
         other => panic!("expected AddressRevoked, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_logging_out_on_its_node_ends_the_grant_once_for_the_target() {
+    let c = TestCluster::start(2).await;
+    let mut alice = c.nodes[0].user("alice").await;
+    let mut bob = c.nodes[1].user("bob").await;
+    let mut carol = c.nodes[0].user("carol").await;
+    // Alice's node knows bob is online once she sees him (carol may come first).
+    while alice.presence().await.0 != "bob" {}
+    let id = alice.request_address("bob").await.unwrap().request_id;
+    assert!(matches!(
+        next_not_presence(&mut bob, "the request").await,
+        Kind::AddressRequested(_)
+    ));
+    bob.respond(&id, true).await.unwrap();
+    assert!(matches!(
+        next_not_presence(&mut alice, "the grant").await,
+        Kind::AddressGranted(_)
+    ));
+    alice.logout().await;
+    match next_not_presence(&mut bob, "the revocation").await {
+        Kind::AddressRevoked(r) => assert_eq!(r.user, "alice"),
+        other => panic!("expected AddressRevoked, got {other:?}"),
+    }
+    // Once: the next thing bob sees is carol's message, not the revocation again.
+    carol.send("bob", "after").await.unwrap();
+    match next_not_presence(&mut bob, "carol's message").await {
+        Kind::Message(m) => assert_eq!(m.body, "after"),
+        other => panic!("expected carol's message, got {other:?}"),
+    }
+}
