@@ -240,6 +240,37 @@ async fn a_database_from_a_newer_confab_is_refused_and_not_repaired() {
     }));
 }
 
+/// Found by fuzzing (`fuzz/regressions/store_open/schema-differs-from-its-version`): a schema
+/// whose text was changed (a column renamed in `sqlite_master`) passes `integrity_check`, and
+/// the server started, then failed every statement naming the column. It is refused now, and
+/// `admin check` says why.
+#[tokio::test]
+async fn a_schema_other_than_its_versions_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = start(&data, &[]).await;
+    Remote::new(&server).register("alice").await;
+    stop(server).await;
+    rusqlite::Connection::open(data.join("confab.db"))
+        .unwrap()
+        .execute_batch(
+            "PRAGMA writable_schema = ON;
+             UPDATE sqlite_master SET sql = replace(sql, 'password_hash', 'password_hush')
+             WHERE name = 'users';",
+        )
+        .unwrap();
+    let said = refused(&data, &[]);
+    assert!(
+        said.contains("cannot be trusted")
+            && said.contains("its schema is not what confab's schema version")
+            && said.contains("users differs"),
+        "{said}"
+    );
+    let check = admin("check", &data);
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains("users differs"));
+}
+
 /// Found by fuzzing (`fuzz/regressions/store_open/index-disagrees-with-inbox`): a database
 /// whose `inbox_dedupe` index lacks a row passes `quick_check`, and was served with fewer
 /// messages than the store counted. It is refused now, `admin check` says why, and `--repair`

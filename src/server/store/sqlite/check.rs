@@ -15,7 +15,7 @@ use std::path::Path;
 use rusqlite::Connection;
 
 use super::{
-    SCHEMA_VERSION,
+    SCHEMA_VERSION, schema,
     wal::{self, WalReport},
 };
 
@@ -137,14 +137,35 @@ pub fn refusal(db: &Path, problem: &str) -> String {
 
 fn schema_problem(conn: &Connection, db: &Path) -> anyhow::Result<Option<String>> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    Ok((version > SCHEMA_VERSION).then(|| {
-        format!(
+    if version > SCHEMA_VERSION {
+        return Ok(Some(format!(
             "refusing to start: the database {} has schema version {version}, written by a newer \
              confab; this one knows versions up to {SCHEMA_VERSION}. Run the newer confab, or \
              restore a backup made with this version",
             db.display()
-        )
-    }))
+        )));
+    }
+    // A schema that differs from what its version's migrations create passes
+    // `integrity_check` (its text is just a row), and then fails the first statement that
+    // names a column it lacks: the server would start and not serve.
+    let version = usize::try_from(version).unwrap_or(0);
+    let (found, wanted) = (schema::actual(conn)?, schema::expected(version)?);
+    if found != wanted {
+        let differs: Vec<&str> = wanted
+            .iter()
+            .filter(|w| !found.contains(w))
+            .chain(found.iter().filter(|f| !wanted.contains(f)))
+            .map(|(_, name, _, _)| name.as_str())
+            .collect();
+        return Ok(Some(refusal(
+            db,
+            &format!(
+                "its schema is not what confab's schema version {version} is ({} differs)",
+                differs.join(", ")
+            ),
+        )));
+    }
+    Ok(None)
 }
 
 /// `PRAGMA integrity_check`'s complaints (none when it says `ok`).

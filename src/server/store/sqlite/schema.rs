@@ -49,6 +49,53 @@ const MIGRATIONS: &[&str] = &[
 /// newer confab and is refused.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// What `sqlite_master` holds after the first `version` migrations, as
+/// (type, name, table, SQL) rows in order: the schema a database of that version must have.
+///
+/// # Errors
+/// SQLite failed on an in-memory database (out of memory).
+pub(super) fn expected(version: usize) -> anyhow::Result<Vec<SchemaRow>> {
+    let conn = Connection::open_in_memory()?;
+    for sql in MIGRATIONS.iter().take(version) {
+        conn.execute_batch(sql)?;
+    }
+    actual(&conn)
+}
+
+/// One object of `sqlite_master`: type, name, table, SQL.
+pub(super) type SchemaRow = (String, String, String, Option<String>);
+
+/// What `conn`'s `sqlite_master` holds, in the order [`expected`] gives, each statement
+/// without its comments and with its spacing collapsed (SQLite keeps the text as written, and
+/// editing a comment in a migration must not make older databases look foreign). SQLite's own
+/// statistics tables are left out.
+///
+/// # Errors
+/// The schema cannot be read.
+pub(super) fn actual(conn: &Connection) -> anyhow::Result<Vec<SchemaRow>> {
+    let mut stmt = conn.prepare(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master
+         WHERE name NOT LIKE 'sqlite_stat%' ORDER BY type, name",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            let sql: Option<String> = r.get(3)?;
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, sql.as_deref().map(bare)))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+/// `sql` without `--` comments, its whitespace runs made single spaces. (The schema has no
+/// string literal that could hold `--`.)
+fn bare(sql: &str) -> String {
+    sql.lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .flat_map(str::split_whitespace)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Applies pending migrations.
 pub(super) fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
