@@ -316,3 +316,38 @@ async fn logs_never_contain_passwords_tokens_or_bodies() {
         assert!(!text.contains(secret), "the log contains {secret:?}");
     }
 }
+
+/// The server turns transparent huge pages off for itself (they doubled its memory per user),
+/// unless the operator asks for them with mimalloc's own variable.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_server_runs_without_huge_pages_unless_asked() {
+    fn thp_enabled(pid: u32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:"))
+            .map(|v| v.trim().to_owned())
+            .expect("a THP_enabled line (Linux 5.0 and later)")
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    assert_eq!(thp_enabled(server.pid()), "0");
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tokio::process::Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--bench-fast-hash",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("MIMALLOC_ALLOW_THP", "1")
+        .env("RUST_LOG", "warn");
+    let server = ServerProcess::from_command(command, dir.path()).await;
+    assert_eq!(thp_enabled(server.pid()), "1");
+}
