@@ -240,6 +240,47 @@ async fn a_database_from_a_newer_confab_is_refused_and_not_repaired() {
     }));
 }
 
+/// Found by fuzzing (`fuzz/regressions/store_open/body-not-utf8`): a message body that is not
+/// UTF-8 passes `integrity_check` (SQLite checks neither types nor encodings), and the server
+/// started, then failed every replay of that inbox. It is refused now, `admin check` says why,
+/// and `--repair` keeps the other messages.
+#[tokio::test]
+async fn text_that_is_not_utf8_is_refused_and_repair_keeps_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = start(&data, &[]).await;
+    let remote = Remote::new(&server);
+    remote.register("alice").await;
+    remote.register("bob").await;
+    let mut alice = remote.login("alice").await;
+    for body in ["first", "damaged", "third"] {
+        alice.send("bob", body).await.unwrap();
+    }
+    drop(alice);
+    stop(server).await;
+    rusqlite::Connection::open(data.join("confab.db"))
+        .unwrap()
+        .execute_batch("UPDATE inbox SET body = CAST(x'41ff42' AS TEXT) WHERE body = 'damaged'")
+        .unwrap();
+    let said = refused(&data, &[]);
+    assert!(
+        said.contains("cannot be trusted")
+            && said.contains("1 row(s) of inbox hold text that is not UTF-8"),
+        "{said}"
+    );
+    let check = admin("check", &data);
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains("not UTF-8"));
+
+    let server = start(&data, &["--repair"]).await;
+    let mut bob = Remote::new(&server).login("bob").await;
+    bob.subscribe(0).await;
+    let bodies: Vec<String> = bob.backlog().await.into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies, ["first", "third"]);
+    drop(bob);
+    stop(server).await;
+}
+
 /// Found by fuzzing (`fuzz/regressions/store_open/schema-differs-from-its-version`): a schema
 /// whose text was changed (a column renamed in `sqlite_master`) passes `integrity_check`, and
 /// the server started, then failed every statement naming the column. It is refused now, and

@@ -168,8 +168,102 @@ fn schema_problem(conn: &Connection, db: &Path) -> anyhow::Result<Option<String>
     Ok(None)
 }
 
-/// `PRAGMA integrity_check`'s complaints (none when it says `ok`).
+/// `PRAGMA integrity_check`'s complaints (none when it says `ok`), then values that are not of
+/// the type confab wrote: SQLite checks neither a column's type nor that text is UTF-8, so a
+/// damaged record can pass the check and then fail the statement that reads it.
 fn integrity_check(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let mut problems = structure_problems(conn)?;
+    if problems.is_empty() {
+        problems = content_problems(conn)?;
+    }
+    Ok(problems)
+}
+
+/// Per schema version (from 1): each table's check that a row holds the types confab writes.
+const TYPES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "users",
+        "typeof(id) <> 'integer' OR typeof(name) <> 'text' OR typeof(name_key) <> 'text'
+         OR typeof(password_hash) <> 'text' OR typeof(created_ms) <> 'integer'
+         OR typeof(last_login_ms) <> 'integer' OR typeof(last_seq) <> 'integer'
+         OR typeof(inbox_count) <> 'integer'",
+    ),
+    (
+        1,
+        "blocks",
+        "typeof(blocker) <> 'integer' OR typeof(blocked) <> 'integer'",
+    ),
+    (
+        1,
+        "inbox",
+        "typeof(recipient) <> 'integer' OR typeof(seq) <> 'integer'
+         OR typeof(sender) <> 'integer' OR typeof(message_id) <> 'text'
+         OR typeof(body) <> 'text' OR typeof(sent_ms) <> 'integer'",
+    ),
+    (
+        2,
+        "users",
+        "typeof(disabled) <> 'integer' OR typeof(deleted) <> 'integer'",
+    ),
+    (
+        3,
+        "device_tickets",
+        "typeof(hash) <> 'blob' OR typeof(user_id) <> 'integer'
+         OR typeof(created_ms) <> 'integer'",
+    ),
+];
+
+/// Rows holding a value of another type than confab writes, or text that is not UTF-8.
+fn content_problems(conn: &Connection) -> anyhow::Result<Vec<String>> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let mut problems = Vec::new();
+    for (since, table, wrong) in TYPES.iter().filter(|(since, ..)| *since <= version) {
+        let n: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM {table} WHERE {wrong}"),
+            [],
+            |r| r.get(0),
+        )?;
+        if n > 0 {
+            problems.push(format!(
+                "{n} row(s) of {table} hold values of another type than confab writes \
+                 (schema version {since} columns)"
+            ));
+        }
+    }
+    if version < 1 || !problems.is_empty() {
+        return Ok(problems);
+    }
+    for (table, columns) in [
+        (
+            "users",
+            "CAST(name AS BLOB), CAST(name_key AS BLOB), CAST(password_hash AS BLOB)",
+        ),
+        ("inbox", "CAST(message_id AS BLOB), CAST(body AS BLOB)"),
+    ] {
+        let mut stmt = conn.prepare(&format!("SELECT {columns} FROM {table}"))?;
+        let width = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        let mut bad = 0u64;
+        while let Some(row) = rows.next()? {
+            for i in 0..width {
+                if std::str::from_utf8(row.get_ref(i)?.as_blob()?).is_err() {
+                    bad += 1;
+                    break;
+                }
+            }
+        }
+        if bad > 0 {
+            problems.push(format!(
+                "{bad} row(s) of {table} hold text that is not UTF-8"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// What `PRAGMA integrity_check` says is wrong with the file's structure.
+fn structure_problems(conn: &Connection) -> anyhow::Result<Vec<String>> {
     let mut stmt = conn.prepare(&format!("PRAGMA integrity_check({MAX_PROBLEMS})"))?;
     let lines = stmt
         .query_map([], |r| r.get::<_, String>(0))
