@@ -15,6 +15,8 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest `message_id`, in bytes.
 pub const MAX_MESSAGE_ID_BYTES: usize = 64;
+/// Longest device ticket (SPEC §2) a login may present: what a server hands out is 32 hex digits.
+pub const MAX_DEVICE_TICKET_BYTES: usize = 128;
 
 /// Checks a username against SPEC §2: 1–32 characters of `[A-Za-z0-9_.-]`.
 ///

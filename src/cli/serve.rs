@@ -76,6 +76,9 @@ pub(crate) struct ServeArgs {
     /// How long a lockout lasts.
     #[arg(long, env = "CONFAB_BLOCK_DURATION", default_value_t = defaults::BLOCK_DURATION.into(), value_parser = duration)]
     block_duration: humantime::Duration,
+    /// Device tickets kept per user (one per device logged in from); the oldest is forgotten.
+    #[arg(long, env = "CONFAB_DEVICE_TICKETS", default_value_t = defaults::DEVICE_TICKETS, value_parser = clap::value_parser!(u32).range(1..))]
+    device_tickets: u32,
     /// Login and register attempts per second allowed from one address.
     #[arg(long, env = "CONFAB_LOGIN_RATE", default_value_t = defaults::LOGIN_RATE)]
     login_rate: f64,
@@ -175,6 +178,7 @@ impl ServeArgs {
         c.metrics_listen = self.metrics_listen;
         c.max_login_attempts = self.max_login_attempts;
         c.block_duration = self.block_duration.into();
+        c.device_tickets = self.device_tickets;
         c.login_rate = self.login_rate;
         c.login_burst = self.login_burst;
         c.heartbeat_interval = self.heartbeat_interval.into();

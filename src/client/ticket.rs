@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 
 use super::dirs;
-use crate::types::username_key;
+use crate::types::{MAX_DEVICE_TICKET_BYTES, username_key};
 
 /// Where one server's ticket for one user lives.
 #[derive(Debug, Clone)]
@@ -39,12 +39,14 @@ impl TicketFile {
         TicketFile(Some(path))
     }
 
-    /// The ticket kept, or empty.
+    /// The ticket kept, or empty (also for a file too long to hold one: presenting it would
+    /// only get the login refused as malformed).
     pub(crate) fn read(&self) -> String {
         self.0
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
             .map(|t| t.trim().to_owned())
+            .filter(|t| t.len() <= MAX_DEVICE_TICKET_BYTES)
             .unwrap_or_default()
     }
 
@@ -155,5 +157,7 @@ mod tests {
         assert_eq!(dir_mode & 0o777, 0o700);
         file.keep("def456");
         assert_eq!(file.read(), "def456");
+        std::fs::write(&path, "x".repeat(MAX_DEVICE_TICKET_BYTES + 1)).unwrap();
+        assert_eq!(file.read(), "", "a damaged file is no ticket");
     }
 }

@@ -28,6 +28,9 @@ pub mod defaults {
     pub const MAX_LOGIN_ATTEMPTS: u32 = 3;
     /// `--block-duration` (SPEC §2).
     pub const BLOCK_DURATION: Duration = Duration::from_secs(60);
+    /// `--device-tickets`: device tickets kept per user (SPEC §2), one per device a person
+    /// logs in from; the oldest is forgotten beyond it.
+    pub const DEVICE_TICKETS: u32 = 16;
     /// `--login-rate`.
     pub const LOGIN_RATE: f64 = 5.0;
     /// `--login-burst`.
@@ -132,6 +135,8 @@ pub struct Config {
     pub max_login_attempts: u32,
     /// `--block-duration`: how long a lockout lasts.
     pub block_duration: Duration,
+    /// `--device-tickets`: device tickets kept per user; the oldest are forgotten.
+    pub device_tickets: u32,
     /// `--login-rate` / `--login-burst`: login and register attempts per second per source
     /// address, and the burst allowed.
     pub login_rate: f64,
@@ -216,6 +221,7 @@ impl Config {
             metrics_listen: None,
             max_login_attempts: d::MAX_LOGIN_ATTEMPTS,
             block_duration: d::BLOCK_DURATION,
+            device_tickets: d::DEVICE_TICKETS,
             login_rate: d::LOGIN_RATE,
             login_burst: d::LOGIN_BURST,
             heartbeat_interval: d::HEARTBEAT_INTERVAL,

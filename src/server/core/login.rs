@@ -133,6 +133,7 @@ impl Core {
                 format!("a password has at most {MAX_PASSWORD_BYTES} bytes"),
             ));
         }
+        super::tickets::check_ticket(ticket)?;
         let name_key = username_key(name);
         let account = match self.accounts.get(name) {
             Some(a) => Some(a),

@@ -9,6 +9,8 @@
 //! every node of a cluster honours it and a restart keeps it; an operator revokes a user's
 //! tickets with `Admin/RevokeDeviceTickets`.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use sha2::{Digest as _, Sha256};
 
 use super::Core;
@@ -19,14 +21,8 @@ use crate::{
         error::{Error, Result},
         store::WriteOp,
     },
-    types::{Secret, username_key},
+    types::{MAX_DEVICE_TICKET_BYTES, Secret, username_key},
 };
-
-/// Tickets kept per user (one per device, say); older ones are forgotten.
-const TICKETS_PER_USER: u32 = 16;
-
-/// The longest ticket looked up: what this server hands out is 32 hex digits.
-pub const MAX_TICKET_BYTES: usize = 128;
 
 /// How a login is judged for the lockout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,13 +52,37 @@ fn hash(ticket: &str) -> Vec<u8> {
     Sha256::digest(ticket.as_bytes()).to_vec()
 }
 
+/// A ticket longer than any this server hands out is a malformed request, not an unknown device.
+pub(super) fn check_ticket(ticket: &str) -> Result<()> {
+    if ticket.len() > MAX_DEVICE_TICKET_BYTES {
+        return Err(Error::invalid(
+            "device_ticket",
+            format!("a device ticket has at most {MAX_DEVICE_TICKET_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The creation time stored with a new ticket: the clock, but later than any ticket this
+/// process stamped before, so "the oldest" is well defined for logins in the same millisecond.
+fn creation_stamp() -> i64 {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let previous = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last + 1))
+        })
+        .expect("the update always returns Some");
+    now.max(previous + 1)
+}
+
 impl Core {
-    /// Whether `ticket` is a valid ticket of `account`.
+    /// Whether `ticket` is a valid ticket of `account`. Its length was checked by [`check_ticket`].
     pub(super) async fn device(&self, account: Option<&Account>, ticket: &str) -> Result<Device> {
         let Some(account) = account else {
             return Ok(Device::Unknown);
         };
-        if ticket.is_empty() || ticket.len() > MAX_TICKET_BYTES {
+        if ticket.is_empty() {
             return Ok(Device::Unknown);
         }
         let hashed = hash(ticket);
@@ -95,8 +115,8 @@ impl Core {
         let write = self.writer.write(WriteOp::AddDeviceTicket {
             user: account.id,
             hash: hash(&ticket),
-            created_ms: now_ms(),
-            keep: TICKETS_PER_USER,
+            created_ms: creation_stamp(),
+            keep: self.config.device_tickets,
         });
         match write.await {
             Ok(_) => ticket,
