@@ -118,6 +118,12 @@ ts_build=target/interop-ts
 rm -rf "$ts_build"
 mkdir -p "$ts_build"
 cp tests/interop-ts/*.ts tests/interop-ts/tsconfig.json "$ts_build/"
+# docs/clients.md's TypeScript program, as the page shows it: the block after the marker line.
+awk '/^<!-- scripts\/test.sh runs the block below/ { take = 1; next }
+     take && /^```ts$/ { inside = 1; next }
+     inside && /^```$/ { exit }
+     inside { print }' docs/clients.md > "$ts_build/recipe.mts"
+[ -s "$ts_build/recipe.mts" ] || { echo "docs/clients.md has no TypeScript recipe to run"; exit 1; }
 ln -s "$PWD/$ts_tools/node_modules" "$ts_build/node_modules"
 "$ts_tools/node_modules/.bin/proto-loader-gen-types" --grpcLib=@grpc/grpc-js --outDir="$ts_build/gen" \
     --keepCase --longs=String --enums=String --defaults --oneofs proto/chat.proto >/dev/null

@@ -3,7 +3,7 @@
 // in, subscribes, sends and receives against a real `confab serve`, and reads the refusals the
 // way docs/clients.md says (status codes, RetryInfo). Run by scripts/test.sh.
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -188,4 +188,54 @@ test("register, log in, subscribe, send and receive", async () => {
   assert.equal(bobAgain.events.filter((e) => e.kind === "message").length, 0);
   bobAgain.close();
   alice.close();
+});
+
+/** docs/clients.md's program (copied out of the page by scripts/test.sh, compiled beside this
+ * file), run with `env`; resolves with what it printed. */
+function runRecipe(env: Record<string, string>): Promise<string> {
+  return within(
+    "the recipe to finish",
+    new Promise((ok, fail) => {
+      execFile(
+        process.execPath,
+        [join(__dirname, "recipe.mjs")],
+        { env: { ...process.env, ...env }, timeout: PATIENCE_MS },
+        (err, stdout, stderr) => (err ? fail(new Error(`${err.message}\n${stderr}`)) : ok(stdout)),
+      );
+    }),
+  );
+}
+
+test("the program in docs/clients.md shows what waits, acknowledges it and sends", async () => {
+  await register("carol");
+  await register("dave");
+  const dave = await User.login("dave");
+  for (const body of ["one", "two"]) {
+    await unary((cb) => dave.chat.SendMessage({ to: "carol", body, message_id: `d-${body}` }, dave.md, cb));
+  }
+  dave.subscribe();
+  await dave.next("the end of the backlog", (e) => e.kind === "backlog_end");
+
+  const printed = await runRecipe({
+    CONFAB_SERVER: address,
+    CONFAB_USER: "carol",
+    CONFAB_PASSWORD: PASSWORD,
+    CONFAB_TO: "dave",
+    CONFAB_PROTO: PROTO,
+  });
+  assert.deepEqual(printed.trim().split("\n"), [
+    "dave: one",
+    "dave: two",
+    "sent: DELIVERY_STATUS_DELIVERED",
+  ]);
+  const got = await dave.next("carol's message", (e) => e.kind === "message" && e.message!.from === "carol");
+  assert.equal(got.message!.body, "hello from TypeScript");
+
+  // It acknowledged what it showed: carol's inbox is empty now.
+  const carol = await User.login("carol");
+  carol.subscribe();
+  await carol.next("the end of the backlog", (e) => e.kind === "backlog_end");
+  assert.equal(carol.events.filter((e) => e.kind === "message").length, 0);
+  carol.close();
+  dave.close();
 });

@@ -57,11 +57,16 @@ def test_metrics_move_with_traffic(metered: tuple[ServerProcess, str]) -> None:
 
     client = Client(srv.address)
     try:
-        for name in ("alice", "bob", "carol"):
+        for name in ("alice", "bob", "carol", "dave"):
             client.register(name, PASSWORD)
         with pytest.raises(grpc.RpcError) as refused:
             client.login("alice", "not the password")
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Three wrong passwords for dave: two refusals, then a lockout.
+        for code in ("UNAUTHENTICATED", "UNAUTHENTICATED", "PERMISSION_DENIED"):
+            with pytest.raises(grpc.RpcError) as refused:
+                client.login("dave", "a stranger's guess")
+            assert refused.value.code().name == code
         alice = client.login("alice", PASSWORD)
         bob = client.login("bob", PASSWORD)
         bob.subscribe().expect("backlog_end")
@@ -76,9 +81,10 @@ def test_metrics_move_with_traffic(metered: tuple[ServerProcess, str]) -> None:
         client.close()
 
     assert after["confab_sessions"] == 3
-    assert after["confab_users"] == 3
+    assert after["confab_users"] == 4
     assert after["confab_logins_total"] == 3
-    assert after["confab_login_failures_total"] == 1
+    assert after["confab_login_failures_total"] == 4
+    assert after["confab_lockouts_total"] == 1
     assert after['confab_messages_total{status="delivered"}'] == 1
     assert after['confab_messages_total{status="stored"}'] == 3
     assert after["confab_inbox_depth"] == 4, "nobody acknowledged anything"
@@ -88,12 +94,16 @@ def test_metrics_move_with_traffic(metered: tuple[ServerProcess, str]) -> None:
     assert after["confab_send_to_delivery_seconds_count"] == 1
     assert after['confab_send_to_commit_seconds_bucket{le="+Inf"}'] == 4
     assert after['confab_rpc_calls_total{code="OK",method="confab.v1.Chat/SendMessage"}'] == 4
-    assert after['confab_rpc_calls_total{code="OK",method="confab.v1.Auth/Register"}'] == 3
+    assert after['confab_rpc_calls_total{code="OK",method="confab.v1.Auth/Register"}'] == 4
     assert (
         after['confab_rpc_calls_total{code="UNAUTHENTICATED",method="confab.v1.Auth/Login"}']
+        == 3
+    )
+    assert (
+        after['confab_rpc_calls_total{code="PERMISSION_DENIED",method="confab.v1.Auth/Login"}']
         == 1
     )
-    assert after['confab_rpc_seconds_count{method="confab.v1.Auth/Login"}'] == 4
+    assert after['confab_rpc_seconds_count{method="confab.v1.Auth/Login"}'] == 7
 
     # Families with labels appear once they have a sample, so their types are checked last.
     kinds = families(url)

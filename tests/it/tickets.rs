@@ -294,3 +294,37 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// SPEC §2: the owner's live session is told of every failed login for the name, and a lockout
+/// of strangers leaves it connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_chat_is_told_of_each_strangers_failure_and_stays_in() {
+    use crate::common::chat::{Chat, server_with};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), &["alice"]).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut alice = Chat::spawn_at(
+        &server.url,
+        "alice",
+        &[],
+        &[("XDG_STATE_HOME", state.path())],
+    )
+    .await;
+    alice.expect_type("connected").await;
+
+    for attempt in 1..=3 {
+        let _ = login_at(&server.url, "alice", "a stranger's guess", None).await;
+        let told = alice.expect_type("login_failed").await;
+        assert_eq!(told["failed_attempts"], attempt, "{told}");
+        assert!(
+            told["source"].as_str().is_some_and(|s| s.contains("127.0.0.1")),
+            "{told}"
+        );
+        let locked = told["locked_until_ms"].as_i64().unwrap();
+        assert_eq!(locked > 0, attempt == 3, "locked only at the third: {told}");
+    }
+    alice.send("whoami").await;
+    let me = alice.expect_type("whoami").await;
+    assert_eq!(me["user"], "alice", "still logged in: {me}");
+}
