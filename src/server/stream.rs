@@ -6,14 +6,15 @@
 //! (once per window) and, before each queued item, up to the point where that item was pushed, so
 //! the two keep the order in which things happened.
 
-use std::sync::Arc;
+use std::{pin::pin, sync::Arc};
 
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::Status;
 
 use super::{
     core::{Core, EndReason, Outbound, Session, Shape},
     error::Error,
+    store::InboxRow,
     wire,
 };
 use crate::pb::{self, event::Kind};
@@ -65,21 +66,17 @@ pub fn subscribe(
         }
         // The highest seq shown: the replay's, then the live messages'.
         let mut last = resume_after;
-        loop {
-            let page = match inbox_page(&core, &session, last).await {
-                Ok(page) => page,
+        let mut replay = pin!(stored_between(core.clone(), session.clone(), last, u64::MAX));
+        while let Some(row) = replay.next().await {
+            match row {
+                Ok(row) => {
+                    last = row.seq;
+                    yield Ok(wire::direct(row.seq, &row.sender, &row.body, &row.message_id, row.sent_ms));
+                }
                 Err(e) => {
                     yield Err(e);
                     return;
                 }
-            };
-            let full = page.len() == REPLAY_PAGE;
-            for row in page {
-                last = row.seq;
-                yield Ok(wire::direct(row.seq, &row.sender, &row.body, &row.message_id, row.sent_ms));
-            }
-            if !full {
-                break;
             }
         }
         yield Ok(wire::encode(Kind::BacklogEnd(pb::BacklogEnd { last_seq: last })));
@@ -124,27 +121,18 @@ pub fn subscribe(
             // message from another node can arrive after a later one, or not at all (the bus
             // may drop it): whatever lies between is committed (seqs are allocated in commit
             // order), so it is read from the store and shown first.
-            while item.seq > last + 1 {
-                let page = match inbox_page(&core, &session, last).await {
-                    Ok(page) => page,
-                    Err(e) => {
-                        yield Err(e);
-                        return;
+            if item.seq > last + 1 {
+                let mut gap = pin!(stored_between(core.clone(), session.clone(), last, item.seq));
+                while let Some(row) = gap.next().await {
+                    match row {
+                        Ok(row) => {
+                            yield Ok(wire::direct(row.seq, &row.sender, &row.body, &row.message_id, row.sent_ms));
+                        }
+                        Err(e) => {
+                            yield Err(e);
+                            return;
+                        }
                     }
-                };
-                let full = page.len() == REPLAY_PAGE;
-                let mut reached = false;
-                for row in page {
-                    if row.seq >= item.seq {
-                        reached = true;
-                        break;
-                    }
-                    last = row.seq;
-                    yield Ok(wire::direct(row.seq, &row.sender, &row.body, &row.message_id, row.sent_ms));
-                }
-                // Not in the store (acknowledged, or a seq never committed): nothing to show.
-                if reached || !full {
-                    break;
                 }
             }
             last = item.seq;
@@ -156,16 +144,38 @@ pub fn subscribe(
     }
 }
 
-/// Up to [`REPLAY_PAGE`] of `session`'s stored messages after seq `after`, in seq order.
-async fn inbox_page(
-    core: &Core,
-    session: &Session,
-    after: u64,
-) -> Result<Vec<crate::server::store::InboxRow>, Status> {
-    let (store, user) = (core.store.clone(), session.user_id());
-    match tokio::task::spawn_blocking(move || store.inbox_page(user, after, REPLAY_PAGE)).await {
-        Ok(Ok(page)) => Ok(page),
-        Ok(Err(e)) => Err(Error::from(e).into()),
-        Err(e) => Err(Error::Internal(e.into()).into()),
+/// `session`'s stored messages with `after < seq < before`, in seq order, read a page of
+/// [`REPLAY_PAGE`] at a time: the replay (up to `u64::MAX`) and a gap before a live message.
+/// A seq not in the store (acknowledged, or never committed) is simply not there.
+fn stored_between(
+    core: Arc<Core>,
+    session: Arc<Session>,
+    mut after: u64,
+    before: u64,
+) -> impl Stream<Item = Result<InboxRow, Status>> + Send + 'static {
+    async_stream::try_stream! {
+        loop {
+            let (store, user) = (core.store.clone(), session.user_id());
+            let page = match tokio::task::spawn_blocking(move || {
+                store.inbox_page(user, after, REPLAY_PAGE)
+            })
+            .await
+            {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => Err(Status::from(Error::from(e)))?,
+                Err(e) => Err(Status::from(Error::Internal(e.into())))?,
+            };
+            let full = page.len() == REPLAY_PAGE;
+            for row in page {
+                if row.seq >= before {
+                    return;
+                }
+                after = row.seq;
+                yield row;
+            }
+            if !full {
+                return;
+            }
+        }
     }
 }
