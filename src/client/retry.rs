@@ -1,4 +1,4 @@
-//! Sending a message until the server takes it: a send the server refused with a hint of when to
+//! Sending a message (or a broadcast) until the server takes it: a send the server refused with a hint of when to
 //! come back (`google.rpc.RetryInfo`, as its rate limit does) is sent again after that delay,
 //! under the **same** `message_id`, so the server's duplicate check makes the retries
 //! exactly-once. A script piping a hundred lines therefore loses none to the rate limit.
@@ -92,16 +92,39 @@ pub(crate) async fn send_message(
             attempt += 1;
             continue;
         }
-        let Some(delay) = retry_delay(&status) else {
-            return Err(status);
-        };
-        if attempt >= MAX_ATTEMPTS || delay > LONGEST_WAIT {
-            return Err(gave_up(&status, attempt));
-        }
-        tracing::debug!(attempt, ?delay, "send refused for now; trying again");
-        tokio::time::sleep(delay).await;
+        wait_out(status, attempt).await?;
         attempt += 1;
     }
+}
+
+/// `Broadcast`, sent again after each refusal that carries a retry hint. Not after a lost
+/// connection: a broadcast has no id by which the server could drop a second copy.
+pub(crate) async fn broadcast(
+    mut chat: ChatClient<Authed>,
+    request: pb::BroadcastRequest,
+) -> Result<pb::BroadcastResponse, Status> {
+    let mut attempt = 1;
+    loop {
+        match timed(chat.broadcast(request.clone())).await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) => wait_out(status, attempt).await?,
+        }
+        attempt += 1;
+    }
+}
+
+/// Waits out the delay `status` asks for before another try, or returns why not to try again:
+/// the refusal has no hint, the hint is too long, or `attempt` was the last.
+async fn wait_out(status: Status, attempt: u32) -> Result<(), Status> {
+    let Some(delay) = retry_delay(&status) else {
+        return Err(status);
+    };
+    if attempt >= MAX_ATTEMPTS || delay > LONGEST_WAIT {
+        return Err(gave_up(&status, attempt));
+    }
+    tracing::debug!(attempt, ?delay, "refused for now; trying again");
+    tokio::time::sleep(delay).await;
+    Ok(())
 }
 
 /// A send whose connection did not come back within [`RECONNECT_WAIT`].

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use confab::pb::event::Kind;
 use tokio::process::Command;
 
 use crate::common::{
@@ -32,6 +33,56 @@ fn chat_as_alice(url: &str) -> Command {
     ]);
     command.args(["--json", "--peer-listen", "127.0.0.1:0"]);
     command
+}
+
+/// Broadcasts meet the same rate limit and are sent again after its hint: none is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_broadcasts_past_the_rate_limit_all_go_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(
+        dir.path(),
+        &[
+            "--login-rate",
+            "1000",
+            "--login-burst",
+            "1000",
+            "--send-rate",
+            "10",
+            "--send-burst",
+            "5",
+        ],
+    )
+    .await;
+    server.register("alice").await;
+    server.register("bob").await;
+    let mut bob = server.login("bob").await;
+    bob.subscribe(0).await;
+    assert!(bob.backlog().await.is_empty());
+    let mut script = format!("{PASSWORD}\n");
+    for i in 0..15 {
+        script.push_str(&format!("broadcast news {i}\n"));
+    }
+    let out = run_with_stdin(&mut chat_as_alice(&server.url), &script).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent = stdout
+        .lines()
+        .filter(|l| l.contains(r#""type":"broadcast_sent""#))
+        .count();
+    assert_eq!(sent, 15, "{stdout}");
+    let mut bodies = Vec::new();
+    while bodies.len() < 15 {
+        if let Kind::Broadcast(b) = bob.next("alice's broadcasts").await {
+            bodies.push(b.body);
+        }
+    }
+    let expected: Vec<String> = (0..15).map(|i| format!("news {i}")).collect();
+    assert_eq!(bodies, expected, "each once, in order");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

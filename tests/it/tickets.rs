@@ -318,7 +318,9 @@ async fn the_owners_chat_is_told_of_each_strangers_failure_and_stays_in() {
         let told = alice.expect_type("login_failed").await;
         assert_eq!(told["failed_attempts"], attempt, "{told}");
         assert!(
-            told["source"].as_str().is_some_and(|s| s.contains("127.0.0.1")),
+            told["source"]
+                .as_str()
+                .is_some_and(|s| s.contains("127.0.0.1")),
             "{told}"
         );
         let locked = told["locked_until_ms"].as_i64().unwrap();

@@ -38,16 +38,13 @@ pub(super) fn message(live: &Live, link: &Link, to: String, text: String) -> Pen
 
 /// `broadcast <text>`.
 pub(super) fn broadcast(live: &Live, text: String) -> Pending {
-    let (login, mut chat) = (live.number, live.chat.clone());
+    let (login, chat) = (live.number, live.chat.clone());
     Box::pin(async move {
-        let item = match timed(chat.broadcast(pb::BroadcastRequest { body: text })).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                Item::BroadcastSent {
-                    delivered: r.delivered,
-                    withheld: r.withheld,
-                }
-            }
+        let item = match retry::broadcast(chat, pb::BroadcastRequest { body: text }).await {
+            Ok(r) => Item::BroadcastSent {
+                delivered: r.delivered,
+                withheld: r.withheld,
+            },
             Err(status) => failed("broadcast", &status),
         };
         Done::show(login, item)
