@@ -31,9 +31,9 @@ pub(crate) struct ServerArgs {
 pub(crate) struct RegisterArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// The username to register.
+    /// The username to register (or `user` in the chat's config file).
     #[arg(long, env = "CONFAB_USER")]
-    user: String,
+    user: Option<String>,
     /// Read the password from the first line of stdin instead of prompting.
     #[arg(long, env = "CONFAB_PASSWORD_STDIN")]
     password_stdin: bool,
@@ -178,6 +178,11 @@ fn yes(on: bool) -> String {
 }
 
 pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let user = args.user.ok_or_else(|| {
+        anyhow::anyhow!(
+            "name the account to register with --user NAME (or user = \"NAME\" in the config file)"
+        )
+    })?;
     // The server first: one that is down is said before anybody types a password. A list of
     // a cluster's nodes (as `confab chat` takes) is tried in order: they share the accounts.
     let servers = crate::client::servers::Servers::parse(&args.server.server)
@@ -185,13 +190,10 @@ pub(crate) async fn register(args: RegisterArgs) -> anyhow::Result<()> {
     let ca = args.server.ca.as_deref();
     let (at, channel) = servers.connect_first(ca).await?;
     let server = servers.url(at);
-    let password = read_password(
-        args.password_stdin,
-        &format!("password for {}: ", args.user),
-    )?;
+    let password = read_password(args.password_stdin, &format!("password for {user}: "))?;
     let response = api::auth(channel)
         .register(pb::RegisterRequest {
-            username: args.user,
+            username: user,
             password: password.expose().to_owned(),
         })
         .await;

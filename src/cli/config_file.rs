@@ -2,7 +2,8 @@
 //! `confab serve` (`data-dir = "/var/lib/confab"`, `max-inbox = 5000`, `allow-insecure = true`).
 //! `confab chat` reads its own the same way: `--config FILE`, else the user's
 //! `~/.config/confab/config.toml` (`$XDG_CONFIG_HOME` honoured) when it exists
-//! (`server = "https://chat.example.org:4119"`, `user = "alice"`, `ca = "/etc/confab/ca.pem"`).
+//! (`server = "https://chat.example.org:4119"`, `user = "alice"`, `ca = "/etc/confab/ca.pem"`);
+//! `confab register` takes from that file the settings it shares with the chat.
 //!
 //! Precedence is decided by clap alone (SPEC §14): a flag beats its environment variable, which
 //! beats the file, which beats the default. The file's values are turned into flags and the
@@ -42,13 +43,17 @@ fn parse_from(mut argv: Vec<OsString>) -> Result<Cli, Error> {
             .cloned()
             .or_else(|| crate::client::dirs::config_file().filter(|p| p.exists()))
             .map(|path| (name, args, path)),
+        // `confab register` reads the chat's file for what the two share (server, CA, user).
+        Some((name @ "register", args)) => crate::client::dirs::config_file()
+            .filter(|p| p.exists())
+            .map(|path| (name, args, path)),
         _ => None,
     };
     if let Some((name, args, path)) = file {
         let subcommand = command
             .find_subcommand(name)
             .expect("confab has this subcommand");
-        let from_file = file_flags(&path, args, subcommand)?;
+        let from_file = file_flags(&path, args, subcommand, name == "register")?;
         if !from_file.is_empty() {
             argv.extend(from_file);
             matches = command.try_get_matches_from_mut(&argv)?;
@@ -58,11 +63,13 @@ fn parse_from(mut argv: Vec<OsString>) -> Result<Cli, Error> {
 }
 
 /// The flags the file at `path` contributes: one per key whose setting was not given as a flag
-/// or in the environment.
+/// or in the environment. With `borrowed` (another command's file) a key `subcommand` has no
+/// flag for is left alone instead of refused.
 fn file_flags(
     path: &Path,
     given: &ArgMatches,
     subcommand: &clap::Command,
+    borrowed: bool,
 ) -> Result<Vec<OsString>, Error> {
     let name = subcommand.get_name();
     let shown = path.display();
@@ -82,21 +89,24 @@ fn file_flags(
     for (key, value) in table {
         let arg = subcommand
             .get_arguments()
-            .find(|a| a.get_long() == Some(key.as_str()) && a.get_id() != "config")
-            .ok_or_else(|| {
-                Error::raw(
-                    ErrorKind::UnknownArgument,
-                    format!(
-                        "{shown}: unknown setting `{key}`; the keys are the flag names of \
+            .find(|a| a.get_long() == Some(key.as_str()) && a.get_id() != "config");
+        if arg.is_none() && borrowed {
+            continue;
+        }
+        let arg = arg.ok_or_else(|| {
+            Error::raw(
+                ErrorKind::UnknownArgument,
+                format!(
+                    "{shown}: unknown setting `{key}`; the keys are the flag names of \
                          `confab {name}` (see `confab {name} --help`), e.g. `{example}`\n",
-                        example = if name == "serve" {
-                            "data-dir"
-                        } else {
-                            "server"
-                        },
-                    ),
-                )
-            })?;
+                    example = if name == "serve" {
+                        "data-dir"
+                    } else {
+                        "server"
+                    },
+                ),
+            )
+        })?;
         if matches!(
             given.value_source(arg.get_id().as_str()),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)

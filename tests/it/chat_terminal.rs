@@ -250,6 +250,44 @@ async fn the_config_file_names_server_and_user_and_flags_beat_it() {
     assert!(stderr.contains("config.toml"), "{stderr}");
 }
 
+/// `confab register` reads the settings it shares with the chat (server, user) from the same
+/// file, and leaves the chat's own (`peer-listen`) alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_takes_server_and_user_from_the_chats_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), &[]).await;
+    let home = Home::new();
+    home.write_config(&format!(
+        "server = \"{}\"\nuser = \"erin\"\npeer-listen = \"127.0.0.1:0\"\n",
+        server.url
+    ));
+    let out = run_with_stdin(
+        home.command().args(["register", "--password-stdin"]),
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "registered erin");
+    server.login("erin").await;
+
+    // Nobody named anywhere: a sentence says how to name one.
+    home.write_config(&format!("server = \"{}\"\n", server.url));
+    let out = run_with_stdin(
+        home.command().args(["register", "--password-stdin"]),
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--user NAME"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_changes_ones_own_password_without_it_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
