@@ -50,16 +50,37 @@ pub struct Committed<'a> {
 pub trait Deliver: Send + Sync + 'static {
     /// Takes a committed batch's messages, in commit order, and says for each whether it
     /// reached a live stream (the `DELIVERED`/`STORED` its sender is told).
-    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool>;
+    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<Reach>;
+}
+
+/// Whether a committed message reached a live stream: known when it is handed over, or only
+/// once a lookup elsewhere answers (a cluster's session directory); the sender's answer waits
+/// for it. A lookup that never answers counts as not reached.
+#[derive(Debug)]
+pub enum Reach {
+    /// Known now.
+    Now(bool),
+    /// Known when this resolves.
+    Later(oneshot::Receiver<bool>),
+}
+
+impl Reach {
+    /// Whether the message reached a live stream, once that is known.
+    pub async fn reached(self) -> bool {
+        match self {
+            Reach::Now(live) => live,
+            Reach::Later(answer) => answer.await.unwrap_or(false),
+        }
+    }
 }
 
 /// The outcome of a write, and for an `Append` whether it reached a live stream.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Written {
     /// What the store did.
     pub outcome: WriteOutcome,
-    /// The new message was queued on the recipient's live stream.
-    pub live: bool,
+    /// Whether the new message reached the recipient's live stream.
+    pub reach: Reach,
 }
 
 struct Job {
@@ -190,16 +211,16 @@ fn run(mut rx: mpsc::Receiver<Job>, store: &dyn Store, deliver: &dyn Deliver, co
                 if std::mem::take(&mut disk_full) && !ops.is_empty() {
                     tracing::info!("the disk has room again; writes are committed again");
                 }
-                let live = hand_over(deliver, &ops, &outcomes, &op_of, &from_of);
+                let mut reach = hand_over(deliver, &ops, &outcomes, &op_of, &from_of);
                 for (job, index) in jobs.drain(..).zip(&op_of) {
                     let written = match index {
                         Some(i) => Written {
                             outcome: outcomes[*i].clone(),
-                            live: live[*i],
+                            reach: std::mem::replace(&mut reach[*i], Reach::Now(false)),
                         },
                         None => Written {
                             outcome: WriteOutcome::Done,
-                            live: false,
+                            reach: Reach::Now(false),
                         },
                     };
                     if let Some(reply) = job.reply {
@@ -245,7 +266,7 @@ fn hand_over(
     outcomes: &[WriteOutcome],
     op_of: &[Option<usize>],
     from_of: &[Option<Arc<str>>],
-) -> Vec<bool> {
+) -> Vec<Reach> {
     let mut from = vec![""; ops.len()];
     for (index, name) in op_of.iter().zip(from_of) {
         if let (Some(i), Some(name)) = (index, name) {
@@ -278,13 +299,13 @@ fn hand_over(
             });
         }
     }
-    let mut live = vec![false; ops.len()];
+    let mut reach: Vec<Reach> = ops.iter().map(|_| Reach::Now(false)).collect();
     if !batch.is_empty() {
         for (i, reached) in which.into_iter().zip(deliver.deliver(&batch)) {
-            live[i] = reached;
+            reach[i] = reached;
         }
     }
-    live
+    reach
 }
 
 #[cfg(test)]
@@ -304,7 +325,7 @@ mod tests {
     }
 
     impl Deliver for Recorder {
-        fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool> {
+        fn deliver(&self, batch: &[Committed<'_>]) -> Vec<Reach> {
             let mut seen = self.seen.lock().unwrap();
             for m in batch {
                 let stored = self
@@ -316,7 +337,7 @@ mod tests {
                 seen.push((m.seq, m.from.into(), m.body.into(), m.duplicate, stored));
             }
             // Say "live" for even seqs, so the answer can be traced back to the caller.
-            batch.iter().map(|m| m.seq % 2 == 0).collect()
+            batch.iter().map(|m| Reach::Now(m.seq % 2 == 0)).collect()
         }
     }
 
@@ -366,15 +387,12 @@ mod tests {
             pending.push(rx);
         }
         writer.spawn(WriteOp::Ack { user: bob, upto: 0 });
-        let mut answers = Vec::new();
+        let mut outcomes = Vec::new();
         for rx in pending {
-            answers.push(rx.await.unwrap().unwrap());
+            let written = rx.await.unwrap().unwrap();
+            outcomes.push((written.outcome, written.reach.reached().await));
         }
         writer.flush().await.unwrap();
-        let outcomes: Vec<_> = answers
-            .iter()
-            .map(|w| (w.outcome.clone(), w.live))
-            .collect();
         assert_eq!(
             outcomes,
             vec![

@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use self::{
     bus::{Bus, Event, Kind, PresenceBatch, PresenceChange, Route},
@@ -257,12 +257,18 @@ impl Cluster {
     /// before its `Subscribe` replays the inbox, so each recipient either is found here or will
     /// find the message in its replay. Recipients on this node or on no node are left to that
     /// replay; a failed lookup leaves every message in its inbox, as a bus that lost it would.
-    pub fn look_up_and_send(self: &Arc<Self>, messages: Vec<bus::Direct>) {
+    /// Each message's `answer`, if any, is told whether it went to a session (its sender is
+    /// then told `DELIVERED`, else `STORED`).
+    pub fn look_up_and_send(
+        self: &Arc<Self>,
+        messages: Vec<(bus::Direct, Option<oneshot::Sender<bool>>)>,
+    ) {
         let cluster = self.clone();
         self.runtime.spawn(async move {
-            let mut users: Vec<UserId> = messages.iter().map(|m| m.recipient).collect();
+            let mut users: Vec<UserId> = messages.iter().map(|(m, _)| m.recipient).collect();
             users.sort_unstable();
             users.dedup();
+            // A dropped answer tells its sender "stored".
             let entries = match cluster.directory.sessions_of(users).await {
                 Ok(entries) => entries,
                 Err(e) => {
@@ -278,8 +284,12 @@ impl Cluster {
                 .map(|e| (e.user, e.node))
                 .collect();
             let mut by_node: HashMap<&str, Vec<bus::Direct>> = HashMap::new();
-            for m in messages {
-                if let Some(node) = at.get(&m.recipient) {
+            for (m, answer) in messages {
+                let node = at.get(&m.recipient);
+                if let Some(answer) = answer {
+                    let _ = answer.send(node.is_some());
+                }
+                if let Some(node) = node {
                     by_node.entry(node).or_default().push(m);
                 }
             }

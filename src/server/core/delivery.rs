@@ -14,7 +14,7 @@ use super::{
 };
 use crate::server::{
     wire,
-    writer::{Committed, Deliver},
+    writer::{Committed, Deliver, Reach},
 };
 
 /// Delivery to this node's own streams.
@@ -32,12 +32,18 @@ impl Local {
 }
 
 impl Deliver for Local {
-    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool> {
-        batch.iter().map(|m| self.one(m)).collect()
+    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<Reach> {
+        batch.iter().map(|m| Reach::Now(self.one(m))).collect()
     }
 }
 
 impl Local {
+    /// Pushes each message onto its recipient's stream on this node; whether each was queued
+    /// live (see [`Local::one`]).
+    pub(super) fn live(&self, batch: &[Committed<'_>]) -> Vec<bool> {
+        batch.iter().map(|m| self.one(m)).collect()
+    }
+
     /// Pushes one message onto its recipient's stream. Whether it was queued live; for a
     /// duplicate, whether the recipient has a stream, since it has or will get the first copy.
     fn one(&self, m: &Committed<'_>) -> bool {

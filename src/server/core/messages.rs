@@ -124,12 +124,15 @@ impl Core {
                 WriteOutcome::Appended { seq, duplicate } => {
                     if !duplicate {
                         stats::observe(&core.stats.send_to_commit, started.elapsed());
+                    }
+                    let live = written.reach.reached().await;
+                    if !duplicate {
                         bump(&core.stats.messages_relayed);
-                        if written.live {
+                        if live {
                             bump(&core.stats.messages_delivered_live);
                         }
                     }
-                    let delivery = if written.live {
+                    let delivery = if live {
                         Delivery::Delivered
                     } else {
                         Delivery::Stored

@@ -6,6 +6,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use tokio::sync::oneshot;
+
 use super::{
     Core, EndReason,
     delivery::Local,
@@ -20,7 +22,7 @@ use crate::server::{
     consent::Party,
     store::UserId,
     wire::EncodedEvent,
-    writer::{Committed, Deliver},
+    writer::{Committed, Deliver, Reach},
 };
 
 /// The writer's [`Deliver`] on a cluster node: this node's streams first, then, in one event
@@ -38,17 +40,20 @@ impl ClusterDeliver {
 }
 
 impl Deliver for ClusterDeliver {
-    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<bool> {
-        let mut live = self.local.deliver(batch);
+    fn deliver(&self, batch: &[Committed<'_>]) -> Vec<Reach> {
+        let mut reach = Vec::with_capacity(batch.len());
         let mut by_node: HashMap<String, Vec<bus::Direct>> = HashMap::new();
         let mut unplaced = Vec::new();
-        for (m, live) in batch.iter().zip(live.iter_mut()) {
-            if *live {
+        for (m, live) in batch.iter().zip(self.local.live(batch)) {
+            if live {
+                reach.push(Reach::Now(true));
                 continue;
             }
             if m.duplicate {
                 // A resend: the recipient has, or will get, the first copy.
-                *live = self.cluster.remote_session(m.recipient).is_some();
+                reach.push(Reach::Now(
+                    self.cluster.remote_session(m.recipient).is_some(),
+                ));
                 continue;
             }
             let direct = bus::Direct {
@@ -64,12 +69,16 @@ impl Deliver for ClusterDeliver {
                     // Told "delivered" as for a local stream: the recipient is online and its
                     // node gets the message now (or, if the bus loses it, at the next
                     // Subscribe or the next message's gap).
-                    *live = true;
+                    reach.push(Reach::Now(true));
                     by_node.entry(there.node).or_default().push(direct);
                 }
-                // Offline, or logged in elsewhere a moment ago: the directory knows which.
-                // Told "stored"; pushed live all the same if the directory finds the session.
-                None => unplaced.push(direct),
+                // Offline, or logged in elsewhere a moment ago: the directory knows which,
+                // and the sender's answer waits for it.
+                None => {
+                    let (answer, later) = oneshot::channel();
+                    reach.push(Reach::Later(later));
+                    unplaced.push((direct, Some(answer)));
+                }
             }
         }
         for (node, messages) in by_node {
@@ -84,7 +93,7 @@ impl Deliver for ClusterDeliver {
         if !unplaced.is_empty() {
             self.cluster.look_up_and_send(unplaced);
         }
-        live
+        reach
     }
 }
 

@@ -46,7 +46,7 @@ impl Core {
                         }
                         // The sender's mirror was behind: the recipient moved to another
                         // node. The directory says where, once.
-                        None if !batch.looked_up => elsewhere.push(m),
+                        None if !batch.looked_up => elsewhere.push((m, None)),
                         None => {}
                     }
                 }
