@@ -44,6 +44,13 @@ impl StreamSender {
             .map_err(|_| anyhow!("the SendStream closed"))
     }
 
+    /// The two halves, to send from one task and read the answers in another. The stream's
+    /// request side ends once every clone of the [`StreamQueue`] is dropped, and the answers
+    /// end after the last request's.
+    pub(crate) fn split(self) -> (StreamQueue, StreamAnswers) {
+        (StreamQueue(self.tx), StreamAnswers(self.responses))
+    }
+
     /// The next answer: `Ok(Ok(()))` for a stored message, `Ok(Err(sentence))` for a refused one.
     ///
     /// # Errors
@@ -60,5 +67,55 @@ impl StreamSender {
         } else {
             Err(response.error)
         })
+    }
+}
+
+/// The sending half of a [`StreamSender`].
+#[derive(Clone)]
+pub(crate) struct StreamQueue(mpsc::Sender<pb::SendStreamRequest>);
+
+impl StreamQueue {
+    /// Queues one send without waiting: an open-loop sender never waits for the server.
+    ///
+    /// # Errors
+    /// The stream has closed, or has a full queue of sends it has not taken yet.
+    pub(crate) fn try_send(
+        &self,
+        to: &str,
+        message_id: String,
+        body: String,
+    ) -> anyhow::Result<()> {
+        self.0
+            .try_send(pb::SendStreamRequest {
+                message: Some(pb::SendMessageRequest {
+                    to: to.to_owned(),
+                    body,
+                    message_id,
+                }),
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    anyhow!("the SendStream's queue is full: the server is not taking sends")
+                }
+                mpsc::error::TrySendError::Closed(_) => anyhow!("the SendStream closed"),
+            })
+    }
+}
+
+/// The answering half of a [`StreamSender`].
+pub(crate) struct StreamAnswers(Streaming<pb::SendStreamResponse>);
+
+impl StreamAnswers {
+    /// The next answer (as [`StreamSender::next`]), or `None` once the stream ended normally.
+    ///
+    /// # Errors
+    /// The stream failed.
+    pub(crate) async fn next(&mut self) -> anyhow::Result<Option<Result<(), String>>> {
+        let response = self
+            .0
+            .message()
+            .await
+            .map_err(|s| anyhow!("SendStream: {}", api::sentence(&s)))?;
+        Ok(response.map(|r| if r.code == 0 { Ok(()) } else { Err(r.error) }))
     }
 }

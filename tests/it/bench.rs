@@ -118,6 +118,10 @@ fn every_phase_runs_against_a_spawned_server_and_the_relay() {
 
     // Only confab has logins, a streaming send path and the peer path.
     assert!(f(confab, "/connect/login_per_s") > 0.0);
+    assert_offered(confab, "/offered_stream");
+    assert_eq!(confab["offered_stream"]["path"], "stream");
+    assert_eq!(confab["offered"]["path"], "unary");
+    assert!(relay["offered_stream"].is_null(), "{relay:#}");
     let stream = &confab["saturation"][1];
     assert_eq!(stream["path"], "stream");
     assert!(f(stream, "/delivered") > 0.0);
@@ -286,6 +290,7 @@ fn a_soak_too_short_for_its_samples_is_refused_before_it_starts() {
 fn assert_cluster_target(t: &Value, name: &str) {
     assert_eq!(t["target"], name, "{t:#}");
     assert_offered(t, "/offered");
+    assert_offered(t, "/offered_stream");
     for (i, path) in ["unary", "stream"].iter().enumerate() {
         let s = &t["saturation"][i];
         assert_eq!(s["path"], *path, "{t:#}");

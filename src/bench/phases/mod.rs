@@ -88,7 +88,11 @@ pub(crate) async fn run<T: Target>(
     }
     if runs(2) {
         let label = format!("{} 2 offered", ctx.target.name());
-        report.offered = Some(offered::run(&ctx, &label).await?);
+        report.offered = Some(offered::run(&ctx, &label, offered::Path::Unary).await?);
+        if confab {
+            let label = format!("{} 2 offered, SendStream", ctx.target.name());
+            report.offered_stream = Some(offered::run(&ctx, &label, offered::Path::Stream).await?);
+        }
     }
     if runs(3) {
         report.saturation = saturation::run(&ctx).await?;

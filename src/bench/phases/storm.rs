@@ -38,7 +38,7 @@ pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>) -> anyhow::Result<Storm> {
     .await?;
 
     let name = ctx.target.name();
-    let quiet = offered::run(ctx, &format!("{name} 5 quiet")).await?;
+    let quiet = offered::run(ctx, &format!("{name} 5 quiet"), offered::Path::Unary).await?;
 
     let stop = CancellationToken::new();
     let logins = Arc::new(AtomicU64::new(0));
@@ -59,7 +59,7 @@ pub(super) async fn run<T: Target>(ctx: &Ctx<'_, T>) -> anyhow::Result<Storm> {
         });
     }
     let started = Instant::now();
-    let during = offered::run(ctx, &format!("{name} 5 storm")).await;
+    let during = offered::run(ctx, &format!("{name} 5 storm"), offered::Path::Unary).await;
     stop.cancel();
     let storm_seconds = started.elapsed().as_secs_f64();
     let storm_logins = logins.load(Ordering::Relaxed);

@@ -30,6 +30,8 @@ pub(crate) struct Connect {
 /// Phase 2 (and each window of phase 5): direct messages at a fixed offered rate.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Offered {
+    /// `unary` (SendMessage) or `stream` (SendStream).
+    pub(crate) path: &'static str,
     pub(crate) rate: f64,
     pub(crate) seconds: f64,
     /// Sends the schedule issued.
@@ -145,6 +147,8 @@ pub(crate) struct TargetReport {
     pub(crate) target: &'static str,
     pub(crate) connect: Option<Connect>,
     pub(crate) offered: Option<Offered>,
+    /// Phase 2 again over `SendStream` (confab only).
+    pub(crate) offered_stream: Option<Offered>,
     pub(crate) saturation: Vec<Saturation>,
     pub(crate) broadcast: Option<Broadcast>,
     pub(crate) storm: Option<Storm>,
@@ -168,6 +172,7 @@ impl TargetReport {
             target,
             connect: None,
             offered: None,
+            offered_stream: None,
             saturation: Vec::new(),
             broadcast: None,
             storm: None,

@@ -62,23 +62,27 @@ impl Report {
                 format!("2 direct messages, {} msg/s offered, open loop", s.rate),
                 &mut rows,
             );
-            rows.push(row(t, "delivered", "all", |r| {
-                r.offered.as_ref().map(delivered)
-            }));
-            rows.push(row(t, "latency p50 / p99", "p99 ≤ 0.5 ms", |r| {
-                r.offered.as_ref().map(|o| p50_p99(&o.latency))
-            }));
-            rows.push(row(t, "latency p999 / max", "", |r| {
-                r.offered
-                    .as_ref()
-                    .map(|o| format!("{} / {}", ms(o.latency.p999_us), ms(o.latency.max_us)))
-            }));
-            rows.push(row(t, "of which pacing lag p99", "", |r| {
-                r.offered.as_ref().map(|o| ms(o.pacer_lag.p99_us))
-            }));
-            rows.push(row(t, "server CPU / msg", "", |r| {
-                r.offered.as_ref()?.server_cpu.as_ref().map(cpu)
-            }));
+            for (name, stream, goal) in [
+                ("SendMessage", false, "p99 ≤ 150 ms at 10 000/s"),
+                ("SendStream", true, "p99 ≤ 15 ms at 10 000/s"),
+            ] {
+                rows.push(row(t, &format!("{name} delivered"), "all", |r| {
+                    r.offered_on(stream).map(delivered)
+                }));
+                rows.push(row(t, &format!("{name} latency p50 / p99"), goal, |r| {
+                    r.offered_on(stream).map(|o| p50_p99(&o.latency))
+                }));
+                rows.push(row(t, &format!("{name} latency p999 / max"), "", |r| {
+                    r.offered_on(stream)
+                        .map(|o| format!("{} / {}", ms(o.latency.p999_us), ms(o.latency.max_us)))
+                }));
+                rows.push(row(t, &format!("{name} pacing lag p99"), "", |r| {
+                    r.offered_on(stream).map(|o| ms(o.pacer_lag.p99_us))
+                }));
+                rows.push(row(t, &format!("{name} server CPU / msg"), "", |r| {
+                    r.offered_on(stream)?.server_cpu.as_ref().map(cpu)
+                }));
+            }
         }
         if s.runs(3) {
             section(
@@ -277,12 +281,21 @@ impl Report {
 }
 
 impl TargetReport {
+    /// Phase 2 over `SendStream` (`stream`) or `SendMessage`.
+    fn offered_on(&self, stream: bool) -> Option<&Offered> {
+        if stream {
+            self.offered_stream.as_ref()
+        } else {
+            self.offered.as_ref()
+        }
+    }
+
     /// Every phase part with failures: (phase, count, first error). A server started without
     /// bench limits shows up here as rate-limit errors rather than as a puzzling figure.
     fn failures(&self) -> Vec<(String, u64, Option<&str>)> {
         let mut all = Vec::new();
-        if let Some(o) = &self.offered {
-            all.push(("2".to_owned(), o.errors, o.first_error.as_deref()));
+        for o in self.offered.iter().chain(&self.offered_stream) {
+            all.push((format!("2 {}", o.path), o.errors, o.first_error.as_deref()));
         }
         for s in &self.saturation {
             all.push((format!("3 {}", s.path), s.errors, s.first_error.as_deref()));
