@@ -35,12 +35,12 @@ fn chat_as_alice(url: &str) -> Command {
     command
 }
 
-/// Broadcasts meet the same rate limit and are sent again after its hint: none is refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn piped_broadcasts_past_the_rate_limit_all_go_out() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server with alice and bob whose send limit a script meets however slowly the store commits
+/// (the default, 50 a second in bursts of 100, is not met when a loaded machine takes 20 ms a
+/// commit): 10 a second in bursts of 5, so 30 lines take 2.5 s at the least.
+async fn rate_limited_server(dir: &std::path::Path) -> ServerProcess {
     let server = ServerProcess::start(
-        dir.path(),
+        dir,
         &[
             "--login-rate",
             "1000",
@@ -55,6 +55,14 @@ async fn piped_broadcasts_past_the_rate_limit_all_go_out() {
     .await;
     server.register("alice").await;
     server.register("bob").await;
+    server
+}
+
+/// Broadcasts meet the same rate limit and are sent again after its hint: none is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_broadcasts_past_the_rate_limit_all_go_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = rate_limited_server(dir.path()).await;
     let mut bob = server.login("bob").await;
     bob.subscribe(0).await;
     assert!(bob.backlog().await.is_empty());
@@ -88,25 +96,7 @@ async fn piped_broadcasts_past_the_rate_limit_all_go_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_piped_burst_past_the_rate_limit_arrives_exactly_once_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    // A limit low enough that a script meets it however slowly the store commits (the default,
-    // 50 a second in bursts of 100, is not met when a loaded machine takes 20 ms a commit): 30
-    // lines at 10 a second in bursts of 5 take 2.5 s at the least.
-    let server = ServerProcess::start(
-        dir.path(),
-        &[
-            "--login-rate",
-            "1000",
-            "--login-burst",
-            "1000",
-            "--send-rate",
-            "10",
-            "--send-burst",
-            "5",
-        ],
-    )
-    .await;
-    server.register("alice").await;
-    server.register("bob").await;
+    let server = rate_limited_server(dir.path()).await;
     let mut script = format!("{PASSWORD}\n");
     for i in 0..30 {
         script.push_str(&format!("message bob line {i}\n"));
