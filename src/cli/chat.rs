@@ -65,6 +65,13 @@ pub(crate) struct ChatArgs {
     /// others; unset, as fast as the path allows.
     #[arg(long, env = "CONFAB_MAX_FILE_RATE", value_parser = clap::value_parser!(u64).range(8192..))]
     max_file_rate: Option<u64>,
+    /// On a terminal, ring its bell for a message, broadcast or address request that arrives
+    /// when no line was entered for this long (e.g. `30s`, `0s` for every one).
+    #[arg(long, env = "CONFAB_BELL_AFTER", default_value = "30s", value_parser = crate::types::parse_duration)]
+    bell_after: std::time::Duration,
+    /// Never ring the terminal's bell.
+    #[arg(long, env = "CONFAB_NO_BELL")]
+    no_bell: bool,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
@@ -112,6 +119,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
             auto_accept_files: args.auto_accept_files,
             max_file_rate: args.max_file_rate,
             prompted,
+            bell_after: (!args.no_bell).then_some(args.bell_after),
         },
         at,
         channel,

@@ -14,7 +14,7 @@ use std::{
     io::{BufRead as _, Write as _},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         mpsc as std_mpsc,
     },
 };
@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::{
     editor::{self, Helper, Names},
-    render::Sink,
+    render::{Sink, Typing},
 };
 
 /// One thing the user did at the input.
@@ -140,8 +140,8 @@ pub(crate) fn terminal(prompt: String, names: Names) -> anyhow::Result<(Lines, S
     let (printer_tx, printer_rx) = std_mpsc::sync_channel(1);
     let reading = Arc::new(AtomicBool::new(false));
     let reading_flag = reading.clone();
-    let entered = Arc::new(AtomicU64::new(0));
-    let entered_count = entered.clone();
+    let typing = Arc::new(Typing::new());
+    let typed = typing.clone();
     std::thread::Builder::new()
         .name("readline".into())
         .spawn(move || {
@@ -179,7 +179,7 @@ pub(crate) fn terminal(prompt: String, names: Names) -> anyhow::Result<(Lines, S
                 let read = editor.readline(&prompt);
                 reading_flag.store(false, Ordering::SeqCst);
                 // The printer's status block is now above the entered line.
-                entered_count.fetch_add(1, Ordering::SeqCst);
+                typed.line_entered();
                 let input = match read {
                     Ok(line) => {
                         if editor::worth_keeping(&line) && editor.add_history_entry(&line).is_ok() {
@@ -214,5 +214,5 @@ pub(crate) fn terminal(prompt: String, names: Names) -> anyhow::Result<(Lines, S
         saved_tty,
     };
     lines.ready();
-    Ok((lines, Sink::Terminal { printer, entered }))
+    Ok((lines, Sink::Terminal { printer, typing }))
 }

@@ -66,6 +66,9 @@ pub(crate) struct Config {
     pub(crate) max_file_rate: Option<u64>,
     /// The password was typed at a prompt: a wrong one is asked for again.
     pub(crate) prompted: bool,
+    /// Ring the terminal's bell for a message when no line was entered for this long
+    /// (`--bell-after`); `None`: never (`--no-bell`).
+    pub(crate) bell_after: Option<std::time::Duration>,
 }
 
 /// How address requests are answered.

@@ -77,7 +77,15 @@ async fn type_text(tmux: &Tmux, text: &str) {
 
 /// Starts alice's chat in tmux with only the config file saying where and who.
 async fn start_alice(tmux: &Tmux, home: &Home) {
-    let command = format!("{} {BIN} chat --peer-listen 127.0.0.1:0", home.env());
+    start_alice_with(tmux, home, "").await;
+}
+
+/// [`start_alice`] with `extra` flags.
+async fn start_alice_with(tmux: &Tmux, home: &Home, extra: &str) {
+    let command = format!(
+        "{} {BIN} chat --peer-listen 127.0.0.1:0 {extra}",
+        home.env()
+    );
     tmux.run(&[
         "new-session",
         "-d",
@@ -97,6 +105,46 @@ async fn start_alice(tmux: &Tmux, home: &Home) {
 fn is_clock(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 5 && b[2] == b':' && [0, 1, 3, 4].iter().all(|&i| b[i].is_ascii_digit())
+}
+
+/// Whether the terminal's bell rang in the chat's window (tmux keeps the flag until a client
+/// looks at the window, and none ever does).
+async fn rang(tmux: &Tmux) -> bool {
+    let flag = tmux
+        .run(&["display-message", "-p", "-t", "chat", "#{window_bell_flag}"])
+        .await;
+    flag.trim() == "1"
+}
+
+/// A message that arrives while nobody has typed for `--bell-after` rings the terminal's bell;
+/// one that arrives sooner does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_an_idle_terminal_rings_its_bell() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), &["alice", "bob"]).await;
+    let home = Home::new();
+    home.write_config(&format!("server = \"{}\"\nuser = \"alice\"\n", server.url));
+    let mut bob = Chat::start(&server, "bob", &[]).await;
+
+    // Just started: not idle for the default 30 s.
+    let busy = Tmux::new("bell-busy");
+    start_alice(&busy, &home).await;
+    bob.send("message alice while you type").await;
+    busy.wait_for("bob's message", |s| {
+        s.iter().any(|l| l.ends_with(" bob: while you type"))
+    })
+    .await;
+    assert!(!rang(&busy).await, "rang for someone at the keyboard");
+    drop(busy);
+
+    let idle = Tmux::new("bell-idle");
+    start_alice_with(&idle, &home, "--bell-after 0s").await;
+    bob.send("message alice are you there").await;
+    idle.wait_for("bob's message", |s| {
+        s.iter().any(|l| l.ends_with(" bob: are you there"))
+    })
+    .await;
+    assert!(rang(&idle).await, "no bell for an idle terminal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ mod text;
 use serde::Serialize;
 
 pub(crate) use file::{Direction, FileItem};
-pub(crate) use printer::{Printer, Sink};
+pub(crate) use printer::{Printer, Sink, Typing};
 
 /// Which path brought or took a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -10,9 +10,43 @@
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::Item;
+
+/// The terminal's bell: a message arriving while the person is away.
+const BELL: &str = "\x07";
+
+/// What the line editor tells the printer about the person at the keyboard.
+#[derive(Debug)]
+pub(crate) struct Typing {
+    /// Lines entered so far.
+    entered: AtomicU64,
+    /// When the last line was entered (or the editor started), wall-clock milliseconds.
+    last_ms: AtomicI64,
+}
+
+impl Typing {
+    /// Nothing entered yet, as of now.
+    pub(crate) fn new() -> Typing {
+        Typing {
+            entered: AtomicU64::new(0),
+            last_ms: AtomicI64::new(crate::now_ms()),
+        }
+    }
+
+    /// A line was entered (or the prompt left with Ctrl-C/Ctrl-D).
+    pub(crate) fn line_entered(&self) {
+        self.last_ms.store(crate::now_ms(), Ordering::SeqCst);
+        self.entered.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let ms = crate::now_ms() - self.last_ms.load(Ordering::SeqCst);
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+}
 
 /// Where lines go: plain stdout (scripts, pipes) or the terminal's external printer.
 pub(crate) enum Sink {
@@ -21,8 +55,8 @@ pub(crate) enum Sink {
     /// rustyline's external printer: clears the prompt, prints, redraws the typed line.
     Terminal {
         printer: Box<dyn rustyline::ExternalPrinter + Send>,
-        /// Lines the user has entered so far (counted by the editor as they are entered).
-        entered: Arc<AtomicU64>,
+        /// Lines the user has entered so far, and when (kept by the editor).
+        typing: Arc<Typing>,
     },
 }
 
@@ -36,6 +70,8 @@ pub(crate) struct Printer {
     drawn: usize,
     /// `entered` when the block was last drawn: a line entered since sits below it.
     entered_at: u64,
+    /// Ring the bell for news after this long without a line entered (terminal only).
+    bell_after: Option<Duration>,
 }
 
 /// Up one row, to its start, and clear it.
@@ -50,7 +86,33 @@ impl Printer {
             status: Vec::new(),
             drawn: 0,
             entered_at: 0,
+            bell_after: None,
         }
+    }
+
+    /// Rings the terminal's bell for news that arrives after `after` without a line entered.
+    pub(crate) fn with_bell(mut self, after: Option<Duration>) -> Self {
+        self.bell_after = after;
+        self
+    }
+
+    /// Whether `item` is news to ring the bell for now: something a person was sent, arriving
+    /// while they are away from the keyboard.
+    fn rings(&self, item: &Item) -> bool {
+        let Sink::Terminal { typing, .. } = &self.sink else {
+            return false;
+        };
+        let news = matches!(
+            item,
+            Item::Message {
+                replayed: false,
+                ..
+            } | Item::Broadcast { .. }
+                | Item::AddressRequest { .. }
+        );
+        news && self
+            .bell_after
+            .is_some_and(|after| typing.idle_for() >= after)
     }
 
     /// Columns of the terminal, when lines go to one.
@@ -72,7 +134,11 @@ impl Printer {
             }
         };
         if matches!(self.sink, Sink::Terminal { .. }) {
-            let message = self.redraw(Some(&line));
+            let message = if self.rings(item) {
+                self.redraw(Some(&format!("{BELL}{line}")))
+            } else {
+                self.redraw(Some(&line))
+            };
             if self.print(message) {
                 return;
             }
@@ -100,10 +166,10 @@ impl Printer {
     /// The message that erases the block drawn last (unless a line entered since moved it into
     /// the history), prints `line`, and draws the block again below it.
     fn redraw(&mut self, line: Option<&str>) -> String {
-        let Sink::Terminal { entered, .. } = &self.sink else {
+        let Sink::Terminal { typing, .. } = &self.sink else {
             return String::new();
         };
-        let entered = entered.load(Ordering::SeqCst);
+        let entered = typing.entered.load(Ordering::SeqCst);
         let mut message = String::new();
         if entered == self.entered_at {
             message.push_str(&ERASE_ROW_ABOVE.repeat(self.drawn));

@@ -68,7 +68,7 @@ pub(crate) async fn run(mut config: Config, at: usize, channel: Channel) -> anyh
     } else {
         input::plain()
     };
-    let mut printer = Printer::new(config.json, sink);
+    let mut printer = Printer::new(config.json, sink).with_bell(config.bell_after);
     printer.show(&Item::LoggedIn {
         user: live.user.clone(),
         fingerprint: fingerprint(live.keys.public()),
