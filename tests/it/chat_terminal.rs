@@ -129,6 +129,8 @@ async fn a_message_to_an_idle_terminal_rings_its_bell() {
     // Just started: not idle for the default 30 s.
     let busy = Tmux::new("bell-busy");
     start_alice(&busy, &home).await;
+    // Live before anything is sent: a message replayed at login is no news to ring for.
+    let first = server.subscribed_from("alice", None).await;
     bob.send("message alice while you type").await;
     busy.wait_for("bob's message", |s| {
         s.iter().any(|l| l.ends_with(" bob: while you type"))
@@ -139,6 +141,7 @@ async fn a_message_to_an_idle_terminal_rings_its_bell() {
 
     let idle = Tmux::new("bell-idle");
     start_alice_with(&idle, &home, "--bell-after 0s").await;
+    server.subscribed_from("alice", Some(&first)).await;
     bob.send("message alice are you there").await;
     idle.wait_for("bob's message", |s| {
         s.iter().any(|l| l.ends_with(" bob: are you there"))

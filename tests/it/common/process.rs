@@ -171,6 +171,30 @@ impl ServerProcess {
         out.stdout
     }
 
+    /// The address of `user`'s session once it has a live event stream, polling
+    /// `confab admin --json sessions`; a session at `other_than` (an earlier one of the same
+    /// user, perhaps not yet replaced) does not count.
+    pub async fn subscribed_from(&self, user: &str, other_than: Option<&str>) -> String {
+        within(&format!("{user}'s stream to be live"), async {
+            loop {
+                let out = self.admin(&["--json", "sessions"]).await;
+                let found = String::from_utf8_lossy(&out)
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .find(|s| {
+                        s["username"] == user
+                            && s["subscribed"] == true
+                            && Some(s["address"].as_str().unwrap_or_default()) != other_than
+                    });
+                if let Some(session) = found {
+                    return session["address"].as_str().unwrap_or_default().to_owned();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+        })
+        .await
+    }
+
     /// `confab admin --json stats`.
     pub async fn stats(&self) -> Value {
         let out = self.admin(&["--json", "stats"]).await;
