@@ -69,9 +69,18 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let settings = Settings::new(args)?;
     let progress = Progress::new();
-    // One connection per user, plus the storm's and the peer path's; a spawned server inherits
-    // the raised limit and needs as many.
-    let needed = (settings.users + settings.storm_users) as u64 + SPARE_FDS;
+    // One connection per user; phase 8's users join while phase 1's stay online, and the
+    // storm's come on top. A spawned server inherits the raised limit and needs as many.
+    // Checked before anything runs, so a run that cannot finish says so at once.
+    let online_first = (1..=5).any(|n| settings.runs(n));
+    let mut connections = settings.users;
+    if online_first && settings.runs(8) {
+        connections += settings.users;
+    }
+    if settings.runs(5) {
+        connections += settings.storm_users;
+    }
+    let needed = connections as u64 + SPARE_FDS;
     let limit = proc::raise_fd_limit(needed)?;
     if settings.users > 2000 && matches!(settings.server, ServerSource::External { .. }) {
         progress.note(&format!(

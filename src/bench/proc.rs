@@ -119,16 +119,16 @@ pub(crate) fn tree_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 /// The limits cannot be read or set.
 pub(crate) fn raise_fd_limit(needed: u64) -> anyhow::Result<u64> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
-    if soft >= needed || soft >= hard {
+    if soft >= needed {
         return Ok(soft);
     }
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising RLIMIT_NOFILE")?;
     if hard < needed {
         bail!(
             "{needed} open files are needed but the hard limit is {hard}; raise it (ulimit -Hn) \
-             or use fewer --users"
+             or use fewer --users (phase 8 after phase 1 holds twice --users connections)"
         );
     }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising RLIMIT_NOFILE")?;
     Ok(hard)
 }
 

@@ -184,6 +184,30 @@ fn bad_settings_are_refused_with_the_flag_to_change() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
 
+/// Phase 8 after phase 1 holds twice `--users` connections: a run the open-file limit cannot
+/// hold is refused before it starts, not halfway through phase 8.
+#[test]
+fn a_run_beyond_the_open_file_limit_is_refused_before_it_starts() {
+    let bench = format!(
+        "ulimit -n 400 && ulimit -Hn 400 && exec {} bench --spawn-server --users 100 --phases 1,8",
+        env!("CARGO_BIN_EXE_confab")
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &bench])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("456 open files are needed but the hard limit is 400"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("1 connect"),
+        "refused before any phase: {stderr}"
+    );
+}
+
 #[test]
 fn compare_prints_the_ratio_of_each_figure_to_an_earlier_run() {
     let run = |extra: &[&str]| {
