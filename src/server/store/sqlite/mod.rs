@@ -55,8 +55,21 @@ pub enum Sync {
 pub struct SqliteStore {
     writer: Mutex<Writer>,
     reader: Mutex<Connection>,
-    /// Dropping it stops the checkpointer thread.
-    _checkpointer: std::sync::mpsc::Sender<()>,
+    /// The checkpointer thread, and the sender whose drop tells it to make its last checkpoint
+    /// and stop. Dropping the store waits for it, so a dropped store leaves no thread touching
+    /// its files (and a clean stop, a truncated log).
+    checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.checkpointer.take() {
+            drop(stop);
+            if thread.join().is_err() {
+                tracing::warn!("the checkpointer thread panicked");
+            }
+        }
+    }
 }
 
 /// Page size of a new database, in bytes.
@@ -115,14 +128,15 @@ impl SqliteStore {
         tune(&reader)?;
         let checkpoints = Connection::open(path)?;
         checkpoints.busy_timeout(Duration::from_secs(5))?;
+        let writer = Writer::new(writer)?;
         let (stop, stopped) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("confab-checkpoint".into())
             .spawn(move || checkpointer(&checkpoints, &stopped))?;
         Ok(SqliteStore {
-            writer: Mutex::new(Writer::new(writer)?),
+            writer: Mutex::new(writer),
             reader: Mutex::new(reader),
-            _checkpointer: stop,
+            checkpointer: Some((stop, thread)),
         })
     }
 

@@ -168,3 +168,40 @@ fn a_full_disk_fails_the_whole_batch_and_writes_resume_when_there_is_room() {
         "the counters were restored: no seq was skipped"
     );
 }
+
+/// A dropped store has made its last checkpoint and stopped its checkpointer: no thread of it
+/// is left touching the files, and the log is empty. (Several rounds: the thread used to be left
+/// to finish on its own, which a single look right after the drop may or may not catch.)
+#[test]
+fn dropping_the_store_waits_for_its_checkpointer() {
+    let checkpointers = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            // A thread's name is cut to 15 bytes in `comm`.
+            .filter(|name| name.trim() == "confab-checkpoi")
+            .count()
+    };
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path).unwrap();
+        let (a, b) = (user(&store, "alice"), user(&store, "bob"));
+        for i in 0..20 {
+            append(&store, b, a, &format!("m{i}"), 100);
+        }
+        let wal = dir.path().join("db-wal");
+        assert!(
+            std::fs::metadata(&wal).unwrap().len() > 0,
+            "the log has frames"
+        );
+        drop(store);
+        assert_eq!(
+            checkpointers(),
+            0,
+            "round {round}: a checkpointer outlived its store"
+        );
+        let left = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(left, 0, "round {round}: the log was not emptied");
+    }
+}
