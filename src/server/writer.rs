@@ -55,7 +55,8 @@ pub trait Deliver: Send + Sync + 'static {
 
 /// Whether a committed message reached a live stream: known when it is handed over, or only
 /// once a lookup elsewhere answers (a cluster's session directory); the sender's answer waits
-/// for it. A lookup that never answers counts as not reached.
+/// for it, at most [`LOOKUP_WAIT`]. A lookup that fails or takes longer counts as not reached
+/// (the message is committed either way, and waits in the inbox if nobody gets it live).
 #[derive(Debug)]
 pub enum Reach {
     /// Known now.
@@ -64,12 +65,17 @@ pub enum Reach {
     Later(oneshot::Receiver<bool>),
 }
 
+/// The longest a sender's answer waits for [`Reach::Later`].
+const LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Reach {
     /// Whether the message reached a live stream, once that is known.
     pub async fn reached(self) -> bool {
         match self {
             Reach::Now(live) => live,
-            Reach::Later(answer) => answer.await.unwrap_or(false),
+            Reach::Later(answer) => tokio::time::timeout(LOOKUP_WAIT, answer)
+                .await
+                .is_ok_and(|reached| reached.unwrap_or(false)),
         }
     }
 }
@@ -339,6 +345,18 @@ mod tests {
             // Say "live" for even seqs, so the answer can be traced back to the caller.
             batch.iter().map(|m| Reach::Now(m.seq % 2 == 0)).collect()
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_that_never_answers_reads_as_stored_after_the_wait() {
+        let (_answer, later) = oneshot::channel::<bool>();
+        assert!(!Reach::Later(later).reached().await);
+        let (answer, later) = oneshot::channel();
+        answer.send(true).unwrap();
+        assert!(Reach::Later(later).reached().await);
+        let (answer, later) = oneshot::channel::<bool>();
+        drop(answer);
+        assert!(!Reach::Later(later).reached().await);
     }
 
     async fn user(writer: &Writer, name: &str) -> UserId {
