@@ -5,8 +5,8 @@
 //! have been answered: a unary send in a task of its own, a streamed one queued on the sender's
 //! own `SendStream` (one per user, opened before the clock starts, its answers read by a task
 //! per stream). The body carries the scheduled time, and the recipient's reader measures from
-//! it. At the end every send is awaited and the arrivals are
-//! given `--grace` to come in: anything still missing is undelivered. Phase 5 runs this twice.
+//! it. At the end every send is awaited (every stream answered) and the arrivals are given
+//! `--grace` to come in: anything still missing is undelivered. Phase 5 runs this twice.
 //! Against a cluster every message goes to a user on another node. The server's CPU (every
 //! process of it the bench knows) is weighed from the first send until the last arrival.
 
