@@ -55,7 +55,7 @@ pub trait Deliver: Send + Sync + 'static {
 
 /// Whether a committed message reached a live stream: known when it is handed over, or only
 /// once a lookup elsewhere answers (a cluster's session directory); the sender's answer waits
-/// for it, at most [`LOOKUP_WAIT`]. A lookup that fails or takes longer counts as not reached
+/// for it, at most 2 s (`LOOKUP_WAIT`). A lookup that fails or takes longer counts as not reached
 /// (the message is committed either way, and waits in the inbox if nobody gets it live).
 #[derive(Debug)]
 pub enum Reach {
