@@ -58,6 +58,21 @@ async fn rate_limited_server(dir: &std::path::Path) -> ServerProcess {
     server
 }
 
+/// Pipes the password and `lines` into alice's `confab chat --json` at `url`, asserts that it
+/// exits 0, and returns what it printed.
+async fn script_succeeds(url: &str, lines: &[String]) -> String {
+    let script = format!("{PASSWORD}\n{}\n", lines.join("\n"));
+    let out = run_with_stdin(&mut chat_as_alice(url), &script).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Broadcasts meet the same rate limit and are sent again after its hint: none is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn piped_broadcasts_past_the_rate_limit_all_go_out() {
@@ -66,18 +81,8 @@ async fn piped_broadcasts_past_the_rate_limit_all_go_out() {
     let mut bob = server.login("bob").await;
     bob.subscribe(0).await;
     assert!(bob.backlog().await.is_empty());
-    let mut script = format!("{PASSWORD}\n");
-    for i in 0..15 {
-        script.push_str(&format!("broadcast news {i}\n"));
-    }
-    let out = run_with_stdin(&mut chat_as_alice(&server.url), &script).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}\nstdout: {stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let lines: Vec<String> = (0..15).map(|i| format!("broadcast news {i}")).collect();
+    let stdout = script_succeeds(&server.url, &lines).await;
     let sent = stdout
         .lines()
         .filter(|l| l.contains(r#""type":"broadcast_sent""#))
@@ -97,18 +102,8 @@ async fn piped_broadcasts_past_the_rate_limit_all_go_out() {
 async fn a_piped_burst_past_the_rate_limit_arrives_exactly_once_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let server = rate_limited_server(dir.path()).await;
-    let mut script = format!("{PASSWORD}\n");
-    for i in 0..30 {
-        script.push_str(&format!("message bob line {i}\n"));
-    }
-    let out = run_with_stdin(&mut chat_as_alice(&server.url), &script).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}\nstdout: {stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let lines: Vec<String> = (0..30).map(|i| format!("message bob line {i}")).collect();
+    let stdout = script_succeeds(&server.url, &lines).await;
     let sent: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
