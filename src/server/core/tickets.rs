@@ -91,7 +91,7 @@ impl Core {
         let owner = tokio::task::spawn_blocking(move || store.device_ticket_owner(&lookup))
             .await
             .map_err(|e| Error::Internal(e.into()))?
-            .map_err(Error::Internal)?;
+            .map_err(Error::from)?;
         if owner != Some(account.id) {
             return Ok(Device::Unknown);
         }

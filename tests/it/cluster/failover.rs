@@ -316,6 +316,25 @@ async fn a_first_node_that_answers_but_cannot_log_in_hands_over_to_the_next() {
     .unwrap();
     let refused = login_at(&a.url, "alice", PASSWORD, None).await.err();
     assert_eq!(refused.map(|s| s.code()), Some(tonic::Code::Unavailable));
+    // A login that presents a device ticket looks it up in the store first: the same answer.
+    let channel = confab::client::api::endpoint(&a.url, None)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let with_ticket = confab::client::api::auth(channel)
+        .login(confab::pb::LoginRequest {
+            username: "alice".into(),
+            password: PASSWORD.into(),
+            device_ticket: "0123456789abcdef0123456789abcdef".into(),
+            ..Default::default()
+        })
+        .await
+        .err();
+    assert_eq!(
+        with_ticket.map(|s| s.code()),
+        Some(tonic::Code::Unavailable)
+    );
 
     let mut cluster = Cluster::new();
     let b = cluster.node("b").await;
