@@ -1,17 +1,22 @@
 //! One write of a batch applied inside the writer's transaction, and the in-memory inbox
-//! counters that make an append a single `INSERT`.
+//! counters and duplicate check that make an append a single `INSERT` into one B-tree.
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::super::{DiskFull, UserId, WriteOp, WriteOutcome, int};
+use super::{
+    super::{DiskFull, UserId, WriteOp, WriteOutcome, int},
+    dedupe::{Dedupe, Seen},
+};
 
 /// The writer connection and the inbox counters it keeps current.
 pub(super) struct Writer {
     pub(super) conn: Connection,
     /// user → (highest seq ever given, messages stored now), as committed.
     pub(super) inboxes: HashMap<UserId, Counters>,
+    /// The stored messages' fingerprints, as committed ([`super::dedupe`]).
+    pub(super) dedupe: Dedupe,
 }
 
 impl Writer {
@@ -33,13 +38,32 @@ impl Writer {
             })?;
             rows.collect::<Result<HashMap<_, _>, _>>()?
         };
-        Ok(Writer { conn, inboxes })
+        let stored: u64 = inboxes.values().map(|c| c.count).sum();
+        let mut dedupe = Dedupe::with_capacity(stored as usize);
+        {
+            let mut stmt = conn.prepare("SELECT recipient, seq, sender, message_id FROM inbox")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let message_id = r.get_ref(3)?.as_str()?;
+                let fingerprint = dedupe.fingerprint(r.get(0)?, r.get(2)?, message_id);
+                dedupe.load(fingerprint, r.get::<_, i64>(1)? as u64);
+            }
+        }
+        Ok(Writer {
+            conn,
+            inboxes,
+            dedupe,
+        })
     }
 
     /// Applies `ops` in one transaction; on an error nothing is committed and the counters are
     /// as they were.
     pub(super) fn write(&mut self, ops: &[WriteOp]) -> anyhow::Result<Vec<WriteOutcome>> {
-        let Writer { conn, inboxes } = self;
+        let Writer {
+            conn,
+            inboxes,
+            dedupe,
+        } = self;
         // Counters as they were before this batch, to restore if the commit fails.
         let mut before: HashMap<UserId, Option<Counters>> = HashMap::new();
         let result = (|| -> anyhow::Result<Vec<WriteOutcome>> {
@@ -48,7 +72,7 @@ impl Writer {
             for op in ops {
                 // One failing op must not undo the others that share the commit, but a full disk
                 // fails the batch: nothing in it can be trusted to be stored.
-                let outcome = match apply(&tx, inboxes, &mut before, op) {
+                let outcome = match apply(&tx, inboxes, &mut before, dedupe, op) {
                     Ok(outcome) => outcome,
                     Err(e) if is_disk_full(&e) => return Err(e),
                     Err(e) => WriteOutcome::Failed(format!("{e:#}")),
@@ -58,6 +82,11 @@ impl Writer {
             tx.commit()?;
             Ok(out)
         })();
+        if result.is_ok() {
+            dedupe.commit();
+        } else {
+            dedupe.roll_back();
+        }
         result.map_err(|e| {
             for (user, counters) in before {
                 match counters {
@@ -99,6 +128,7 @@ fn apply(
     tx: &rusqlite::Transaction<'_>,
     inboxes: &mut HashMap<UserId, Counters>,
     before: &mut HashMap<UserId, Option<Counters>>,
+    dedupe: &mut Dedupe,
     op: &WriteOp,
 ) -> anyhow::Result<WriteOutcome> {
     Ok(match op {
@@ -130,33 +160,27 @@ fn apply(
             sent_ms,
             max_inbox,
         } => {
-            let c = *counters(inboxes, before, *recipient);
-            if c.count >= *max_inbox {
-                // A resend of a stored message is still a duplicate, not a refusal.
-                return Ok(existing_seq(tx, *recipient, *sender, message_id)?.map_or(
-                    WriteOutcome::InboxFull,
-                    |seq| WriteOutcome::Appended {
-                        seq,
-                        duplicate: true,
-                    },
-                ));
-            }
-            let seq = c.last_seq + 1;
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO inbox (recipient, seq, sender, message_id, body, sent_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![recipient, seq as i64, sender, message_id, body, sent_ms])?;
-            if inserted == 0 {
-                // Only the dedupe index can conflict: seq is new.
-                let seq = existing_seq(tx, *recipient, *sender, message_id)?
-                    .ok_or_else(|| anyhow::anyhow!("inbox insert ignored without a duplicate"))?;
+            let fingerprint = dedupe.fingerprint(*recipient, *sender, message_id);
+            // A resend of a stored message is a duplicate, even into a full inbox.
+            if let Some(seq) = duplicate(tx, dedupe.seen(fingerprint), op)? {
                 return Ok(WriteOutcome::Appended {
                     seq,
                     duplicate: true,
                 });
             }
+            let c = *counters(inboxes, before, *recipient);
+            if c.count >= *max_inbox {
+                return Ok(WriteOutcome::InboxFull);
+            }
+            let seq = c.last_seq + 1;
+            tx.prepare_cached(
+                "INSERT INTO inbox (recipient, seq, sender, message_id, body, sent_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                recipient, seq as i64, sender, message_id, body, sent_ms
+            ])?;
+            dedupe.stored(fingerprint, seq);
             let c = counters(inboxes, before, *recipient);
             c.last_seq = seq;
             c.count += 1;
@@ -166,9 +190,14 @@ fn apply(
             }
         }
         WriteOp::Ack { user, upto } => {
-            let removed = tx
-                .prepare_cached("DELETE FROM inbox WHERE recipient = ?1 AND seq <= ?2")?
-                .execute(params![user, int(*upto)])?;
+            let removed = delete_returning(
+                tx,
+                dedupe,
+                *user,
+                "DELETE FROM inbox WHERE recipient = ?1 AND seq <= ?2
+                 RETURNING seq, sender, message_id",
+                params![user, int(*upto)],
+            )?;
             if removed > 0 {
                 let c = counters(inboxes, before, *user);
                 c.count = c.count.saturating_sub(removed as u64);
@@ -210,8 +239,13 @@ fn apply(
         }
         WriteOp::DeleteUser { user } => {
             counters(inboxes, before, *user);
-            tx.prepare_cached("DELETE FROM inbox WHERE recipient = ?1")?
-                .execute(params![user])?;
+            delete_returning(
+                tx,
+                dedupe,
+                *user,
+                "DELETE FROM inbox WHERE recipient = ?1 RETURNING seq, sender, message_id",
+                params![user],
+            )?;
             tx.prepare_cached("DELETE FROM blocks WHERE blocker = ?1 OR blocked = ?1")?
                 .execute(params![user])?;
             tx.prepare_cached("DELETE FROM device_tickets WHERE user_id = ?1")?
@@ -251,6 +285,73 @@ fn apply(
     })
 }
 
+/// The seq of the stored message `append` (a [`WriteOp::Append`]) repeats, if any, given what
+/// the duplicate check saw of its fingerprint.
+fn duplicate(
+    tx: &rusqlite::Transaction<'_>,
+    seen: Seen,
+    append: &WriteOp,
+) -> anyhow::Result<Option<u64>> {
+    let WriteOp::Append {
+        recipient,
+        sender,
+        message_id,
+        ..
+    } = append
+    else {
+        return Ok(None);
+    };
+    match seen {
+        Seen::Never => Ok(None),
+        Seen::At(seq) => {
+            let same: Option<bool> = tx
+                .prepare_cached(
+                    "SELECT sender = ?3 AND message_id = ?4 FROM inbox
+                     WHERE recipient = ?1 AND seq = ?2",
+                )?
+                .query_row(params![recipient, int(seq), sender, message_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match same {
+                Some(true) => Ok(Some(seq)),
+                // Another message shares the fingerprint.
+                _ => existing_seq(tx, *recipient, *sender, message_id),
+            }
+        }
+        Seen::Ambiguous => existing_seq(tx, *recipient, *sender, message_id),
+    }
+}
+
+/// Runs `sql`, a `DELETE … RETURNING seq, sender, message_id` of `recipient`'s messages, and
+/// drops the deleted messages' fingerprints. Returns how many were deleted.
+fn delete_returning(
+    tx: &rusqlite::Transaction<'_>,
+    dedupe: &mut Dedupe,
+    recipient: UserId,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> anyhow::Result<usize> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    // All rows first: a statement that fails half-way is undone by SQLite, so the map must not
+    // have changed either.
+    let deleted = stmt
+        .query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, UserId>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (seq, sender, message_id) in &deleted {
+        dedupe.deleted(dedupe.fingerprint(recipient, *sender, message_id), *seq);
+    }
+    Ok(deleted.len())
+}
+
+/// The seq of `recipient`'s stored message from `sender` with `message_id`, by a scan of the
+/// recipient's inbox.
 fn existing_seq(
     tx: &rusqlite::Transaction<'_>,
     recipient: UserId,

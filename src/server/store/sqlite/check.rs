@@ -3,9 +3,8 @@
 //! a sentence naming the file and what to do, rather than served with silent losses.
 //!
 //! `integrity_check` rather than the faster `quick_check`: only the full check compares every
-//! index with its table, and an inbox whose `inbox_dedupe` index lacks a row passed
-//! `quick_check`, then served fewer messages than it counted (and a resent message missing from
-//! the index would not be known as a duplicate). It costs about 1.4 s more per million stored
+//! index with its table, and an inbox whose index (the `inbox_dedupe` of schema version 3)
+//! lacks a row passed `quick_check`, then served fewer messages than it counted. It costs about 1.4 s more per million stored
 //! messages at start (BENCHMARKS.md).
 //!
 //! `confab admin check` runs the same checks offline and reports what it found.

@@ -28,6 +28,7 @@ use super::{InboxRow, Store, UserId, UserRow, WriteOp, WriteOutcome, int};
 mod apply;
 pub mod check;
 mod checkpoint;
+mod dedupe;
 pub mod salvage;
 mod schema;
 #[cfg(test)]

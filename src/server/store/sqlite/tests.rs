@@ -112,6 +112,94 @@ fn inbox_seqs_dedupe_limits_and_acks() {
     );
 }
 
+fn appended(seq: u64, duplicate: bool) -> WriteOutcome {
+    WriteOutcome::Appended { seq, duplicate }
+}
+
+/// Duplicates are caught in memory (`dedupe.rs`), not by an index: the check must hold across a
+/// restart, forget what was acknowledged, tell senders and recipients apart, survive two
+/// messages sharing a fingerprint, and follow a batch that does not commit.
+#[test]
+fn the_duplicate_check_follows_restarts_acks_collisions_and_failed_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = SqliteStore::open(&path).unwrap();
+    let (a, b, c) = (
+        user(&store, "alice"),
+        user(&store, "bob"),
+        user(&store, "carol"),
+    );
+    assert_eq!(append(&store, b, a, "m1", 100), appended(1, false));
+    assert_eq!(append(&store, b, a, "m2", 100), appended(2, false));
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        append(&store, b, a, "m1", 100),
+        appended(1, true),
+        "rebuilt at start"
+    );
+    assert_eq!(
+        append(&store, b, c, "m1", 100),
+        appended(3, false),
+        "another sender"
+    );
+    assert_eq!(
+        append(&store, a, b, "m1", 100),
+        appended(1, false),
+        "another recipient"
+    );
+
+    // Acknowledged messages are forgotten: the id may be used again.
+    store
+        .write_batch(&[WriteOp::Ack { user: b, upto: 1 }])
+        .unwrap();
+    assert_eq!(append(&store, b, a, "m1", 100), appended(4, false));
+    assert_eq!(append(&store, b, a, "m1", 100), appended(4, true));
+
+    // m5's fingerprint made to point at another message (seq 2, m2), as a collision would.
+    {
+        let mut w = store.writer.lock().unwrap();
+        let f = w.dedupe.fingerprint(b, a, "m5");
+        w.dedupe.stored(f, 2);
+        w.dedupe.commit();
+    }
+    assert_eq!(append(&store, b, a, "m5", 100), appended(5, false));
+    assert_eq!(append(&store, b, a, "m5", 100), appended(5, true));
+    assert_eq!(append(&store, b, a, "m2", 100), appended(2, true));
+
+    // A batch that does not commit (the disk fills on its second op) changes nothing: the
+    // acknowledged ids are still stored, the appended one is not.
+    {
+        let w = store.writer.lock().unwrap();
+        let used: i64 = w
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        w.conn.pragma_update(None, "max_page_count", used).unwrap();
+    }
+    let failed = store.write_batch(&[
+        WriteOp::Ack { user: b, upto: 5 },
+        WriteOp::Append {
+            recipient: b,
+            sender: a,
+            message_id: "m6".into(),
+            body: "x".repeat(100_000),
+            sent_ms: 2,
+            max_inbox: 100,
+        },
+    ]);
+    assert!(failed.unwrap_err().is::<DiskFull>());
+    {
+        let w = store.writer.lock().unwrap();
+        w.conn
+            .pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+    }
+    assert_eq!(append(&store, b, a, "m2", 100), appended(2, true));
+    assert_eq!(append(&store, b, a, "m6", 100), appended(6, false));
+}
+
 #[test]
 fn a_full_disk_fails_the_whole_batch_and_writes_resume_when_there_is_room() {
     let dir = tempfile::tempdir().unwrap();
