@@ -1,5 +1,6 @@
-//! The `Subscribe` stream: replay the unacknowledged inbox, mark its end, then live events until
-//! the session ends or a newer stream replaces this one.
+//! The `Subscribe` stream: replay the unacknowledged inbox (skipped when the core knows nothing
+//! is stored), mark its end, then live events until the session ends or a newer stream
+//! replaces this one.
 //!
 //! Live events come from two places: the session's queue (direct messages, broadcasts, consent,
 //! login failures) and the presence feed, read at the stream's own pace when the feed wakes it
@@ -56,28 +57,33 @@ pub fn subscribe(
     // Attach before reading the inbox: a message committed meanwhile is then either in the
     // replay or in the queue (or both, and the seq check below drops the second copy).
     let (generation, mut rx) = session.attach(core.config().stream_queue);
+    // Looked at after attaching: a message committed since is marked or arrives live.
+    let nothing_stored = core.nothing_stored_after(session.user_id(), resume_after);
     async_stream::stream! {
         let _detach = Detach { session: session.clone(), generation };
-        // Acknowledgements (this one and earlier heartbeats') are committed before the replay
-        // reads, so nothing acknowledged is shown again.
-        if let Err(e) = core.writer.flush().await {
-            yield Err(Error::from(e).into());
-            return;
-        }
         // The highest seq shown: the replay's, then the live messages'.
         let mut last = resume_after;
-        let mut replay = pin!(stored_between(core.clone(), session.clone(), last, u64::MAX));
-        while let Some(row) = replay.next().await {
-            match row {
-                Ok(row) => {
-                    last = row.seq;
-                    yield Ok(wire::direct(row.seq, &row.sender, &row.body, &row.message_id, row.sent_ms));
-                }
-                Err(e) => {
-                    yield Err(e);
-                    return;
+        if !nothing_stored {
+            // Acknowledgements (this one and earlier heartbeats') are committed before the
+            // replay reads, so nothing acknowledged is shown again.
+            if let Err(e) = core.writer.flush().await {
+                yield Err(Error::from(e).into());
+                return;
+            }
+            let mut replay = pin!(stored_between(core.clone(), session.clone(), last, u64::MAX));
+            while let Some(row) = replay.next().await {
+                match row {
+                    Ok(row) => {
+                        last = row.seq;
+                        yield Ok(wire::direct(row.seq, &row.sender, &row.body, &row.message_id, row.sent_ms));
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
                 }
             }
+            core.replayed(session.user_id(), last);
         }
         yield Ok(wire::encode(Kind::BacklogEnd(pb::BacklogEnd { last_seq: last })));
         // Live events until the queue closes: the session ended (say so) or a newer stream

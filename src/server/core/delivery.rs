@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::{
+    backlog::Backlog,
     session::{Outbound, Pushed, Sessions},
     stats,
 };
@@ -22,18 +23,25 @@ pub struct Local {
     sessions: Arc<Sessions>,
     /// Send-to-delivery latency of the messages that went out live (`Stats::send_to_delivery`).
     latency: Histogram,
+    /// Marked with each committed message before it is pushed (see [`Backlog`]).
+    backlog: Arc<Backlog>,
 }
 
 impl Local {
-    /// Delivers through `sessions`, recording each live delivery's latency in `latency`.
-    pub fn new(sessions: Arc<Sessions>, latency: Histogram) -> Self {
-        Local { sessions, latency }
+    /// Delivers through `sessions`, recording each live delivery's latency in `latency` and
+    /// each stored message in `backlog`.
+    pub fn new(sessions: Arc<Sessions>, latency: Histogram, backlog: Arc<Backlog>) -> Self {
+        Local {
+            sessions,
+            latency,
+            backlog,
+        }
     }
 }
 
 impl Deliver for Local {
     fn deliver(&self, batch: &[Committed<'_>]) -> Vec<Reach> {
-        batch.iter().map(|m| Reach::Now(self.one(m))).collect()
+        self.live(batch).into_iter().map(Reach::Now).collect()
     }
 }
 
@@ -41,6 +49,14 @@ impl Local {
     /// Pushes each message onto its recipient's stream on this node; whether each was queued
     /// live (see [`Local::one`]).
     pub(super) fn live(&self, batch: &[Committed<'_>]) -> Vec<bool> {
+        // Marked before any is pushed: a stream that attaches meanwhile sees the mark or gets
+        // the message live.
+        self.backlog.appended(
+            batch
+                .iter()
+                .filter(|m| !m.duplicate)
+                .map(|m| (m.recipient, m.seq)),
+        );
         batch.iter().map(|m| self.one(m)).collect()
     }
 

@@ -8,6 +8,7 @@
 //! - [`handshake`]: §6 the address/consent handshake;
 //! - [`session`]: the session table and each session's stream queue;
 //! - [`delivery`]: what happens to a direct message after its commit;
+//! - [`backlog`]: which users may have messages waiting in the store;
 //! - [`feed`]: the presence feed every stream reads, coalesced per window;
 //! - [`publish`] and [`remote`]: a cluster node's side of the bus (SPEC §12);
 //! - [`stats`]: the counters of `Admin/GetStats`.
@@ -16,6 +17,7 @@
 //! (`rpc/` converts), and events are built by [`super::wire`]. Every session end goes through
 //! [`Core::end_session`]: the table's `create`/`remove` are private to this module.
 
+pub mod backlog;
 pub mod blocks;
 pub mod delivery;
 pub mod feed;
@@ -51,7 +53,7 @@ use super::{
     consent::{self, Consent},
     error::{Error, Result},
     lockout::Lockout,
-    store::Store,
+    store::{Store, UserId},
     wire,
     writer::Writer,
 };
@@ -88,6 +90,8 @@ pub struct Core {
     /// The cluster this node belongs to; `None` for a lone server, which then publishes
     /// nothing.
     cluster: Option<Arc<crate::server::cluster::Cluster>>,
+    /// Who may have stored messages (used on a lone node only).
+    backlog: Arc<backlog::Backlog>,
 }
 
 impl Core {
@@ -120,7 +124,13 @@ impl Core {
         let presence = feed::PresenceFeed::new(wire::presence_batches);
         let sessions = Arc::new(Sessions::new(slow_tx, presence.position()));
         let stats = Stats::default();
-        let local = delivery::Local::new(sessions.clone(), stats.send_to_delivery.clone());
+        let waiting = store.inbox_counts()?.into_iter().map(|(user, _)| user);
+        let backlog = Arc::new(backlog::Backlog::new(waiting));
+        let local = delivery::Local::new(
+            sessions.clone(),
+            stats.send_to_delivery.clone(),
+            backlog.clone(),
+        );
         let deliver: Arc<dyn crate::server::writer::Deliver> = match &cluster {
             Some(c) => Arc::new(publish::ClusterDeliver::new(local, c.clone())),
             None => Arc::new(local),
@@ -154,6 +164,7 @@ impl Core {
             admin_token,
             started: Instant::now(),
             cluster,
+            backlog,
         });
         tokio::spawn(end_slow_readers(Arc::downgrade(&core), slow_rx));
         tokio::spawn(reap(Arc::downgrade(&core)));
@@ -164,6 +175,17 @@ impl Core {
     /// Settings.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Whether `user` certainly has no stored message after seq `after`, so a new stream can
+    /// skip the replay. Never certain on a cluster node (others append to the same inbox).
+    pub fn nothing_stored_after(&self, user: UserId, after: u64) -> bool {
+        self.cluster.is_none() && self.backlog.nothing_after(user, after)
+    }
+
+    /// A replay read `user`'s whole inbox, showing seqs up to `last`.
+    pub fn replayed(&self, user: UserId, last: u64) {
+        self.backlog.replayed(user, last);
     }
 
     fn lockout(&self) -> std::sync::MutexGuard<'_, Lockout> {

@@ -89,6 +89,7 @@ impl Core {
     /// Acknowledges `session`'s user's messages up to `upto` (committed with the next group).
     pub fn ack(&self, session: &Session, upto: u64) {
         if upto > 0 {
+            self.backlog.acknowledged(session.user_id(), upto);
             self.writer.spawn(WriteOp::Ack {
                 user: session.user_id(),
                 upto,
