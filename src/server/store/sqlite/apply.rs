@@ -337,15 +337,13 @@ fn delete_returning(
     // have changed either.
     let deleted = stmt
         .query_map(params, |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, UserId>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+            let message_id = r.get_ref(2)?.as_str()?;
+            let fingerprint = dedupe.fingerprint(recipient, r.get(1)?, message_id);
+            Ok((fingerprint, r.get::<_, i64>(0)? as u64))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (seq, sender, message_id) in &deleted {
-        dedupe.deleted(dedupe.fingerprint(recipient, *sender, message_id), *seq);
+    for &(fingerprint, seq) in &deleted {
+        dedupe.deleted(fingerprint, seq);
     }
     Ok(deleted.len())
 }
