@@ -9,8 +9,8 @@ use crate::{client::api, pb};
 
 /// One `SendStream`: many sends on one HTTP/2 stream, one answer each, in order.
 pub(crate) struct StreamSender {
-    tx: mpsc::Sender<pb::SendStreamRequest>,
-    responses: Streaming<pb::SendStreamResponse>,
+    queue: StreamQueue,
+    answers: StreamAnswers,
 }
 
 impl StreamSender {
@@ -19,10 +19,13 @@ impl StreamSender {
         tx: mpsc::Sender<pb::SendStreamRequest>,
         responses: Streaming<pb::SendStreamResponse>,
     ) -> Self {
-        StreamSender { tx, responses }
+        StreamSender {
+            queue: StreamQueue(tx),
+            answers: StreamAnswers(responses),
+        }
     }
 
-    /// Queues one send on the stream.
+    /// Queues one send on the stream, waiting for room.
     ///
     /// # Errors
     /// The stream has closed.
@@ -32,14 +35,9 @@ impl StreamSender {
         message_id: String,
         body: String,
     ) -> anyhow::Result<()> {
-        self.tx
-            .send(pb::SendStreamRequest {
-                message: Some(pb::SendMessageRequest {
-                    to: to.to_owned(),
-                    body,
-                    message_id,
-                }),
-            })
+        self.queue
+            .0
+            .send(request(to, message_id, body))
             .await
             .map_err(|_| anyhow!("the SendStream closed"))
     }
@@ -48,7 +46,7 @@ impl StreamSender {
     /// request side ends once every clone of the [`StreamQueue`] is dropped, and the answers
     /// end after the last request's.
     pub(crate) fn split(self) -> (StreamQueue, StreamAnswers) {
-        (StreamQueue(self.tx), StreamAnswers(self.responses))
+        (self.queue, self.answers)
     }
 
     /// The next answer: `Ok(Ok(()))` for a stored message, `Ok(Err(sentence))` for a refused one.
@@ -56,17 +54,18 @@ impl StreamSender {
     /// # Errors
     /// The stream failed or ended.
     pub(crate) async fn next(&mut self) -> anyhow::Result<Result<(), String>> {
-        let response = self
-            .responses
-            .message()
-            .await
-            .map_err(|s| anyhow!("SendStream: {}", api::sentence(&s)))?
-            .context("the SendStream ended")?;
-        Ok(if response.code == 0 {
-            Ok(())
-        } else {
-            Err(response.error)
-        })
+        self.answers.next().await?.context("the SendStream ended")
+    }
+}
+
+/// One send on the stream.
+fn request(to: &str, message_id: String, body: String) -> pb::SendStreamRequest {
+    pb::SendStreamRequest {
+        message: Some(pb::SendMessageRequest {
+            to: to.to_owned(),
+            body,
+            message_id,
+        }),
     }
 }
 
@@ -86,13 +85,7 @@ impl StreamQueue {
         body: String,
     ) -> anyhow::Result<()> {
         self.0
-            .try_send(pb::SendStreamRequest {
-                message: Some(pb::SendMessageRequest {
-                    to: to.to_owned(),
-                    body,
-                    message_id,
-                }),
-            })
+            .try_send(request(to, message_id, body))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     anyhow!("the SendStream's queue is full: the server is not taking sends")
@@ -106,7 +99,8 @@ impl StreamQueue {
 pub(crate) struct StreamAnswers(Streaming<pb::SendStreamResponse>);
 
 impl StreamAnswers {
-    /// The next answer (as [`StreamSender::next`]), or `None` once the stream ended normally.
+    /// The next answer (`Ok(())` for a stored message, `Err(sentence)` for a refused one), or
+    /// `None` once the stream ended normally.
     ///
     /// # Errors
     /// The stream failed.
