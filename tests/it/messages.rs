@@ -87,6 +87,45 @@ async fn unacknowledged_messages_are_replayed_after_a_reconnect() {
     );
 }
 
+/// A stream skips the replay only when nothing can be stored for it (`core/backlog.rs`): after
+/// a restart for messages stored before it, until a replay has read them; after an
+/// acknowledgement, until the next message is stored.
+#[tokio::test]
+async fn a_stream_replays_whatever_is_stored_across_restarts_acks_and_logouts() {
+    let srv = TestServer::start().await;
+    srv.register("bob").await;
+    let mut alice = srv.user("alice").await;
+    for i in 1..=2 {
+        alice.send("bob", &format!("m{i}")).await.unwrap();
+    }
+    let srv = srv.restart().await;
+    let seqs = |replay: Vec<pb::DirectMessage>| replay.iter().map(|m| m.seq).collect::<Vec<_>>();
+
+    let mut bob = srv.login("bob").await.unwrap();
+    bob.subscribe(1).await;
+    assert_eq!(seqs(bob.backlog().await), [2], "stored before the restart");
+    bob.subscribe(0).await;
+    assert_eq!(seqs(bob.backlog().await), [2], "not acknowledged yet");
+    bob.subscribe(2).await;
+    assert_eq!(seqs(bob.backlog().await), Vec::<u64>::new());
+    bob.subscribe(0).await;
+    assert_eq!(seqs(bob.backlog().await), Vec::<u64>::new(), "acknowledged");
+
+    // Stored while bob is away, then shown when he is back; live once he is.
+    bob.logout().await;
+    let mut alice = srv.login("alice").await.unwrap();
+    alice.send("bob", "m3").await.unwrap();
+    let mut bob = srv.login("bob").await.unwrap();
+    bob.subscribe(2).await;
+    assert_eq!(seqs(bob.backlog().await), [3]);
+    bob.heartbeat(3).await;
+    alice.send("bob", "m4").await.unwrap();
+    assert_eq!(bob.message().await.seq, 4);
+    // Shown live but not acknowledged: still replayed by a new stream.
+    bob.subscribe(3).await;
+    assert_eq!(seqs(bob.backlog().await), [4]);
+}
+
 #[tokio::test]
 async fn a_resent_message_id_is_stored_once() {
     let srv = TestServer::start().await;
