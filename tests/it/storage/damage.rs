@@ -281,6 +281,49 @@ async fn text_that_is_not_utf8_is_refused_and_repair_keeps_the_rest() {
     stop(server).await;
 }
 
+/// Found by fuzzing (`fuzz/regressions/store_open/message-from-nobody`): a message whose sender
+/// is no account passes `integrity_check` (SQLite does not follow references), and the replay,
+/// which names the sender, left it out while the inbox still counted it. It is refused now, and
+/// `--repair` keeps the other messages.
+#[tokio::test]
+async fn a_message_from_an_account_that_does_not_exist_is_refused_and_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = start(&data, &[]).await;
+    let remote = Remote::new(&server);
+    remote.register("alice").await;
+    remote.register("bob").await;
+    let mut alice = remote.login("alice").await;
+    for body in ["first", "from nobody", "third"] {
+        alice.send("bob", body).await.unwrap();
+    }
+    drop(alice);
+    stop(server).await;
+    rusqlite::Connection::open(data.join("confab.db"))
+        .unwrap()
+        .execute_batch(
+            "PRAGMA foreign_keys = OFF; UPDATE inbox SET sender = -127 WHERE body = 'from nobody'",
+        )
+        .unwrap();
+    let said = refused(&data, &[]);
+    assert!(
+        said.contains("cannot be trusted")
+            && said.contains("1 row(s) of inbox name an account that does not exist"),
+        "{said}"
+    );
+    let check = admin("check", &data);
+    assert!(!check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains("an account that does not exist"));
+
+    let server = start(&data, &["--repair"]).await;
+    let mut bob = Remote::new(&server).login("bob").await;
+    bob.subscribe(0).await;
+    let bodies: Vec<String> = bob.backlog().await.into_iter().map(|m| m.body).collect();
+    assert_eq!(bodies, ["first", "third"]);
+    drop(bob);
+    stop(server).await;
+}
+
 /// Found by fuzzing (`fuzz/regressions/store_open/schema-differs-from-its-version`): a schema
 /// whose text was changed (a column renamed in `sqlite_master`) passes `integrity_check`, and
 /// the server started, then failed every statement naming the column. It is refused now, and

