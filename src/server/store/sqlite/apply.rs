@@ -20,33 +20,32 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Takes the writer connection and rebuilds the counters from the committed database.
+    /// Takes the writer connection and rebuilds the counters and the duplicate check from the
+    /// committed database, in one pass over the inbox.
     pub(super) fn new(conn: Connection) -> anyhow::Result<Self> {
-        let inboxes = {
-            let mut stmt = conn.prepare(
-                "SELECT u.id, MAX(u.last_seq, COALESCE(MAX(i.seq), 0)), COUNT(i.seq)
-                 FROM users u LEFT JOIN inbox i ON i.recipient = u.id GROUP BY u.id",
-            )?;
+        let mut inboxes: HashMap<UserId, Counters> = {
+            let mut stmt = conn.prepare("SELECT id, last_seq FROM users")?;
             let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, UserId>(0)?,
-                    Counters {
-                        last_seq: r.get::<_, i64>(1)? as u64,
-                        count: r.get::<_, i64>(2)? as u64,
-                    },
-                ))
+                let counters = Counters {
+                    last_seq: r.get::<_, i64>(1)? as u64,
+                    count: 0,
+                };
+                Ok((r.get::<_, UserId>(0)?, counters))
             })?;
-            rows.collect::<Result<HashMap<_, _>, _>>()?
+            rows.collect::<Result<_, _>>()?
         };
-        let stored: u64 = inboxes.values().map(|c| c.count).sum();
-        let mut dedupe = Dedupe::with_capacity(stored as usize);
+        let stored: i64 = conn.query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))?;
+        let mut dedupe = Dedupe::with_capacity(usize::try_from(stored).unwrap_or(0));
         {
             let mut stmt = conn.prepare("SELECT recipient, seq, sender, message_id FROM inbox")?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
+                let (recipient, seq) = (r.get(0)?, r.get::<_, i64>(1)? as u64);
                 let message_id = r.get_ref(3)?.as_str()?;
-                let fingerprint = dedupe.fingerprint(r.get(0)?, r.get(2)?, message_id);
-                dedupe.load(fingerprint, r.get::<_, i64>(1)? as u64);
+                dedupe.load(dedupe.fingerprint(recipient, r.get(2)?, message_id), seq);
+                let c = inboxes.entry(recipient).or_default();
+                c.last_seq = c.last_seq.max(seq);
+                c.count += 1;
             }
         }
         Ok(Writer {
@@ -54,6 +53,18 @@ impl Writer {
             inboxes,
             dedupe,
         })
+    }
+
+    /// Stored messages per user that has any, by user id.
+    pub(super) fn inbox_counts(&self) -> Vec<(UserId, u64)> {
+        let mut counts: Vec<(UserId, u64)> = self
+            .inboxes
+            .iter()
+            .filter(|(_, c)| c.count > 0)
+            .map(|(user, c)| (*user, c.count))
+            .collect();
+        counts.sort_unstable();
+        counts
     }
 
     /// Applies `ops` in one transaction; on an error nothing is committed and the counters are
