@@ -75,7 +75,7 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         ),
         None => None,
     };
-    let (core, data_dir) = build(config).await?;
+    let (core, data_dir, claim) = build(config).await?;
     let admin_token = core.admin_token.expose().to_owned();
     let shutdown = CancellationToken::new();
     let metrics_addr = match metrics_listener {
@@ -92,10 +92,26 @@ pub async fn start(config: Config) -> anyhow::Result<Handle> {
         None => None,
     };
     let serving = serve::serve(core, listener, tls, shutdown.clone());
-    // The data directory stays locked until the server has stopped and flushed.
+    // The data directory stays locked, and the database claimed, until the server has stopped
+    // and flushed.
+    let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let _data_dir = data_dir;
-        serving.await
+        let Some(mut claim) = claim else {
+            return serving.await;
+        };
+        let mut serving = std::pin::pin!(serving);
+        let lost = tokio::select! {
+            served = &mut serving => {
+                claim.release().await;
+                return served;
+            }
+            lost = claim.lost() => lost,
+        };
+        tracing::error!("{lost:#}");
+        stop.cancel();
+        let _ = serving.await;
+        Err(lost)
     });
     tracing::info!(%addr, "confab is listening");
     Ok(Handle {
@@ -119,18 +135,33 @@ fn check_transport(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build(config: Config) -> anyhow::Result<(Arc<Core>, datadir::DataDir)> {
+async fn build(
+    config: Config,
+) -> anyhow::Result<(Arc<Core>, datadir::DataDir, Option<store::pg_claim::Claim>)> {
+    let bus = node::bus_url(&config)?;
     let storage::Storage { dir, store } = storage::open(&config)?;
+    // Before anything is read into memory: a lone server's picture of the database is only
+    // right if nobody else writes to it.
+    let claim = match &config.store {
+        Some(url) => {
+            let role = match bus {
+                None => store::pg_claim::Role::Lone,
+                Some(_) => store::pg_claim::Role::Node,
+            };
+            Some(store::pg_claim::claim(url.expose(), role).await?)
+        }
+        None => None,
+    };
     let admin_token = admin_token::load_or_create(&config.admin_token_path())?;
     let users_file = config.users_file.clone();
-    let core = match node::bus_url(&config)? {
+    let core = match bus {
         None => Core::start(config, store, admin_token)?,
         Some(url) => node::start(config, &url, store, admin_token).await?,
     };
     if let Some(path) = users_file {
         core.import_users(&path).await?;
     }
-    Ok((core, dir))
+    Ok((core, dir, claim))
 }
 
 #[cfg(test)]

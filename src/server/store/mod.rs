@@ -8,6 +8,7 @@
 //! [`postgres::PostgresStore`] keeps the same data in PostgreSQL, for several nodes.
 
 mod pg_batch;
+pub mod pg_claim;
 mod pg_conn;
 pub mod pg_directory;
 mod pg_schema;

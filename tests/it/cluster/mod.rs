@@ -9,6 +9,7 @@
 
 mod admin;
 mod bus;
+mod claim;
 mod delivery;
 mod failover;
 mod failure;

@@ -78,12 +78,20 @@ impl TestServer {
     /// port).
     pub async fn restart(mut self) -> Self {
         self.handle.shutdown.cancel();
-        let task = std::mem::replace(&mut self.handle.task, tokio::spawn(async { Ok(()) }));
-        within("the server to stop", task).await.unwrap().unwrap();
+        self.stopped().await.unwrap();
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let config = self.config.clone();
         drop(self);
         Self::on(dir, config).await
+    }
+
+    /// Waits for the server to stop (by itself, or after its shutdown was cancelled) and
+    /// returns how its task ended.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        let task = std::mem::replace(&mut self.handle.task, tokio::spawn(async { Ok(()) }));
+        within("the server to stop", task)
+            .await
+            .expect("the server task")
     }
 
     /// Every account as stored, read through the store itself (SQLite or PostgreSQL).
