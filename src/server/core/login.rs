@@ -168,6 +168,13 @@ impl Core {
         if key != name_key {
             self.clear_failures(&name_key).await?;
         }
+        // Queued first, so it shares the commit a new device ticket waits for: one commit per
+        // login, not two.
+        let now = now_ms();
+        self.writer.spawn(WriteOp::LastLogin {
+            user: account.id,
+            at_ms: now,
+        });
         let device_ticket = self.ticket_for(&account, device).await;
         let id = self.claim_session(&account, remote, peer.as_ref()).await?;
         let (session, token, replaced) = self.sessions.create(NewSession {
@@ -181,12 +188,7 @@ impl Core {
         if let Some(old) = replaced {
             self.after_end(&old, EndReason::LoggedInElsewhere);
         }
-        let now = now_ms();
         account.last_login_ms.store(now, Ordering::Relaxed);
-        self.writer.spawn(WriteOp::LastLogin {
-            user: account.id,
-            at_ms: now,
-        });
         bump(&self.stats.logins);
         tracing::info!(user = %account.name, %remote, session = session.id, "logged in");
         self.presence(&session, true);
