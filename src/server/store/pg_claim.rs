@@ -63,20 +63,16 @@ pub async fn claim(url: &str, role: Role) -> anyhow::Result<Claim> {
     let mut config = pg_conn::parse(url)?;
     config.application_name(APPLICATION);
     let place = pg_conn::describe(&config);
+    let (client, connection) = connect(&config)
+        .await
+        .with_context(|| format!("claiming the database in {place}"))?;
     let deadline = tokio::time::Instant::now() + HANDOVER;
-    let (client, connection) = loop {
-        let (client, connection) = connect(&config)
-            .await
-            .with_context(|| format!("claiming the database in {place}"))?;
-        if try_lock(&client, role).await? {
-            break (client, connection);
-        }
+    while !try_lock(&client, role).await? {
         if tokio::time::Instant::now() >= deadline {
             return Err(refusal(&client, role, &place).await);
         }
-        drop(client);
         tokio::time::sleep(HANDOVER_POLL).await;
-    };
+    }
     let stop = CancellationToken::new();
     let (tell, lost) = oneshot::channel();
     let keeper = tokio::spawn(keep(
