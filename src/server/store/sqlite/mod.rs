@@ -3,11 +3,11 @@
 //! use a second connection so a replay never waits behind a commit.
 //!
 //! Checkpoints (copying the WAL back into the database, with the fsyncs that takes) run on a
-//! thread of their own, so the writer never stalls behind one: with automatic checkpoints, every
-//! few thousand commits one commit waited several milliseconds for the disk. The WAL is kept
-//! small: once it passes 16 MiB (`WAL_TRUNCATE_PAGES`) the checkpointer waits for a gap between commits
-//! to finish and truncate it, `journal_size_limit` trims it whenever it starts over, and
-//! [`Store::close`] truncates it at a clean stop.
+//! thread of their own, so the writer does not stall behind one: with automatic checkpoints,
+//! every few thousand commits one commit waited several milliseconds for the disk. The WAL is
+//! kept small: once it passes 16 MiB the writer copies the little that thread left, between two
+//! batches, so that the log starts over (the `checkpoint` module says why the writer);
+//! `journal_size_limit` trims the file then, and [`Store::close`] truncates it at a clean stop.
 //!
 //! Before anything is served, [`check`] refuses a log, schema or database that cannot be
 //! trusted.
@@ -18,7 +18,11 @@
 //! acknowledged, which keeps it at least as high as any deleted seq; at start the counters are
 //! rebuilt from it and the inbox itself, so seqs are never reused.
 
-use std::{path::Path, sync::Mutex, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, atomic::AtomicBool},
+    time::Duration,
+};
 
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension as _, params};
@@ -36,7 +40,7 @@ mod tests;
 pub mod wal;
 
 use apply::Writer;
-use checkpoint::{checkpointer, truncate_wal};
+use checkpoint::{checkpointer, finish_checkpoint, truncate_wal};
 pub use schema::SCHEMA_VERSION;
 use schema::migrate;
 
@@ -57,19 +61,34 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     reader: Mutex<Connection>,
     /// The checkpointer thread, and the sender whose drop tells it to make its last checkpoint
-    /// and stop. Dropping the store waits for it, so a dropped store leaves no thread touching
-    /// its files (and a clean stop, a truncated log).
-    checkpointer: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+    /// and stop. Closing or dropping the store waits for it, so a closed store leaves no thread
+    /// touching its files (and a clean stop, a truncated log).
+    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    /// Set by the checkpointer when the log is long; the writer then starts it over.
+    long_log: Arc<AtomicBool>,
 }
 
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        if let Some((stop, thread)) = self.checkpointer.take() {
+impl SqliteStore {
+    /// Stops the checkpointer thread after its last checkpoint. A checkpoint of another
+    /// connection running at the same time would make the one at a clean stop fail as busy.
+    fn stop_checkpointer(&self) {
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, thread)) = checkpointer {
             drop(stop);
             if thread.join().is_err() {
                 tracing::warn!("the checkpointer thread panicked");
             }
         }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop_checkpointer();
     }
 }
 
@@ -131,13 +150,19 @@ impl SqliteStore {
         checkpoints.busy_timeout(Duration::from_secs(5))?;
         let writer = Writer::new(writer)?;
         let (stop, stopped) = std::sync::mpsc::channel();
+        let long_log = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("confab-checkpoint".into())
-            .spawn(move || checkpointer(&checkpoints, &stopped))?;
+            .spawn({
+                let long_log = Arc::clone(&long_log);
+                let wal = wal::sibling(path, "-wal");
+                move || checkpointer(&checkpoints, &wal, &stopped, &long_log)
+            })?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
-            checkpointer: Some((stop, thread)),
+            checkpointer: Mutex::new(Some((stop, thread))),
+            long_log,
         })
     }
 
@@ -207,10 +232,12 @@ impl Store for SqliteStore {
 
     fn write_batch(&self, ops: &[WriteOp]) -> anyhow::Result<Vec<WriteOutcome>> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        finish_checkpoint(&writer.conn, &self.long_log);
         writer.write(ops)
     }
 
     fn close(&self) -> anyhow::Result<()> {
+        self.stop_checkpointer();
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         truncate_wal(&guard.conn)
     }

@@ -293,3 +293,73 @@ fn dropping_the_store_waits_for_its_checkpointer() {
         assert_eq!(left, 0, "round {round}: the log was not emptied");
     }
 }
+
+/// Appends batches of 50 messages of 2 KiB from `from` to `to` until the WAL file beside `db`
+/// is longer than `bytes`; returns how many it appended.
+fn fill_log(store: &SqliteStore, db: &Path, (to, from): (UserId, UserId), bytes: u64) -> u64 {
+    let wal = wal::sibling(db, "-wal");
+    let len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let mut next = 0u64;
+    while len() <= bytes {
+        let batch: Vec<WriteOp> = (next..next + 50)
+            .map(|i| WriteOp::Append {
+                recipient: to,
+                sender: from,
+                message_id: format!("fill-{i}"),
+                body: "x".repeat(2048),
+                sent_ms: 2,
+                max_inbox: u64::MAX,
+            })
+            .collect();
+        store.write_batch(&batch).unwrap();
+        next += 50;
+    }
+    next
+}
+
+/// Past 16 MiB the log starts over while the writer keeps writing: the writer finishes the
+/// checkpoint between two batches instead of waiting for a gap a busy server never leaves (the
+/// log reached 200 MB at saturation), and SQLite trims the file to 4 MiB.
+#[test]
+fn a_long_log_starts_over_while_writing_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let store = SqliteStore::open(&db).unwrap();
+    let (a, b) = (user(&store, "alice"), user(&store, "bob"));
+    let wal = wal::sibling(&db, "-wal");
+    let len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let sent = fill_log(&store, &db, (b, a), 17 << 20);
+    // Writing goes on, one message at a time, until the log has started over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while len() > WAL_LIMIT_BYTES as u64 + (1 << 20) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never started over: {} bytes",
+            len()
+        );
+        append(&store, b, a, &format!("more-{i}"), u64::MAX);
+        i += 1;
+    }
+    let stored = store.inbox_counts().unwrap();
+    assert_eq!(stored, vec![(b, sent + i)], "every message is still stored");
+}
+
+/// A clean stop right after a long log empties it. The stop's checkpoint used to fail as busy
+/// when the checkpointer thread was copying the same log at that moment, and the server exited
+/// with an error and a WAL of 100 MB left behind.
+#[test]
+fn closing_right_after_a_long_log_empties_it() {
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let store = SqliteStore::open(&db).unwrap();
+        let (a, b) = (user(&store, "alice"), user(&store, "bob"));
+        fill_log(&store, &db, (b, a), 12 << 20);
+        store
+            .close()
+            .unwrap_or_else(|e| panic!("round {round}: {e:#}"));
+        let left = std::fs::metadata(wal::sibling(&db, "-wal")).map_or(0, |m| m.len());
+        assert_eq!(left, 0, "round {round}: the log was not emptied");
+    }
+}
