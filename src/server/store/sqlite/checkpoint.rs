@@ -13,10 +13,7 @@
 
 use std::{
     path::Path,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -32,17 +29,17 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 const LONG_LOG_PAGES: i64 = 4096;
 /// The same in bytes of the WAL file, which SQLite trims to 4 MiB when the log starts over
 /// (`journal_size_limit`) and which otherwise grows with the log.
-const LONG_LOG_BYTES: u64 = LONG_LOG_PAGES as u64 * 4096;
+const LONG_LOG_BYTES: u64 = (LONG_LOG_PAGES * super::PAGE_SIZE) as u64;
 
 /// Checkpoints every [`CHECKPOINT_EVERY`], or sooner once the WAL file at `wal` is long, until
-/// the store is dropped, and once more then, truncating the log to nothing. Sets `long_log`
-/// when the log should start over.
+/// the store is closed or dropped, and once more then, truncating the log to nothing: that last
+/// truncation's result is the thread's. Sets `long_log` when the log should start over.
 pub(super) fn checkpointer(
     conn: &Connection,
     wal: &Path,
     stop: &std::sync::mpsc::Receiver<()>,
     long_log: &AtomicBool,
-) {
+) -> anyhow::Result<()> {
     use std::sync::mpsc::RecvTimeoutError;
     let mut last_pass = Instant::now();
     loop {
@@ -50,26 +47,18 @@ pub(super) fn checkpointer(
             stop.recv_timeout(LOOK_EVERY),
             Err(RecvTimeoutError::Disconnected)
         );
+        if last {
+            return truncate_wal(conn);
+        }
         let long_file = std::fs::metadata(wal).is_ok_and(|m| m.len() > LONG_LOG_BYTES);
-        if !last && !long_file && last_pass.elapsed() < CHECKPOINT_EVERY {
+        if !long_file && last_pass.elapsed() < CHECKPOINT_EVERY {
             continue;
         }
         last_pass = Instant::now();
         // PASSIVE never blocks the writer.
-        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-        let result = match passive {
-            Ok(_) if last => truncate_wal(conn),
-            Ok(log) => {
-                long_log.store(log > LONG_LOG_PAGES, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        };
-        if let Err(e) = result {
-            tracing::warn!("WAL checkpoint failed: {e:#}");
-        }
-        if last {
-            return;
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(log) => long_log.store(log > LONG_LOG_PAGES, Ordering::Relaxed),
+            Err(e) => tracing::warn!("WAL checkpoint failed: {e}"),
         }
     }
 }
@@ -77,7 +66,7 @@ pub(super) fn checkpointer(
 /// Run by the writer between two batches when `long_log` is set: copies what is left of the
 /// log so that its next commit starts the log over. Never waits: if the checkpointer thread is
 /// copying, or a reader still needs the log, it is tried again after the thread's next pass.
-pub(super) fn finish_checkpoint(conn: &Connection, long_log: &Arc<AtomicBool>) {
+pub(super) fn finish_checkpoint(conn: &Connection, long_log: &AtomicBool) {
     if !long_log.swap(false, Ordering::Relaxed) {
         return;
     }
@@ -89,10 +78,12 @@ pub(super) fn finish_checkpoint(conn: &Connection, long_log: &Arc<AtomicBool>) {
 }
 
 /// Copies the whole WAL into the database and truncates it to nothing.
-pub(super) fn truncate_wal(conn: &Connection) -> anyhow::Result<()> {
+fn truncate_wal(conn: &Connection) -> anyhow::Result<()> {
     let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
     if busy != 0 {
-        anyhow::bail!("the WAL was busy; it is truncated at a later checkpoint");
+        anyhow::bail!(
+            "the WAL was busy; it is copied into the database when the store is next opened"
+        );
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ mod tests;
 pub mod wal;
 
 use apply::Writer;
-use checkpoint::{checkpointer, finish_checkpoint, truncate_wal};
+use checkpoint::{checkpointer, finish_checkpoint};
 pub use schema::SCHEMA_VERSION;
 use schema::migrate;
 
@@ -61,34 +61,44 @@ pub struct SqliteStore {
     writer: Mutex<Writer>,
     reader: Mutex<Connection>,
     /// The checkpointer thread, and the sender whose drop tells it to make its last checkpoint
-    /// and stop. Closing or dropping the store waits for it, so a closed store leaves no thread
-    /// touching its files (and a clean stop, a truncated log).
-    checkpointer: Mutex<Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+    /// (truncating the log) and stop. Closing or dropping the store waits for it, so a closed
+    /// store leaves no thread touching its files, and a clean stop a truncated log.
+    checkpointer: Mutex<Option<Checkpointer>>,
     /// Set by the checkpointer when the log is long; the writer then starts it over.
     long_log: Arc<AtomicBool>,
 }
 
+/// The checkpointer thread and the sender whose drop stops it.
+type Checkpointer = (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<anyhow::Result<()>>,
+);
+
 impl SqliteStore {
-    /// Stops the checkpointer thread after its last checkpoint. A checkpoint of another
-    /// connection running at the same time would make the one at a clean stop fail as busy.
-    fn stop_checkpointer(&self) {
+    /// Stops the checkpointer thread and returns how its last checkpoint, the truncation, went.
+    /// The truncation is the thread's, not another connection's: a checkpoint of its own running
+    /// at the same time made the one at a clean stop fail as busy.
+    fn stop_checkpointer(&self) -> anyhow::Result<()> {
         let checkpointer = self
             .checkpointer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some((stop, thread)) = checkpointer {
-            drop(stop);
-            if thread.join().is_err() {
-                tracing::warn!("the checkpointer thread panicked");
-            }
-        }
+        let Some((stop, thread)) = checkpointer else {
+            return Ok(());
+        };
+        drop(stop);
+        thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the checkpointer thread panicked"))?
     }
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        self.stop_checkpointer();
+        if let Err(e) = self.stop_checkpointer() {
+            tracing::warn!("the last WAL checkpoint failed: {e:#}");
+        }
     }
 }
 
@@ -237,8 +247,8 @@ impl Store for SqliteStore {
     }
 
     fn close(&self) -> anyhow::Result<()> {
-        self.stop_checkpointer();
-        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        truncate_wal(&guard.conn)
+        // Held so no batch is written while the log is truncated.
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.stop_checkpointer()
     }
 }

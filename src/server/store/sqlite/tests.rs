@@ -294,13 +294,16 @@ fn dropping_the_store_waits_for_its_checkpointer() {
     }
 }
 
+/// The length of the WAL file beside `db` (0 when there is none).
+fn wal_len(db: &Path) -> u64 {
+    std::fs::metadata(wal::sibling(db, "-wal")).map_or(0, |m| m.len())
+}
+
 /// Appends batches of 50 messages of 2 KiB from `from` to `to` until the WAL file beside `db`
 /// is longer than `bytes`; returns how many it appended.
 fn fill_log(store: &SqliteStore, db: &Path, (to, from): (UserId, UserId), bytes: u64) -> u64 {
-    let wal = wal::sibling(db, "-wal");
-    let len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let mut next = 0u64;
-    while len() <= bytes {
+    while wal_len(db) <= bytes {
         let batch: Vec<WriteOp> = (next..next + 50)
             .map(|i| WriteOp::Append {
                 recipient: to,
@@ -326,17 +329,15 @@ fn a_long_log_starts_over_while_writing_goes_on() {
     let db = dir.path().join("db");
     let store = SqliteStore::open(&db).unwrap();
     let (a, b) = (user(&store, "alice"), user(&store, "bob"));
-    let wal = wal::sibling(&db, "-wal");
-    let len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
     let sent = fill_log(&store, &db, (b, a), 17 << 20);
     // Writing goes on, one message at a time, until the log has started over.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut i = 0;
-    while len() > WAL_LIMIT_BYTES as u64 + (1 << 20) {
+    while wal_len(&db) > WAL_LIMIT_BYTES as u64 + (1 << 20) {
         assert!(
             std::time::Instant::now() < deadline,
             "the log never started over: {} bytes",
-            len()
+            wal_len(&db)
         );
         append(&store, b, a, &format!("more-{i}"), u64::MAX);
         i += 1;
@@ -359,7 +360,6 @@ fn closing_right_after_a_long_log_empties_it() {
         store
             .close()
             .unwrap_or_else(|e| panic!("round {round}: {e:#}"));
-        let left = std::fs::metadata(wal::sibling(&db, "-wal")).map_or(0, |m| m.len());
-        assert_eq!(left, 0, "round {round}: the log was not emptied");
+        assert_eq!(wal_len(&db), 0, "round {round}: the log was not emptied");
     }
 }
